@@ -1,0 +1,198 @@
+"""One YAML file describes a whole study; this module is its schema.
+
+Relative paths in a config are resolved against the config file's own folder, so a study runs the same from
+any working directory. Every validation problem is reported at once, each with its YAML path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from distill.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_existing(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = (base / value).resolve() if not value.is_absolute() else value
+    if not path.exists():
+        raise ValueError(f"file not found: {path} (paths are relative to the config file's folder)")
+    return path
+
+
+class TaskConfig(Strict):
+    type: Literal["classification"] = "classification"
+    instruction: str = Field(description="What the teacher is asked to do; the label list is appended to it.")
+    labels: list[str] | None = Field(None, description="The label set, inline.")
+    labels_file: Path | None = Field(None, description="A JSON list of labels, instead of `labels`.")
+    student_prompt: str = Field(
+        "{text}\nLabel:", description="The student's short prompt; `{text}` is replaced by the input."
+    )
+
+    _check_labels_file = field_validator("labels_file")(_resolve_existing)
+
+    @field_validator("student_prompt")
+    @classmethod
+    def _has_text_slot(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain the placeholder {text}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> TaskConfig:
+        if (self.labels is None) == (self.labels_file is None):
+            raise ValueError("give exactly one of `labels` or `labels_file`")
+        if self.labels is not None and len(set(self.labels)) < 2:
+            raise ValueError("`labels` needs at least two distinct labels")
+        return self
+
+    def label_set(self) -> list[str]:
+        if self.labels is not None:
+            return list(self.labels)
+        assert self.labels_file is not None
+        try:
+            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.labels_file}: cannot read the label list (task.labels_file): {exc}") from exc
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(set(labels)) < 2:
+            raise UserError(f"{self.labels_file}: task.labels_file must hold a JSON list of at least two strings")
+        return labels
+
+
+class DataConfig(Strict):
+    inputs: Path = Field(description="Rows for the teacher to label (CSV, JSONL or Parquet).")
+    test: Path | None = Field(None, description="Held-out queries for compare; if absent, taken from `inputs`.")
+    text_column: str = "text"
+    gold_column: str | None = Field(None, description="Column with gold labels, used only to score.")
+    max_inputs: int | None = Field(None, gt=0, description="Label at most this many input rows.")
+    test_size: int = Field(50, gt=0, description="Rows held out of `inputs` for compare when `test` is absent.")
+    max_test: int | None = Field(None, gt=0, description="Compare on at most this many test rows.")
+    seed: int = 0
+
+    _check_paths = field_validator("inputs", "test")(_resolve_existing)
+
+
+class ServerConfig(Strict):
+    """How distill starts a vLLM OpenAI-compatible server for a model."""
+
+    dtype: str = "bfloat16"
+    max_model_len: int | None = Field(2048, gt=0)
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU builds.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    enable_prefix_caching: bool = True
+    startup_timeout_s: float = Field(900, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as they are.")
+
+
+class TeacherConfig(Strict):
+    model: str = Field(description="Local HF folder, GGUF file, catalogue name (`distill models list`) or hub id.")
+    url: str | None = Field(None, description="Use a running OpenAI-compatible server instead of starting one.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key.")
+    served_model_name: str | None = Field(None, description="Model name at `url`; default: `model`.")
+    server: ServerConfig = ServerConfig()
+    concurrency: int = Field(16, ge=1, description="Requests in flight.")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(32, gt=0)
+    top_logprobs: int = Field(5, ge=0, le=20)
+    request_timeout_s: float = Field(300, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+
+class FilterConfig(Strict):
+    dedup_exact: bool = True
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of kept rows held out as `eval`.")
+    seed: int = 0
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class StudentConfig(Strict):
+    model: str = Field(description="Base model: local HF folder, GGUF file, catalogue name or hub id.")
+    lora: LoraConfig = LoraConfig()
+    epochs: float = Field(2.0, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
+    max_seq_len: int = Field(256, gt=8)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    seed: int = 0
+    server: ServerConfig = ServerConfig()
+    max_tokens: int = Field(16, gt=0, description="Completion budget of the student at inference.")
+
+
+class CompareConfig(Strict):
+    concurrency: int = Field(16, ge=1)
+    student_serving: Literal["adapter", "merged"] = Field(
+        "adapter", description="Serve the student as base + LoRA adapter, or with the adapter merged in."
+    )
+
+
+class CostConfig(Strict):
+    """Prices that turn measured time and tokens into money; every report prints the ones it used."""
+
+    hardware: str = Field("2-core CPU", description="Where serving and training ran, for the report.")
+    teacher_price_per_hour: float = Field(ge=0, description="Price of the machine serving the teacher.")
+    student_price_per_hour: float = Field(ge=0, description="Price of the machine serving the student.")
+    train_price_per_hour: float = Field(ge=0, description="Price of the machine training the student.")
+    teacher_input_per_1m: float | None = Field(None, ge=0, description="API price per 1M prompt tokens.")
+    teacher_output_per_1m: float | None = Field(None, ge=0, description="API price per 1M completion tokens.")
+
+    @model_validator(mode="after")
+    def _token_prices_together(self) -> CostConfig:
+        if (self.teacher_input_per_1m is None) != (self.teacher_output_per_1m is None):
+            raise ValueError("give both teacher_input_per_1m and teacher_output_per_1m, or neither")
+        return self
+
+
+class Config(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: TaskConfig
+    data: DataConfig
+    teacher: TeacherConfig
+    filter: FilterConfig = FilterConfig()
+    student: StudentConfig
+    compare: CompareConfig = CompareConfig()
+    cost: CostConfig
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against the documented keys)"
+        lines.append(f"{path}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a study config; raise `UserError` listing every problem with its YAML path."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: config file not found") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping with keys name, task, data, teacher, ...")
+    try:
+        return Config.model_validate(raw, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise UserError(_format_errors(path, exc)) from exc

@@ -1,0 +1,101 @@
+"""Reading input rows, and the one deterministic split into rows to label and held-out test queries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.config import Config, DataConfig
+from distill.errors import UserError
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # "<source>:<row>", stable across runs so outputs can be joined back to their input
+    text: str
+    gold: str | None
+
+
+def read_table(path: Path) -> list[dict]:
+    """Rows of a CSV/TSV, JSON Lines, JSON list or Parquet file, as dicts."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with open(path, encoding="utf-8", newline="") as handle:
+                return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                return [_json_line(path, n, line) for n, line in enumerate(handle, 1) if line.strip()]
+        if suffix == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rows, list):
+                raise UserError(f"{path}: a .json input must hold a list of objects")
+            return rows
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from exc
+    raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
+
+
+def _json_line(path: Path, line_number: int, line: str) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from exc
+
+
+def load_examples(path: Path, data: DataConfig, source: str) -> list[Example]:
+    rows = read_table(path)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    columns = list(rows[0].keys())
+    for key, column in (("data.text_column", data.text_column), ("data.gold_column", data.gold_column)):
+        if column is not None and column not in columns:
+            raise UserError(f"{path}: no column {column!r} ({key}); the file has columns {columns}")
+    examples = []
+    for index, row in enumerate(rows):
+        text = row.get(data.text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(
+                f"{path}: row {index + 1}: empty or missing {data.text_column!r}; fix or remove that row"
+            )
+        gold = row.get(data.gold_column) if data.gold_column else None
+        examples.append(Example(id=f"{source}:{index}", text=text.strip(), gold=None if gold is None else str(gold)))
+    return examples
+
+
+def _shuffled(examples: list[Example], seed: int) -> list[Example]:
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class Splits:
+    to_label: list[Example]
+    test: list[Example]
+
+
+def split_inputs(config: Config) -> Splits:
+    """Rows for the teacher to label and held-out test queries; the same config always gives the same split.
+
+    Inputs are shuffled before truncation because real files are often sorted by label.
+    """
+    data = config.data
+    inputs = _shuffled(load_examples(data.inputs, data, "inputs"), data.seed)
+    if data.test is not None:
+        test = _shuffled(load_examples(data.test, data, "test"), data.seed)
+    else:
+        if len(inputs) <= data.test_size:
+            raise UserError(
+                f"{data.inputs}: {len(inputs)} rows cannot spare data.test_size={data.test_size} test rows; "
+                "lower data.test_size or give data.test"
+            )
+        test, inputs = inputs[: data.test_size], inputs[data.test_size :]
+    return Splits(to_label=inputs[: data.max_inputs], test=test[: data.max_test])

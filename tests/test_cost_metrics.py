@@ -1,0 +1,50 @@
+import pytest
+
+from distill import cost
+from distill.config import CostConfig
+from distill.metrics import accuracy, agreement, latency_percentiles
+
+HOURLY = CostConfig(teacher_price_per_hour=3.6, student_price_per_hour=1.8, train_price_per_hour=3.6)
+API = CostConfig(teacher_price_per_hour=0, student_price_per_hour=1.8, train_price_per_hour=3.6,
+                 teacher_input_per_1m=2.0, teacher_output_per_1m=8.0)
+
+
+def test_hourly_cost_per_1k() -> None:
+    # $3.60/h is $0.001/s; at 10 queries/s a query costs $0.0001, so 1k cost $0.10.
+    assert cost.hourly_cost_per_1k(3.6, 10) == pytest.approx(0.1)
+    assert cost.hourly_cost_per_1k(3.6, 0) is None
+
+
+def test_token_prices_win_over_hourly_for_the_teacher() -> None:
+    # 500 prompt + 10 completion tokens at $2/$8 per 1M: $0.00108 a query, $1.08 per 1k (PRICES.md, GPT-4.1).
+    assert cost.teacher_cost_per_1k(API, 5.0, 500, 10) == pytest.approx(1.08)
+    assert cost.teacher_cost_per_1k(HOURLY, 10.0, 500, 10) == pytest.approx(0.1)
+
+
+def test_labelling_and_training_cost() -> None:
+    assert cost.labelling_cost(HOURLY, 1800, 0, 0) == pytest.approx(1.8)
+    assert cost.labelling_cost(API, 1800, 1_000_000, 100_000) == pytest.approx(2.8)
+    assert cost.training_cost(HOURLY, 600) == pytest.approx(0.6)
+
+
+def test_break_even() -> None:
+    # saving $0.09 per 1k = $0.00009 per query; $9 one-off pays back after 100,000 queries.
+    assert cost.break_even_queries(9.0, 0.10, 0.01) == pytest.approx(100_000)
+    assert cost.break_even_queries(9.0, 0.01, 0.10) is None
+    assert cost.break_even_queries(9.0, None, 0.01) is None
+
+
+def test_accuracy_counts_only_rows_with_gold() -> None:
+    assert accuracy(["a", "b", None, "c"], ["a", "x", "c", None]) == pytest.approx(1 / 3)
+    assert accuracy(["a"], [None]) is None
+
+
+def test_agreement_needs_a_valid_shared_answer() -> None:
+    assert agreement(["a", None, "b", "c"], ["a", None, "x", "c"]) == pytest.approx(0.5)
+
+
+def test_latency_percentiles() -> None:
+    result = latency_percentiles(list(range(1, 101)))
+    assert result["p50"] == pytest.approx(50.5)
+    assert result["p95"] == pytest.approx(95.05)
+    assert result["p99"] >= result["p95"] >= result["p50"]

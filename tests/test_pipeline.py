@@ -1,0 +1,66 @@
+"""All four stages through the real CLI: a real vLLM server, real peft training, real files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
+from distill.artifacts import read_rows
+from distill.pipeline import STAGES
+
+
+def _distill(*args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "distill.cli", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path / "study.yaml", study_config(tiny_model, DEMO_INPUTS))
+    run_dir = tmp_path / "run"
+    for stage in STAGES:
+        output = _distill(stage, "-c", config, "--run-dir", run_dir).stdout
+
+    assert "teacher vs student" in output and "report:" in output
+    for stage in STAGES:
+        manifest = json.loads((run_dir / stage / "manifest.json").read_text())
+        assert manifest["stage"] == stage
+        assert {"config", "inputs", "packages", "counts", "timings", "seconds"} <= manifest.keys()
+        assert all(len(entry["sha256"]) == 64 for entry in manifest["inputs"].values())
+        assert "torch" in manifest["packages"] and manifest["config"]["name"] == "tiny"
+
+    outputs = read_rows(run_dir / "generate" / "outputs.parquet")
+    assert len(outputs) == 40 and len({r["id"] for r in outputs}) == 40
+    assert all(r["label"] in DEMO_LABELS and r["error"] is None for r in outputs), "choice constraint holds"
+    assert all(r["logprob"] is not None and r["logprob"] <= 0 and r["prompt_tokens"] > 0 for r in outputs)
+    assert (run_dir / "generate" / "server.log").stat().st_size > 0
+
+    assert (run_dir / "train" / "adapter" / "adapter_config.json").exists()
+    metrics = json.loads((run_dir / "compare" / "metrics.json").read_text())
+    assert metrics["n_queries"] == 12
+    for side in ("teacher", "student"):
+        summary = metrics[side]
+        assert isinstance(summary["model"], str)
+        assert isinstance(summary["accuracy"], float) and 0 <= summary["accuracy"] <= 1
+        assert set(summary["latency_ms"]) == {"p50", "p95", "p99"}
+        assert all(v > 0 for v in summary["latency_ms"].values())
+        assert summary["queries_per_s"] > 0 and summary["prompt_tokens_per_query"] > 0
+        assert summary["completion_tokens_per_query"] > 0 and summary["cost_per_1k_queries"] > 0
+    assert metrics["teacher"]["prompt_tokens_per_query"] > metrics["student"]["prompt_tokens_per_query"]
+    assert 0 <= metrics["agreement"] <= 1
+    assert isinstance(metrics["cost_ratio"], float)
+    assert metrics["break_even_queries"] is None or metrics["break_even_queries"] > 0
+    html = (run_dir / "compare" / "report.html").read_text()
+    assert "accuracy vs gold" in html and "agreement with teacher" in html and "cost per 1k" in html
+    assert "cost per 1k queries" in (run_dir / "compare" / "report.md").read_text()
+
+    # The same command again sends no request: every answer comes from the durable cache.
+    _distill("generate", "-c", config, "--run-dir", run_dir)
+    rerun = json.loads((run_dir / "generate" / "manifest.json").read_text())
+    assert rerun["counts"]["requests_sent"] == 0 and rerun["counts"]["from_cache"] == 40
+    assert read_rows(run_dir / "generate" / "outputs.parquet") == outputs

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_INPUTS, study_config, write_config
+from distill.artifacts import write_json, write_rows
+from distill.config import load_config
+from distill.errors import UserError
+from student.train import IGNORE_INDEX, encode_example, train
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_label_mask_covers_exactly_the_answer_and_eos(tokenizer) -> None:
+    example = encode_example(tokenizer, "Message: where is my parcel?\nCategory:", " shipping", max_len=64)
+    answer = tokenizer(" shipping", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    labelled = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert labelled == answer
+    n_prompt = len(example["input_ids"]) - len(answer)
+    assert example["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert example["labels"][n_prompt:] == answer
+
+
+def test_long_prompt_is_cut_from_the_start_and_keeps_the_answer(tokenizer) -> None:
+    example = encode_example(tokenizer, "word " * 200 + "\nCategory:", " refund", max_len=32)
+    assert len(example["input_ids"]) == 32
+    assert example["labels"][-1] == tokenizer.eos_token_id
+
+
+def test_too_short_max_len_is_refused(tokenizer) -> None:
+    with pytest.raises(UserError, match="leaves no room"):
+        encode_example(tokenizer, "x\nCategory:", " product_question", max_len=2)
+
+
+def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, tiny_model: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
+            for i in range(16)]
+    write_rows(tmp_path / "filter" / "train.parquet", rows[:12])
+    write_rows(tmp_path / "filter" / "eval.parquet", rows[12:])
+    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    config = study_config(tiny_model, DEMO_INPUTS)
+    config["student"].update({"epochs": 2, "batch_size": 4, "learning_rate": 0.01})
+    config["compare"] = {"student_serving": "merged"}
+    manifest = train(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+
+    adapter = load_file(tmp_path / "train" / "adapter" / "adapter_model.safetensors")
+    lora_b = {k: v for k, v in adapter.items() if "lora_B" in k}
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values()), "every lora_B starts at 0 and must move"
+    # The merged weights minus the LoRA update must give back the base weights: training left them alone.
+    base = load_file(tiny_model / "model.safetensors")
+    merged = load_file(tmp_path / "train" / "merged" / "model.safetensors")
+    scale = config["student"]["lora"]["alpha"] / config["student"]["lora"]["r"]
+    for key_b, b in lora_b.items():
+        a = adapter[key_b.replace("lora_B", "lora_A")]
+        weight = key_b.removeprefix("base_model.model.").replace(".lora_B", "")
+        recovered = merged[weight].float() - scale * (b.float() @ a.float())
+        torch.testing.assert_close(recovered, base[weight].float(), atol=1e-5, rtol=0)
+    for key in base.keys() - {k.removeprefix("base_model.model.").replace(".lora_B", "") for k in lora_b}:
+        assert torch.equal(base[key].float(), merged[key].float()), key
+    assert manifest["counts"] == {"train_rows": 12, "eval_rows": 4, "steps": 6}
+    assert manifest["eval_loss"] is not None and manifest["tokens_per_s"] > 0
+    assert '"loss"' in (tmp_path / "train" / "history.json").read_text()
