@@ -102,7 +102,7 @@ def compare(config: Config, run_dir: Path) -> dict[str, Any]:
     write_rows(stage_dir / "answers.parquet", [
         {"id": e.id, "text": e.text, "gold": e.gold, "teacher": t, "student": s,
          "teacher_logprob": ta.logprob, "student_logprob": sa.logprob}
-        for e, t, s, ta, sa in zip(test, teacher_labels, student_labels, teacher_answers, student_answers)
+        for e, t, s, ta, sa in zip(test, teacher_labels, student_labels, teacher_answers, student_answers, strict=True)
     ])
     write_json(stage_dir / "metrics.json", metrics)
     write_reports(metrics, stage_dir, config.name)

@@ -66,7 +66,8 @@ def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
         else:
             dropped.append({**row, "drop_reason": reason})
     if not kept:
-        raise UserError(f"{source}: the filter kept no rows (drops: {dict(Counter(r['drop_reason'] for r in dropped))})")
+        drops = dict(Counter(r["drop_reason"] for r in dropped))
+        raise UserError(f"{source}: the filter kept no rows (drops: {drops}); check the teacher's outputs")
     train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
     write_rows(stage_dir / "train.parquet", train)
     write_rows(stage_dir / "eval.parquet", evaluation)

@@ -95,10 +95,12 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
     lines = [f"# {name}: teacher vs student", "", headline(metrics), "",
              "| | teacher | student |", "|---|---|---|",
              *[f"| {a} | {b} | {c} |" for a, b, c in summary_rows(metrics)], "",
-             f"Measured on {metrics['hardware']} with {metrics['concurrency']} requests in flight, one model at a time.",
+             f"Measured on {metrics['hardware']} with {metrics['concurrency']} requests in flight, "
+             "one model at a time.",
              f"One-off cost: labelling ${metrics['one_off_cost']['labelling']:.5f}, "
              f"training ${metrics['one_off_cost']['training']:.5f}.",
-             f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, student ${prices['student_price_per_hour']}/h, "
+             f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
+             f"student ${prices['student_price_per_hour']}/h, "
              f"training ${prices['train_price_per_hour']}/h"
              + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
                 if prices["teacher_input_per_1m"] is not None else "") + "."]
@@ -108,8 +110,10 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
 def _html(metrics: dict[str, Any], name: str, png: bytes | None) -> str:
     rows = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
                    for a, b, c in summary_rows(metrics))
-    image = (f'<img alt="total cost against query volume" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-             if png else "<p>No cost plot: a cost per query is missing.</p>")
+    image = "<p>No cost plot: a cost per query is missing.</p>"
+    if png:
+        encoded = base64.b64encode(png).decode()
+        image = f'<img alt="total cost against query volume" src="data:image/png;base64,{encoded}">'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}: teacher vs student</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}}

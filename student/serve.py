@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from distill.artifacts import read_manifest
 from distill.config import Config
@@ -34,7 +35,8 @@ def serve_student(config: Config, run_dir: Path, log_path: Path) -> Iterator[Tar
     server = config.student.server
     if config.compare.student_serving == "merged":
         if not (train_dir / "merged").is_dir():
-            raise UserError(f"{train_dir}: no merged student; rerun `distill train` with compare.student_serving=merged")
+            raise UserError(
+                f"{train_dir}: no merged student; rerun `distill train` with compare.student_serving=merged")
         with VLLMServer(str(train_dir / "merged"), STUDENT_NAME, server, log_path) as vllm:
             yield Target(vllm.base_url, STUDENT_NAME)
         return

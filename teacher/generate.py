@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from distill.artifacts import StageRecorder, write_rows
 from distill.config import Config, TeacherConfig
@@ -90,7 +91,7 @@ def generate(config: Config, run_dir: Path) -> dict[str, Any]:
     requests = [teacher_request(task, config.teacher, e.text) for e in examples]
     with recorder.timed("teacher"):
         answers, sent = _label_with_cache(config, requests, stage_dir)
-    rows = [_output_row(e, a, task) for e, a in zip(examples, answers)]
+    rows = [_output_row(e, a, task) for e, a in zip(examples, answers, strict=True)]
     write_rows(stage_dir / OUTPUTS, rows)
     failed = sum(r["error"] is not None for r in rows)
     return recorder.finish(

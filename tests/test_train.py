@@ -19,7 +19,7 @@ def tokenizer(tiny_model: Path):
 def test_label_mask_covers_exactly_the_answer_and_eos(tokenizer) -> None:
     example = encode_example(tokenizer, "Message: where is my parcel?\nCategory:", " shipping", max_len=64)
     answer = tokenizer(" shipping", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    labelled = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    labelled = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE_INDEX]
     assert labelled == answer
     n_prompt = len(example["input_ids"]) - len(answer)
     assert example["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
