@@ -100,6 +100,11 @@ class ServerConfig(Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     enable_prefix_caching: bool = True
     startup_timeout_s: float = Field(900, gt=0)
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile in vLLM; auto: off on the CPU build, where it added ~70 s of start-up "
+        "and no measurable throughput, on elsewhere.")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="CPU build: cores for the engine; default all (vLLM's own default keeps one idle).")
     extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as they are.")
 
 
