@@ -84,9 +84,26 @@ def validate(config: ConfigOption) -> None:
 
 
 @app.command()
-def generate(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+def generate(config: ConfigOption, run_dir: RunDirOption = None,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="Count requests, tokens and cost; "
+                                                   "send nothing.")] = False) -> None:
     """Label the inputs with the teacher."""
-    _stage_command("generate", config, run_dir)
+    if not dry_run:
+        _stage_command("generate", config, run_dir)
+        return
+    from distill.pipeline import default_run_dir
+    from teacher.generate import dry_run as estimate
+
+    def action() -> None:
+        loaded = load_config(config)
+        result = estimate(loaded, run_dir or default_run_dir(loaded))
+        cost = result["estimated_cost"]
+        typer.echo(f"{result['requests']} requests to send ({result['cached']} of {result['rows']} rows already "
+                   f"cached, {result['oversize']} oversize); prompt tokens {result['prompt_tokens']:,}, completion "
+                   f"tokens about {result['completion_tokens']:,} ({result['counted_with']}); estimated cost: "
+                   + (f"${cost:,.4f}" if cost is not None else "by serving time (teacher priced per hour)"))
+
+    _guarded(action)
 
 
 @app.command("filter")

@@ -80,20 +80,22 @@ def compare(config: Config, run_dir: Path) -> dict[str, Any]:
     concurrency = config.compare.concurrency
 
     with recorder.timed("teacher"), open_teacher(config.teacher, stage_dir / "teacher_server.log") as target:
-        requests = [teacher_request(task, config.teacher, e.text) for e in test]
+        # The teacher answers as it would in production: one sample per query.
+        requests = [teacher_request(task, config.teacher, e.text, samples=1) for e in test]
         teacher_answers, teacher_s = asyncio.run(measure(target, requests, "chat", concurrency, "teacher"))
     with recorder.timed("student"), serve_student(config, run_dir, stage_dir / "student_server.log") as target:
         requests = [student_request(task, config, e.text) for e in test]
         student_answers, student_s = asyncio.run(measure(target, requests, "complete", concurrency, "student"))
 
-    teacher_labels = [task.parse(a.text).value for a in teacher_answers]
+    teacher_labels = [task.parse(a.text, config.teacher.rationale).value for a in teacher_answers]
     student_labels = [task.parse(a.text).value for a in student_answers]
+    teacher_served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
     served = "base + LoRA adapter (vLLM --enable-lora)" if config.compare.student_serving == "adapter" else "merged"
     metrics: dict[str, Any] = {
         "n_queries": len(test),
         "concurrency": concurrency,
         "hardware": config.cost.hardware,
-        "teacher": model_summary(config.teacher.model, config.teacher.url or "vLLM", teacher_answers,
+        "teacher": model_summary(config.teacher.model, teacher_served, teacher_answers,
                                  teacher_labels, gold, teacher_s),
         "student": model_summary(config.student.model, served, student_answers, student_labels, gold, student_s),
         "agreement": agreement(student_labels, teacher_labels),

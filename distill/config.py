@@ -98,8 +98,12 @@ class ServerConfig(Strict):
     cpu_kv_cache_gib: float = Field(2.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU builds.")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
     enable_prefix_caching: bool = True
     startup_timeout_s: float = Field(900, gt=0)
+    compact_json: bool = Field(
+        True, description="JSON-constrained outputs without free whitespace, which a model may otherwise pad "
+        "them with (paid tokens, and truncated objects).")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile in vLLM; auto: off on the CPU build, where it added ~70 s of start-up "
         "and no measurable throughput, on elsewhere.")
@@ -110,16 +114,35 @@ class ServerConfig(Strict):
 
 class TeacherConfig(Strict):
     model: str = Field(description="Local HF folder, GGUF file, catalogue name (`distill models list`) or hub id.")
-    url: str | None = Field(None, description="Use a running OpenAI-compatible server instead of starting one.")
+    url: str | list[str] | None = Field(
+        None, description="Use running OpenAI-compatible server(s) instead of starting one; with several URLs "
+        "(replicas of one model) each request goes to the least busy.")
     api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key.")
     served_model_name: str | None = Field(None, description="Model name at `url`; default: `model`.")
     server: ServerConfig = ServerConfig()
     concurrency: int = Field(16, ge=1, description="Requests in flight.")
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(32, gt=0)
-    top_logprobs: int = Field(5, ge=0, le=20)
+    top_logprobs: int = Field(5, ge=0, le=20, description="Alternatives kept at the answer's first token.")
+    samples: int = Field(1, ge=1, description="Answers per input (n); >1 gives a majority vote and its share.")
+    rationale: bool = Field(False, description="Ask the teacher to explain, then answer; kept in its own column.")
     request_timeout_s: float = Field(300, gt=0)
-    max_retries: int = Field(4, ge=0)
+    max_retries: int = Field(4, ge=0, description="Retries (exponential backoff, jitter) on errors, 429 and 5xx.")
+    max_cost: float | None = Field(None, gt=0, description="Stop labelling cleanly once this much is spent ($).")
+    skip_oversize: bool = Field(False, description="Record prompts longer than the context and go on, "
+                                "instead of refusing the input file.")
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self) -> TeacherConfig:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 needs temperature > 0, or every sample is the same")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        if self.url is None:
+            return []
+        return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
 class FilterConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from distill.config import TaskConfig
@@ -11,6 +12,12 @@ from distill.config import TaskConfig
 class Parsed:
     value: str | None
     error: str | None
+    rationale: str | None = None
+
+
+RATIONALE_INSTRUCTION = (
+    "\n\nReply with a JSON object: first a short 'rationale' (one or two sentences on why), then the 'label'."
+)
 
 
 class ClassificationTask:
@@ -27,19 +34,44 @@ class ClassificationTask:
             + "\n\nAnswer with exactly one label from the list and nothing else."
         )
 
-    def teacher_messages(self, text: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}]
+    def teacher_messages(self, text: str, rationale: bool = False) -> list[dict[str, str]]:
+        system = self.system_prompt + (RATIONALE_INSTRUCTION if rationale else "")
+        return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
-    def teacher_constraint(self) -> dict:
-        return {"choice": self.labels}
+    def teacher_constraint(self, rationale: bool = False) -> dict:
+        if not rationale:
+            return {"choice": self.labels}
+        # "rationale" comes first in the object, so the teacher explains before it commits to a label.
+        return {"json": {"type": "object", "additionalProperties": False, "required": ["rationale", "label"],
+                         "properties": {"rationale": {"type": "string", "maxLength": 300},
+                                        "label": {"enum": self.labels}}}}
 
-    def parse(self, raw: str | None) -> Parsed:
+    def answer_token_budget(self, max_tokens: int, rationale: bool = False) -> int:
+        """Never cut a label short: sampled under a choice constraint, a label may be spelt in as many tokens as
+        it has characters, and the constraint ends generation anyway."""
+        if rationale:
+            return max_tokens
+        return max(max_tokens, max(len(label) for label in self.labels) + 1)
+
+    def parse(self, raw: str | None, rationale: bool = False) -> Parsed:
         if raw is None:
             return Parsed(None, "no output")
+        if rationale:
+            return self._parse_with_rationale(raw)
         value = raw.strip()
         if value in self._label_set:
             return Parsed(value, None)
         return Parsed(None, f"not in the label set: {value[:80]!r}")
+
+    def _parse_with_rationale(self, raw: str) -> Parsed:
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return Parsed(None, f"not valid JSON: {exc.msg} at {exc.pos}")
+        if not isinstance(obj, dict) or not isinstance(obj.get("rationale"), str):
+            return Parsed(None, "JSON without a string 'rationale'")
+        label = self.parse(str(obj.get("label")))
+        return Parsed(label.value, label.error, obj["rationale"])
 
     def student_prompt(self, text: str) -> str:
         return self.config.student_prompt.format(text=text)

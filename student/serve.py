@@ -38,9 +38,9 @@ def serve_student(config: Config, run_dir: Path, log_path: Path) -> Iterator[Tar
             raise UserError(
                 f"{train_dir}: no merged student; rerun `distill train` with compare.student_serving=merged")
         with VLLMServer(str(train_dir / "merged"), STUDENT_NAME, server, log_path) as vllm:
-            yield Target(vllm.base_url, STUDENT_NAME)
+            yield Target((vllm.base_url,), STUDENT_NAME)
         return
     base = resolve_model(config.student.model)
     with VLLMServer(base, "student-base", server, log_path, lora_modules={STUDENT_NAME: train_dir / "adapter"},
                     max_lora_rank=config.student.lora.r) as vllm:
-        yield Target(vllm.base_url, STUDENT_NAME)
+        yield Target((vllm.base_url,), STUDENT_NAME)

@@ -31,7 +31,7 @@ class ResponseCache:
 
     def get(self, key: str) -> Answer | None:
         row = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-        return Answer(**json.loads(row[0])) if row else None
+        return Answer.from_row(json.loads(row[0])) if row else None
 
     def put(self, key: str, answer: Answer) -> None:
         if answer.error is None:

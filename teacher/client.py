@@ -24,17 +24,36 @@ R = TypeVar("R")
 
 
 @dataclass
-class Answer:
+class Sample:
     text: str | None
-    logprob: float | None = None  # summed log-probability of the answer tokens: the model's confidence
-    top_logprobs: list[dict[str, float]] = field(default_factory=list)  # alternatives at the first token
+    logprob: float | None = None  # summed log-probability of the sample's tokens: the model's confidence
+    top_logprobs: list[dict[str, Any]] = field(default_factory=list)  # alternatives at the first token
+
+
+@dataclass
+class Answer:
+    """One request's outcome: its samples (one unless `n` > 1), usage and latency, or the error it ended in."""
+
+    samples: list[Sample] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
     error: str | None = None
 
+    @property
+    def text(self) -> str | None:
+        return self.samples[0].text if self.samples else None
+
+    @property
+    def logprob(self) -> float | None:
+        return self.samples[0].logprob if self.samples else None
+
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Answer:
+        return cls(**{**row, "samples": [Sample(**s) for s in row["samples"]]})
 
 
 def api_key_from_env(variable: str | None) -> str:
@@ -48,39 +67,50 @@ def api_key_from_env(variable: str | None) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a model answers: an OpenAI-compatible base URL and the model name it is served under."""
+    """Where a model answers: one or more OpenAI-compatible base URLs serving it under one model name."""
 
-    base_url: str
+    base_urls: tuple[str, ...]
     model: str
     api_key: str = field(default="EMPTY", repr=False)
 
 
 class Endpoint:
-    """An async client bound to one event loop; create it inside the coroutine that uses it."""
+    """Async clients for a target's replicas; each request goes to the replica with the fewest in flight.
+
+    Bound to one event loop: create it inside the coroutine that uses it.
+    """
 
     def __init__(self, target: Target, timeout_s: float = 300, max_retries: int = 4) -> None:
         self.model = target.model
-        self.client = openai.AsyncOpenAI(base_url=target.base_url, api_key=target.api_key, timeout=timeout_s,
-                                         max_retries=max_retries)
+        self.clients = [openai.AsyncOpenAI(base_url=url, api_key=target.api_key, timeout=timeout_s,
+                                           max_retries=max_retries) for url in target.base_urls]
+        self.in_flight = [0] * len(self.clients)
 
     async def chat(self, messages: list[dict[str, str]], **params: Any) -> Answer:
-        return await self._timed(self.client.chat.completions.create, messages=messages, **params)
+        return await self._timed("chat", messages=messages, **params)
 
     async def complete(self, prompt: str, **params: Any) -> Answer:
-        return await self._timed(self.client.completions.create, prompt=prompt, **params)
+        return await self._timed("completions", prompt=prompt, **params)
 
-    async def _timed(self, create: Callable[..., Awaitable[Any]], **request: Any) -> Answer:
+    async def _timed(self, kind: str, **request: Any) -> Answer:
+        replica = min(range(len(self.clients)), key=self.in_flight.__getitem__)
+        client = self.clients[replica]
+        create = client.chat.completions.create if kind == "chat" else client.completions.create
+        self.in_flight[replica] += 1
         start = time.perf_counter()
         try:
             response = await create(model=self.model, **request)
         except openai.APIError as exc:
-            return Answer(text=None, latency_ms=_ms_since(start), error=f"{type(exc).__name__}: {exc}")
+            return Answer(latency_ms=_ms_since(start), error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.in_flight[replica] -= 1
         answer = _parse_response(response)
         answer.latency_ms = _ms_since(start)
         return answer
 
     async def close(self) -> None:
-        await self.client.close()
+        for client in self.clients:
+            await client.close()
 
 
 def _ms_since(start: float) -> float:
@@ -88,12 +118,12 @@ def _ms_since(start: float) -> float:
 
 
 def _parse_response(response: Any) -> Answer:
-    choice = response.choices[0]
+    samples = []
+    for choice in response.choices:
+        text = choice.message.content if hasattr(choice, "message") else choice.text
+        samples.append(Sample(text, *_logprob_summary(choice.logprobs)))
     usage = response.usage
-    text = choice.message.content if hasattr(choice, "message") else choice.text
-    logprob, top = _logprob_summary(choice.logprobs)
-    return Answer(text=text, logprob=logprob, top_logprobs=top,
-                  prompt_tokens=usage.prompt_tokens if usage else 0,
+    return Answer(samples=samples, prompt_tokens=usage.prompt_tokens if usage else 0,
                   completion_tokens=usage.completion_tokens if usage else 0)
 
 
@@ -116,18 +146,24 @@ def _logprob_summary(logprobs: Any) -> tuple[float | None, list[dict[str, float]
 
 
 async def map_concurrent(items: Sequence[T], worker: Callable[[T], Awaitable[R]], concurrency: int,
-                         description: str, on_result: Callable[[T, R], None] | None = None) -> list[R]:
-    """Run `worker` over `items` with at most `concurrency` in flight; results keep the input order."""
+                         description: str, on_result: Callable[[int, R], None] | None = None,
+                         should_stop: Callable[[], bool] | None = None) -> list[R | None]:
+    """Run `worker` over `items` with at most `concurrency` in flight; results keep the input order.
+
+    Once `should_stop()` is true no further item is started (those in flight finish); unstarted items give None.
+    """
     limit = asyncio.Semaphore(concurrency)
-    results: list[R] = [None] * len(items)  # type: ignore[list-item]
+    results: list[R | None] = [None] * len(items)
     progress = tqdm(total=len(items), desc=description, unit="req", dynamic_ncols=True)
 
     async def one(index: int, item: T) -> None:
         async with limit:
+            if should_stop is not None and should_stop():
+                return
             result = await worker(item)
         results[index] = result
         if on_result is not None:
-            on_result(item, result)
+            on_result(index, result)
         progress.update()
 
     try:

@@ -1,104 +1,224 @@
-"""The generate stage: the teacher labels every input row once, with its output format enforced."""
+"""The generate stage: the teacher labels every input row once, with its output format enforced.
+
+Every answer goes into a durable cache as it arrives, so a killed run resumes with nothing lost or paid twice;
+failed requests are recorded in the outputs with their error and retried by the next run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill import cost as costs
 from distill.artifacts import StageRecorder, write_rows
 from distill.config import Config, TeacherConfig
 from distill.data import Example, split_inputs
-from distill.tasks import ClassificationTask, make_task
+from distill.tasks import ClassificationTask, Parsed, make_task
 from teacher.cache import ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target, map_concurrent
-from teacher.server import open_teacher
+from teacher.server import open_teacher, prefix_cache_counters
+from teacher.tokens import estimate, load_teacher_tokenizer, oversize_rows
 
 OUTPUTS = "outputs.parquet"
+NOT_SENT = "not sent: teacher.max_cost reached"
 
 
-def teacher_request(task: ClassificationTask, teacher: TeacherConfig, text: str) -> dict[str, Any]:
+def teacher_request(task: ClassificationTask, teacher: TeacherConfig, text: str, samples: int | None = None
+                    ) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "messages": task.teacher_messages(text),
+        "messages": task.teacher_messages(text, teacher.rationale),
         "temperature": teacher.temperature,
-        "max_tokens": teacher.max_tokens,
+        "max_tokens": task.answer_token_budget(teacher.max_tokens, teacher.rationale),
         "logprobs": True,
-        "extra_body": {"structured_outputs": task.teacher_constraint()},
+        "extra_body": {"structured_outputs": task.teacher_constraint(teacher.rationale)},
     }
+    if (samples or teacher.samples) > 1:
+        request["n"] = samples or teacher.samples
     if teacher.top_logprobs:
         request["top_logprobs"] = teacher.top_logprobs
     return request
 
 
 async def ask_teacher(target: Target, teacher: TeacherConfig, requests: list[dict[str, Any]], description: str,
-                      on_answer: Callable[[int, Answer], None] | None = None) -> list[Answer]:
-    """The teacher's answers, in request order; `on_answer(index, answer)` sees each as it arrives."""
+                      on_answer: Callable[[int, Answer], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> list[Answer | None]:
+    """The teacher's answers in request order (None where `should_stop` held them back)."""
     endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
     try:
-        return await map_concurrent(list(range(len(requests))), lambda i: endpoint.chat(**requests[i]),
-                                    teacher.concurrency, description, on_result=on_answer)
+        return await map_concurrent(requests, lambda r: endpoint.chat(**r), teacher.concurrency, description,
+                                    on_result=on_answer, should_stop=should_stop)
     finally:
         await endpoint.close()
 
 
-def _label_with_cache(config: Config, requests: list[dict[str, Any]], stage_dir: Path) -> tuple[list[Answer], int]:
-    """Answers for every request and how many were sent; cached answers are reused, and the teacher is
-    started only when something is missing."""
+class Budget:
+    """Money spent on requests sent in this run: per-token prices where set, else serving time by the hour."""
+
+    def __init__(self, config: Config) -> None:
+        self.cost = config.cost
+        self.limit = config.teacher.max_cost
+        self.started = time.monotonic()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, answer: Answer) -> None:
+        self.prompt_tokens += answer.prompt_tokens
+        self.completion_tokens += answer.completion_tokens
+
+    def spent(self) -> float:
+        return costs.labelling_cost(self.cost, time.monotonic() - self.started, self.prompt_tokens,
+                                    self.completion_tokens)
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.spent() >= self.limit
+
+
+@dataclass
+class Labelling:
+    answers: list[Answer | None]
+    sent: int
+    cached: int
+    budget: Budget
+    prefix_cache: dict[str, float] | None
+
+
+def _label_with_cache(config: Config, requests: list[dict[str, Any]], skipped: dict[int, str],
+                      stage_dir: Path) -> Labelling:
+    """Answers for every request; cached answers are reused, and the teacher is started only when something
+    is missing. An answer is in the cache before the next one is accounted. Skipped requests are not sent."""
     cache = ResponseCache(stage_dir / "cache.sqlite")
+    budget = Budget(config)
     try:
         keys = [request_key(config.teacher.model, r) for r in requests]
-        answers = [cache.get(k) for k in keys]
+        answers: list[Answer | None] = [
+            Answer(error=skipped[i]) if i in skipped else cache.get(k) for i, k in enumerate(keys)]
         missing = [i for i, answer in enumerate(answers) if answer is None]
+        prefix = None
         if missing:
 
             def store(j: int, answer: Answer) -> None:
                 answers[missing[j]] = answer
                 cache.put(keys[missing[j]], answer)
+                budget.add(answer)
 
             with open_teacher(config.teacher, stage_dir / "server.log") as target:
+                before = prefix_cache_counters(target)
+                budget.started = time.monotonic()
                 asyncio.run(ask_teacher(target, config.teacher, [requests[i] for i in missing], "teacher labels",
-                                        on_answer=store))
+                                        on_answer=store, should_stop=budget.exhausted))
+                prefix = _hit_rate(before, prefix_cache_counters(target))
     finally:
         cache.close()
-    return answers, len(missing)  # type: ignore[return-value]
+    sent = sum(answers[i] is not None for i in missing)
+    return Labelling(answers, sent, len(requests) - len(skipped) - len(missing), budget, prefix)
 
 
-def _output_row(example: Example, answer: Answer, task: ClassificationTask) -> dict[str, Any]:
-    parsed = task.parse(answer.text)
+def _hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    queries = after["queries"] - before["queries"]
+    hits = after["hits"] - before["hits"]
+    return {"hit_tokens": hits, "query_tokens": queries, "hit_rate": hits / queries if queries else 0.0}
+
+
+def vote(parsed: list[Parsed]) -> tuple[Parsed, float | None]:
+    """The majority answer among the samples and its share of all samples (None for a single sample)."""
+    if len(parsed) == 1:
+        return parsed[0], None
+    counts = Counter(p.value for p in parsed if p.value is not None)
+    if not counts:
+        return parsed[0], 0.0
+    winner, count = counts.most_common(1)[0]
+    return next(p for p in parsed if p.value == winner), count / len(parsed)
+
+
+def output_row(example: Example, answer: Answer | None, task: ClassificationTask, rationale: bool
+               ) -> dict[str, Any]:
+    answer = answer or Answer(error=NOT_SENT)
+    parsed = [task.parse(s.text, rationale) for s in answer.samples] or [task.parse(None)]
+    chosen, share = vote(parsed)
+    sample = answer.samples[parsed.index(chosen)] if answer.samples else None
     return {
         "id": example.id,
         "text": example.text,
         "gold": example.gold,
-        "raw": answer.text,
-        "label": parsed.value,
-        "error": answer.error or parsed.error,
-        "logprob": answer.logprob,
-        "top_logprobs": json.dumps(answer.top_logprobs),
+        "raw": sample.text if sample else None,
+        "label": chosen.value,
+        "error": answer.error or chosen.error,
+        "rationale": chosen.rationale,
+        "vote_share": share,
+        "samples": json.dumps([p.value for p in parsed]),
+        "logprob": sample.logprob if sample else None,
+        "top_logprobs": json.dumps(sample.top_logprobs if sample else []),
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
         "latency_ms": answer.latency_ms,
     }
 
 
+@dataclass
+class Plan:
+    task: ClassificationTask
+    examples: list[Example]
+    requests: list[dict[str, Any]]
+    oversize: dict[int, str]  # row index -> why it is not sent
+    tokenizer: Any | None
+
+
+def make_plan(config: Config) -> Plan:
+    """The rows to label and their requests, after checking every prompt fits the teacher's context."""
+    task = make_task(config.task)
+    examples = split_inputs(config).to_label
+    requests = [teacher_request(task, config.teacher, e.text) for e in examples]
+    # Only a server we start has a context length known here; a running endpoint rejects what does not fit.
+    tokenizer = None if config.teacher.urls else load_teacher_tokenizer(config)
+    return Plan(task, examples, requests, oversize_rows(config, examples, requests, tokenizer), tokenizer)
+
+
+def dry_run(config: Config, run_dir: Path) -> dict[str, Any]:
+    """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
+    plan = make_plan(config)
+    cache_path = run_dir / "generate" / "cache.sqlite"
+    cache = ResponseCache(cache_path) if cache_path.exists() else None
+    try:
+        to_send = [r for i, r in enumerate(plan.requests) if i not in plan.oversize
+                   and (cache is None or cache.get(request_key(config.teacher.model, r)) is None)]
+    finally:
+        if cache is not None:
+            cache.close()
+    tokenizer = plan.tokenizer or load_teacher_tokenizer(config)
+    result = estimate(config, to_send, tokenizer, plan.task.labels)
+    return {**result, "rows": len(plan.requests), "cached": len(plan.requests) - len(plan.oversize) - len(to_send),
+            "oversize": len(plan.oversize)}
+
+
 def generate(config: Config, run_dir: Path) -> dict[str, Any]:
     """Label `data.inputs` (less the held-out test rows) with the teacher; write `generate/outputs.parquet`."""
     stage_dir = run_dir / "generate"
     recorder = StageRecorder(stage_dir, "generate", config)
-    task = make_task(config.task)
-    examples = split_inputs(config).to_label
-    requests = [teacher_request(task, config.teacher, e.text) for e in examples]
+    plan = make_plan(config)
     with recorder.timed("teacher"):
-        answers, sent = _label_with_cache(config, requests, stage_dir)
-    rows = [_output_row(e, a, task) for e, a in zip(examples, answers, strict=True)]
+        labelling = _label_with_cache(config, plan.requests, plan.oversize, stage_dir)
+    rows = [output_row(e, a, plan.task, config.teacher.rationale)
+            for e, a in zip(plan.examples, labelling.answers, strict=True)]
     write_rows(stage_dir / OUTPUTS, rows)
-    failed = sum(r["error"] is not None for r in rows)
+    not_sent = sum(r["error"] == NOT_SENT for r in rows)
     return recorder.finish(
         inputs={"inputs": config.data.inputs},
-        counts={"rows": len(rows), "labelled": len(rows) - failed, "failed": failed, "requests_sent": sent,
-                "from_cache": len(rows) - sent},
+        counts={"rows": len(rows), "labelled": sum(r["label"] is not None for r in rows),
+                "failed": sum(r["error"] is not None for r in rows) - not_sent - len(plan.oversize),
+                "oversize": len(plan.oversize), "not_sent": not_sent, "requests_sent": labelling.sent,
+                "from_cache": labelling.cached},
         usage={"prompt_tokens": sum(r["prompt_tokens"] for r in rows),
                "completion_tokens": sum(r["completion_tokens"] for r in rows)},
-        teacher={"model": config.teacher.model, "url": config.teacher.url},
+        spent_this_run=round(labelling.budget.spent(), 6),
+        stopped_by_max_cost=not_sent > 0,
+        prefix_cache=labelling.prefix_cache,
+        teacher={"model": config.teacher.model, "urls": config.teacher.urls},
     )

@@ -61,6 +61,7 @@ def server_command(model_path: str, served_name: str, port: int, server: ServerC
         "--port", str(port),
         "--dtype", server.dtype,
         "--tensor-parallel-size", str(server.tensor_parallel_size),
+        "--pipeline-parallel-size", str(server.pipeline_parallel_size),
         "--enable-prefix-caching" if server.enable_prefix_caching else "--no-enable-prefix-caching",
         "--disable-uvicorn-access-log",
     ]
@@ -68,6 +69,8 @@ def server_command(model_path: str, served_name: str, port: int, server: ServerC
         command += ["--max-model-len", str(server.max_model_len)]
     if server.gpu_memory_utilization is not None:
         command += ["--gpu-memory-utilization", str(server.gpu_memory_utilization)]
+    if server.compact_json:
+        command += ["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
     if server.compile == "off" or (server.compile == "auto" and is_cpu_build()):
         command.append("-O0")
     if lora_modules:
@@ -145,11 +148,27 @@ class VLLMServer:
             self.process.wait()
 
 
+def prefix_cache_counters(target: Target) -> dict[str, float] | None:
+    """vLLM's prefix-cache token counters summed over the target's replicas; None where not exposed."""
+    totals = {"hits": 0.0, "queries": 0.0}
+    for url in target.base_urls:
+        try:
+            text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for line in text.splitlines():
+            for key in totals:
+                if line.startswith(f"vllm:prefix_cache_{key}_total"):
+                    totals[key] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 @contextmanager
 def open_teacher(config: TeacherConfig, log_path: Path) -> Iterator[Target]:
     """The teacher's endpoint: the configured URL, or a vLLM server started here and stopped on exit."""
-    if config.url:
-        yield Target(config.url, config.served_model_name or config.model, api_key_from_env(config.api_key_env))
+    if config.urls:
+        yield Target(tuple(config.urls), config.served_model_name or config.model,
+                     api_key_from_env(config.api_key_env))
         return
     with VLLMServer(resolve_model(config.model), "teacher", config.server, log_path) as server:
-        yield Target(server.base_url, "teacher")
+        yield Target((server.base_url,), "teacher")

@@ -1,0 +1,73 @@
+"""Counting the teacher's prompt tokens with its own tokenizer: context-length checks and dry-run estimates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distill.config import Config
+from distill.data import Example
+from distill.errors import UserError
+from distill.models import resolve_model
+
+
+def load_teacher_tokenizer(config: Config) -> Any | None:
+    """The teacher's tokenizer, or None where it cannot be had (an API model with no local files)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(config.teacher.model))
+    except (OSError, ValueError):
+        return None
+
+
+def prompt_token_counts(tokenizer: Any, requests: list[dict[str, Any]]) -> list[int]:
+    if not requests:
+        return []
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
+             for r in requests]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def oversize_rows(config: Config, examples: list[Example], requests: list[dict[str, Any]],
+                  tokenizer: Any | None) -> dict[int, str]:
+    """Rows whose prompt plus completion budget exceeds the context of the server we start, with why.
+
+    Raises a `UserError` naming the file and row unless `teacher.skip_oversize` is set. A running endpoint's
+    context is not known here: it rejects such a request, and the row is recorded with that error.
+    """
+    limit = config.teacher.server.max_model_len
+    if config.teacher.urls or limit is None or tokenizer is None or not requests:
+        return {}
+    budget = config.teacher.max_tokens
+    counts = prompt_token_counts(tokenizer, requests)
+    over = {i: f"prompt of {n} tokens + max_tokens {budget} exceeds max_model_len {limit}"
+            for i, n in enumerate(counts) if n + budget > limit}
+    if over and not config.teacher.skip_oversize:
+        first = min(over)
+        raise UserError(f"{config.data.inputs}: row {examples[first].id.split(':')[1]}: {over[first]} "
+                        f"({len(over)} such rows); shorten them, raise teacher.server.max_model_len, "
+                        "or set teacher.skip_oversize: true to record and skip them")
+    return over
+
+
+def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | None, labels: list[str]
+             ) -> dict[str, Any]:
+    """What sending `requests` would cost: prompt tokens counted, completion tokens estimated."""
+    if tokenizer is not None:
+        prompt_tokens = sum(prompt_token_counts(tokenizer, requests))
+        label_tokens = [len(tokenizer(label, add_special_tokens=False)["input_ids"]) + 1 for label in labels]
+        per_answer = sum(label_tokens) / len(label_tokens)
+        method = "teacher tokenizer"
+    else:
+        prompt_tokens = sum(len(str(r["messages"])) // 4 for r in requests)
+        per_answer = sum(len(label) for label in labels) / len(labels) / 4 + 1
+        method = "about 4 characters per token (no local tokenizer for the teacher)"
+    if config.teacher.rationale:
+        per_answer = config.teacher.max_tokens  # an upper bound: the explanation's length is unknown
+    completion_tokens = round(per_answer * config.teacher.samples * len(requests))
+    cost = config.cost
+    dollars = None
+    if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
+        dollars = (prompt_tokens * cost.teacher_input_per_1m + completion_tokens * cost.teacher_output_per_1m) / 1e6
+    return {"requests": len(requests), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "estimated_cost": dollars, "counted_with": method}

@@ -1,0 +1,134 @@
+"""The generate stage against scripted endpoints: retries, recorded failures, budgets, secrets, votes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_INPUTS, study_config, write_config
+from distill.artifacts import read_rows
+from distill.config import load_config
+from distill.errors import UserError
+from distill.tasks import Parsed
+from fake_openai import FakeEndpoint
+from teacher.generate import NOT_SENT, dry_run, generate, vote
+
+
+def _config(tmp_path: Path, url: str, rows: int = 6, **teacher: object):
+    config = study_config("fake-model", DEMO_INPUTS)
+    config["data"]["max_inputs"] = rows
+    config["teacher"] = {"model": "fake-model", "url": url, "concurrency": 1, "max_retries": 1, **teacher}
+    return load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return read_rows(run_dir / "generate" / "outputs.parquet")
+
+
+def test_429_and_500_are_retried_until_they_succeed(tmp_path: Path) -> None:
+    with FakeEndpoint(failures=2, status=429) as fake:
+        manifest = generate(_config(tmp_path, fake.url, rows=1, max_retries=3), tmp_path)
+        assert len(fake.requests) == 3
+    assert _rows(tmp_path)[0]["label"] == "billing"
+    assert manifest["counts"]["failed"] == 0
+
+
+def test_persistent_errors_are_recorded_then_retried_by_the_next_run(tmp_path: Path) -> None:
+    with FakeEndpoint(failures=1000, status=500) as fake:
+        manifest = generate(_config(tmp_path, fake.url), tmp_path)
+    rows = _rows(tmp_path)
+    assert len(rows) == 6 and all(r["label"] is None and "InternalServerError" in r["error"] for r in rows)
+    assert manifest["counts"]["failed"] == 6
+    with FakeEndpoint() as fake:
+        rerun = generate(_config(tmp_path, fake.url), tmp_path)
+    assert rerun["counts"]["requests_sent"] == 6 and all(r["label"] == "billing" for r in _rows(tmp_path))
+
+
+def test_a_server_dying_mid_run_loses_no_row(tmp_path: Path) -> None:
+    with FakeEndpoint(stop_after=4) as fake:
+        generate(_config(tmp_path, fake.url, rows=10), tmp_path)
+    rows = _rows(tmp_path)
+    assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
+    assert sum(r["label"] == "billing" for r in rows) == 4
+    assert all(r["error"] for r in rows if r["label"] is None)
+    with FakeEndpoint() as fake:
+        rerun = generate(_config(tmp_path, fake.url, rows=10), tmp_path)
+    assert rerun["counts"]["requests_sent"] == 6 and rerun["counts"]["from_cache"] == 4
+    assert [r["id"] for r in _rows(tmp_path)] == [r["id"] for r in rows]
+
+
+def test_max_cost_stops_cleanly_and_a_later_run_continues(tmp_path: Path) -> None:
+    # 11 prompt + 2 completion tokens a request at $1000/$500 per 1M: $0.012 a request.
+    prices = {"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
+              "teacher_input_per_1m": 1000, "teacher_output_per_1m": 500}
+    config = study_config("fake-model", DEMO_INPUTS, cost=prices)
+    with FakeEndpoint() as fake:
+        config["teacher"] = {"model": "fake-model", "url": fake.url, "concurrency": 1, "max_cost": 0.03}
+        manifest = generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+        assert len(fake.requests) == 3
+    assert manifest["stopped_by_max_cost"] and manifest["counts"]["not_sent"] == 37
+    assert manifest["spent_this_run"] == pytest.approx(0.036)
+    assert sum(r["error"] == NOT_SENT for r in _rows(tmp_path)) == 37
+    with FakeEndpoint() as fake:
+        del config["teacher"]["max_cost"]
+        config["teacher"]["url"] = fake.url
+        rerun = generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+    assert rerun["counts"]["requests_sent"] == 37 and rerun["counts"]["labelled"] == 40
+
+
+def test_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("DISTILL_TEST_KEY", secret)
+    with FakeEndpoint(failures=1, status=401) as fake:
+        generate(_config(tmp_path, fake.url, rows=2, api_key_env="DISTILL_TEST_KEY"), tmp_path)
+        assert fake.auth_headers[0] == f"Bearer {secret}"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_missing_api_key_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISTILL_ABSENT_KEY", raising=False)
+    with FakeEndpoint() as fake, pytest.raises(UserError, match="DISTILL_ABSENT_KEY"):
+        generate(_config(tmp_path, fake.url, api_key_env="DISTILL_ABSENT_KEY"), tmp_path)
+
+
+def test_samples_are_voted(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        generate(_config(tmp_path, fake.url, rows=2, samples=3, temperature=0.8), tmp_path)
+        assert fake.requests[0]["n"] == 3
+    row = _rows(tmp_path)[0]
+    assert row["vote_share"] == 1.0 and json.loads(row["samples"]) == ["billing"] * 3
+
+
+def test_vote_takes_the_majority_and_its_share() -> None:
+    parsed = [Parsed("a", None), Parsed(None, "bad"), Parsed("b", None), Parsed("a", None)]
+    assert vote(parsed) == (Parsed("a", None), 0.5)
+    assert vote([Parsed(None, "bad")] * 2) == (Parsed(None, "bad"), 0.0)
+    assert vote([Parsed("a", None)]) == (Parsed("a", None), None)
+
+
+def test_dry_run_counts_with_the_teacher_tokenizer_and_sends_nothing(tmp_path: Path, tiny_model: Path) -> None:
+    config = study_config(tiny_model, DEMO_INPUTS,
+                          cost={"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
+                                "teacher_input_per_1m": 1.0, "teacher_output_per_1m": 2.0})
+    with FakeEndpoint() as fake:
+        config["teacher"] = {"model": str(tiny_model), "url": fake.url}
+        loaded = load_config(write_config(tmp_path / "c.yaml", config))
+        before = dry_run(loaded, tmp_path)
+        assert fake.requests == []
+        generate(loaded, tmp_path)
+        after = dry_run(loaded, tmp_path)
+    assert before["requests"] == 40 and before["counted_with"] == "teacher tokenizer"
+    assert before["prompt_tokens"] > 40 * 50 and before["completion_tokens"] >= 40
+    assert before["estimated_cost"] == pytest.approx(
+        (before["prompt_tokens"] * 1.0 + before["completion_tokens"] * 2.0) / 1e6)
+    assert after["requests"] == 0 and after["cached"] == 40
+
+
+def test_oversize_prompt_names_file_and_row(tmp_path: Path, tiny_model: Path) -> None:
+    config = study_config(tiny_model, DEMO_INPUTS)
+    config["teacher"]["server"]["max_model_len"] = 64
+    message = r"support_inbox.csv: row \d+: prompt of \d+ tokens .* exceeds max_model_len 64"
+    with pytest.raises(UserError, match=message):
+        generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
