@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from conftest import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 from distill.artifacts import read_rows
 from distill.config import ServerConfig, load_config
+from distill.errors import UserError
 from teacher.generate import generate
 from teacher.server import VLLMServer
 
@@ -90,3 +92,20 @@ def _cached(path: Path) -> int:
             return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_server_is_stopped_when_the_block_raises(tmp_path: Path, tiny_model: Path) -> None:
+    server = VLLMServer(str(tiny_model), "doomed", ServerConfig(max_model_len=256, cpu_kv_cache_gib=1),
+                        tmp_path / "server.log")
+    with pytest.raises(RuntimeError, match="stage failed"), server:
+        raise RuntimeError("stage failed")
+    assert server.process is not None and server.process.poll() is not None
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2)
+
+
+def test_a_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
+    server = VLLMServer(str(tmp_path / "no-such-model"), "broken", ServerConfig(), tmp_path / "server.log")
+    with pytest.raises(UserError, match=r"vLLM server for broken exited with code \d+ while starting; log .* ends"):
+        with server:
+            pass
