@@ -76,6 +76,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def hash_outputs(stage_dir: Path, outputs: list[Path]) -> dict[str, str]:
+    """sha256 of each output file (folders: each file inside), keyed by its path inside the stage folder."""
+    files = sorted(f for path in outputs for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    return {str(f.relative_to(stage_dir)): sha256_file(f) for f in files}
+
+
+def damaged_outputs(stage_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Outputs that are missing or whose hash differs from the one the manifest recorded."""
+    damaged = []
+    for name, recorded in manifest.get("outputs", {}).items():
+        path = stage_dir / name
+        if not path.is_file() or sha256_file(path) != recorded:
+            damaged.append(name)
+    return damaged
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in _TRACKED_PACKAGES:
@@ -105,15 +121,23 @@ class StageRecorder:
         yield
         self.timings[step] = round(time.perf_counter() - start, 3)
 
-    def finish(self, inputs: dict[str, Path], counts: dict[str, int], **extra: Any) -> dict[str, Any]:
+    def finish(self, inputs: dict[str, Path], outputs: list[Path], counts: dict[str, int], **extra: Any
+               ) -> dict[str, Any]:
+        """Write the manifest: what went in, the hash of every output file (so later damage is detected),
+        and the stage's content key (so an unchanged stage can be skipped)."""
+        from distill.keys import config_key, stage_key
+
         manifest = {
             "stage": self.stage,
+            "key": stage_key(self.stage, self.config, self.stage_dir.parent),
+            "config_key": config_key(self.stage, self.config),
             "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
             "seconds": round(time.time() - self.started, 3),
             "timings": self.timings,
             "counts": counts,
             "inputs": {name: {"path": str(p), "sha256": sha256_file(p)} for name, p in inputs.items()},
+            "outputs": hash_outputs(self.stage_dir, outputs),
             "packages": package_versions(),
             "config": self.config.model_dump(mode="json"),
             **extra,

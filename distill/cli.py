@@ -1,6 +1,7 @@
 """The `distill` command: a thin map from command names to stage functions.
 
-User errors print one red message and exit 1; anything unexpected is an internal error, exit 2.
+Exit codes, for schedulers: 0 success; 1 user or config error (one red message naming the file, row or key);
+2 internal error; 3 success, but a quality gate failed; 4 another run holds the run folder's lock.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import typer
 
 from distill.config import Config, load_config
 from distill.errors import UserError
+from distill.pipeline import LockedError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
+EXIT_GATE_FAILED = 3
+EXIT_LOCKED = 4
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="Distil an expensive teacher LLM into a cheap LoRA student, and measure the saving.")
@@ -27,6 +31,8 @@ app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Study config (YAML).")]
 RunDirOption = Annotated[Path | None, typer.Option("--run-dir", help="Output folder; default runs/<name>.")]
+GateOption = Annotated[list[str] | None, typer.Option(
+    "--gate", help="Quality gate on metrics.json, e.g. 'agreement>=0.95'; repeatable; exit 3 if one fails.")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -41,34 +47,50 @@ def _guarded(action: Callable[[], Any]) -> Any:
         return action()
     except UserError as exc:
         _fail(f"error: {exc}", EXIT_USER_ERROR)
+    except LockedError as exc:
+        _fail(f"locked: {exc}", EXIT_LOCKED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except typer.Exit:
+        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never hang
         traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc} (please report it with the traceback above)",
               EXIT_INTERNAL_ERROR)
 
 
-def _stage_command(stage: str, config_path: Path, run_dir: Path | None) -> None:
-    from distill.pipeline import default_run_dir, run_stage
+def _stage_command(stage: str, config_path: Path, run_dir: Path | None, gates: list[str] | None = None) -> None:
+    from distill.gates import check_gates
+    from distill.pipeline import default_run_dir, run_lock, run_stage
 
     def action() -> None:
         config = load_config(config_path)
         folder = run_dir or default_run_dir(config)
-        result = run_stage(stage, config, folder)
-        _after_stage(stage, result, folder)
+        with run_lock(folder):
+            result = run_stage(stage, config, folder)
+        if stage == "compare":
+            _print_report(result, folder)
+            _exit_on_failed_gates(check_gates(gates or [], result))
+        else:
+            typer.echo(f"{stage}: done, {result['counts']} -> {folder / stage}")
 
     _guarded(action)
 
 
-def _after_stage(stage: str, result: dict[str, Any], run_dir: Path) -> None:
-    if stage == "compare":
-        from distill.report import print_summary
+def _print_report(metrics: dict[str, Any], run_dir: Path) -> None:
+    from distill.report import print_summary
 
-        print_summary(result)
-        typer.echo(f"report: {run_dir / 'compare' / 'report.html'} (also report.md, metrics.json)")
-    else:
-        typer.echo(f"{stage}: done, {result['counts']} -> {run_dir / stage}")
+    print_summary(metrics)
+    typer.echo(f"report: {run_dir / 'compare' / 'report.html'} (also report.md, metrics.json)")
+
+
+def _exit_on_failed_gates(results: list[dict[str, Any]]) -> None:
+    failed = [g for g in results if not g["passed"]]
+    for gate in results:
+        typer.secho(f"gate {gate['gate']}: {'passed' if gate['passed'] else 'FAILED'} (value {gate['value']:.4g})",
+                    fg=typer.colors.GREEN if gate["passed"] else typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
@@ -119,22 +141,54 @@ def train(config: ConfigOption, run_dir: RunDirOption = None) -> None:
 
 
 @app.command()
-def compare(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+def compare(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = None) -> None:
     """Serve teacher and student on the same queries; report quality, speed and cost."""
-    _stage_command("compare", config, run_dir)
+    _stage_command("compare", config, run_dir, gate)
 
 
 @app.command()
-def run(config: ConfigOption, run_dir: RunDirOption = None) -> None:
-    """Run generate, filter, train and compare in order."""
-    from distill.pipeline import STAGES, default_run_dir, run_stage
+def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = None,
+        force: Annotated[str | None, typer.Option("--force", help="Rerun from this stage on, even if "
+                                                  "unchanged.")] = None) -> None:
+    """Run generate, filter, train and compare in order, skipping stages whose config and inputs are unchanged."""
+    from distill.pipeline import default_run_dir, describe, run_pipeline
+
+    def announce(outcome: Any) -> None:
+        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
 
     def action() -> None:
         loaded = load_config(config)
         folder = run_dir or default_run_dir(loaded)
-        for stage in STAGES:
-            typer.secho(f"== {stage}", bold=True, err=True)
-            _after_stage(stage, run_stage(stage, loaded, folder), folder)
+        summary = run_pipeline(loaded, folder, force=force, gates=tuple(gate or ()), on_stage=announce)
+        _print_report(summary.metrics, folder)
+        typer.echo(describe(summary))
+        typer.echo(f"summary: {folder / 'summary.json'}")
+        _exit_on_failed_gates(summary.gates)
+
+    _guarded(action)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+           config: Annotated[Path | None, typer.Option("--config", "-c", help="Also mark stages that this "
+                                                       "config would rerun as stale.")] = None) -> None:
+    """Which stages of a run folder are complete, stale, damaged or missing, and what each cost."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill.status import stage_states
+
+    def action() -> None:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such run folder")
+        table = Table(title=str(run_dir))
+        for column in ("stage", "state", "finished", "seconds", "cost ($)"):
+            table.add_column(column)
+        for entry in stage_states(run_dir, load_config(config) if config else None):
+            table.add_row(entry["stage"], entry["state"], entry["finished_at"] or "",
+                          "" if entry["seconds"] is None else f"{entry['seconds']:.0f}",
+                          "" if entry["cost"] is None else f"{entry['cost']:.5f}")
+        Console().print(table)
 
     _guarded(action)
 

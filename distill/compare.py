@@ -109,5 +109,6 @@ def compare(config: Config, run_dir: Path) -> dict[str, Any]:
     write_json(stage_dir / "metrics.json", metrics)
     write_reports(metrics, stage_dir, config.name)
     recorder.finish(inputs={"adapter_config": run_dir / "train" / "adapter" / "adapter_config.json"},
+                    outputs=[stage_dir / n for n in ("metrics.json", "answers.parquet", "report.md", "report.html")],
                     counts={"queries": len(test)})
     return metrics

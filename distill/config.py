@@ -169,6 +169,9 @@ class StudentConfig(Strict):
     seed: int = 0
     server: ServerConfig = ServerConfig()
     max_tokens: int = Field(16, gt=0, description="Completion budget of the student at inference.")
+    retrain_min_new_rows: int = Field(
+        0, ge=0, description="`distill run` retrains only once this many new training rows have accumulated "
+        "since the current student was trained; until then the current student stays (0: retrain on any change).")
 
 
 class CompareConfig(Strict):
@@ -195,6 +198,11 @@ class CostConfig(Strict):
         return self
 
 
+class TrackingConfig(Strict):
+    mlflow_uri: str | None = Field(None, description="Log each `distill run` to MLflow (needs distill[tracking]).")
+    experiment: str = "distill"
+
+
 class Config(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskConfig
@@ -204,6 +212,7 @@ class Config(Strict):
     student: StudentConfig
     compare: CompareConfig = CompareConfig()
     cost: CostConfig
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:

@@ -83,7 +83,8 @@ def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
     }
     write_json(stage_dir / "report.json", report)
     write_text(stage_dir / "report.md", _report_markdown(report))
-    return recorder.finish(inputs={"generate_outputs": source},
+    outputs = [stage_dir / name for name in ("train.parquet", "eval.parquet", "dropped.parquet", "report.json")]
+    return recorder.finish(inputs={"generate_outputs": source}, outputs=outputs,
                            counts={k: report[k] for k in ("rows_in", "rows_kept", "train", "eval")},
                            drops=report["drops"])
 

@@ -13,6 +13,7 @@ from distill.models import resolve_model
 from distill.tasks import ClassificationTask, make_task
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
+TRAINED_IDS = "trained_ids.json"
 
 
 def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> dict[str, list[int]]:
@@ -128,9 +129,12 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
             save_merged(model, tokenizer, stage_dir / "merged")
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     write_json(stage_dir / "history.json", history)
+    write_json(stage_dir / TRAINED_IDS, [r["id"] for r in train_rows])
     tokens = sum(len(x["input_ids"]) for x in train_data) * student.epochs
     return recorder.finish(
         inputs={"train": run_dir / "filter" / "train.parquet", "eval": run_dir / "filter" / "eval.parquet"},
+        outputs=[p for p in (stage_dir / "adapter", stage_dir / "merged", stage_dir / "history.json",
+                             stage_dir / TRAINED_IDS) if p.exists()],
         counts={"train_rows": len(train_data), "eval_rows": len(eval_data), "steps": result.global_step},
         train_loss=result.training_loss,
         eval_loss=eval_loss,

@@ -211,6 +211,7 @@ def generate(config: Config, run_dir: Path) -> dict[str, Any]:
     not_sent = sum(r["error"] == NOT_SENT for r in rows)
     return recorder.finish(
         inputs={"inputs": config.data.inputs},
+        outputs=[stage_dir / OUTPUTS],
         counts={"rows": len(rows), "labelled": sum(r["label"] is not None for r in rows),
                 "failed": sum(r["error"] is not None for r in rows) - not_sent - len(plan.oversize),
                 "oversize": len(plan.oversize), "not_sent": not_sent, "requests_sent": labelling.sent,

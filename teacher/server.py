@@ -6,6 +6,7 @@ under the CPU build (it looks up a distribution named `vllm`).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -79,6 +80,14 @@ def server_command(model_path: str, served_name: str, port: int, server: ServerC
     return command + list(server.extra_args)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM the server if distill dies, even by SIGKILL, so a killed
+    run never leaves a server holding memory and cores (vLLM's workers exit with their API server)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class VLLMServer:
     """Context manager: the server is up inside the `with` block and stopped when it is left, however."""
 
@@ -101,7 +110,7 @@ class VLLMServer:
         log = open(self.log_path, "ab")
         # A session of its own lets us stop the server together with every worker it spawned.
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         try:
             self._wait_healthy()
