@@ -1,21 +1,29 @@
-"""The compare stage: teacher and student answer the same held-out queries on the same engine, one at a time
-(so neither slows the other), and the measured speed becomes cost per 1k queries and a break-even volume."""
+"""The compare stage: teacher and student answer the same held-out queries on the same engine, one model at a
+time (so neither slows the other), and the measured speed becomes cost per 1k queries and a break-even volume.
+
+Measured: the teacher; the student through its adapter and, where a merged copy exists, merged; and the
+student's base model given the teacher's prompt (what fine-tuning bought over prompting alone).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill import cost as costs
 from distill.artifacts import StageRecorder, read_manifest, write_json, write_rows
+from distill.cascade import cascade_curve, cheapest_meeting
 from distill.config import Config
 from distill.data import split_inputs
 from distill.metrics import accuracy, agreement, latency_percentiles
+from distill.recommend import recommendation
 from distill.report import write_reports
+from distill.stats import bootstrap_interval, class_report, confusion, mcnemar
 from distill.tasks import make_task
-from student.serve import serve_student, student_request
+from student.serve import serve_adapter, serve_merged, student_request
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.generate import teacher_request
 from teacher.server import open_teacher
@@ -30,84 +38,154 @@ async def measure(target: Target, requests: list[dict[str, Any]], method: str, c
         await send(**requests[0])
         start = time.perf_counter()
         answers = await map_concurrent(requests, lambda r: send(**r), concurrency, description)
-        return answers, time.perf_counter() - start
+        return answers, time.perf_counter() - start  # type: ignore[return-value]
     finally:
         await endpoint.close()
 
 
-def model_summary(model: str, served_as: str, answers: list[Answer], predictions: list[str | None],
-                  gold: list[str | None], seconds: float) -> dict[str, Any]:
-    n = len(answers)
-    return {
-        "model": model,
-        "served_as": served_as,
-        "accuracy": accuracy(predictions, gold),
-        "valid_rate": sum(p is not None for p in predictions) / n,
-        "failed_requests": sum(a.error is not None for a in answers),
-        "latency_ms": latency_percentiles([a.latency_ms for a in answers]),
-        "queries_per_s": round(n / seconds, 3),
-        "prompt_tokens_per_query": sum(a.prompt_tokens for a in answers) / n,
-        "completion_tokens_per_query": sum(a.completion_tokens for a in answers) / n,
-    }
+@dataclass
+class Measured:
+    model: str
+    served_as: str
+    answers: list[Answer]
+    predictions: list[str | None]
+    seconds: float
+    price_per_hour: float
+
+    def summary(self, gold: list[str | None], labels: list[str]) -> dict[str, Any]:
+        n = len(self.answers)
+        tokens = sum(a.prompt_tokens + a.completion_tokens for a in self.answers)
+        report = class_report(self.predictions, gold, labels)
+        right = [p == g for p, g in zip(self.predictions, gold, strict=True) if g is not None]
+        return {
+            "model": self.model,
+            "served_as": self.served_as,
+            "accuracy": accuracy(self.predictions, gold),
+            "accuracy_ci": bootstrap_interval(right),
+            "macro_f1": report["macro_f1"],
+            "per_class": report["per_class"],
+            "valid_rate": sum(p is not None for p in self.predictions) / n,
+            "failed_requests": sum(a.error is not None for a in self.answers),
+            "latency_ms": latency_percentiles([a.latency_ms for a in self.answers]),
+            "queries_per_s": round(n / self.seconds, 3),
+            "tokens_per_s": round(tokens / self.seconds, 1),
+            "prompt_tokens_per_query": sum(a.prompt_tokens for a in self.answers) / n,
+            "completion_tokens_per_query": sum(a.completion_tokens for a in self.answers) / n,
+            "cost_per_1k_queries": costs.hourly_cost_per_1k(self.price_per_hour, n / self.seconds),
+        }
 
 
-def add_costs(metrics: dict[str, Any], config: Config, run_dir: Path) -> None:
-    cost = config.cost
-    teacher, student = metrics["teacher"], metrics["student"]
-    teacher["cost_per_1k_queries"] = costs.teacher_cost_per_1k(
-        cost, teacher["queries_per_s"], teacher["prompt_tokens_per_query"], teacher["completion_tokens_per_query"])
-    student["cost_per_1k_queries"] = costs.hourly_cost_per_1k(cost.student_price_per_hour, student["queries_per_s"])
+def _one_off_cost(config: Config, run_dir: Path) -> dict[str, float]:
     generate = read_manifest(run_dir / "generate", "distill generate")
     train = read_manifest(run_dir / "train", "distill train")
-    labelling = costs.labelling_cost(cost, generate["timings"]["teacher"], generate["usage"]["prompt_tokens"],
+    labelling = costs.labelling_cost(config.cost, generate["timings"]["teacher"], generate["usage"]["prompt_tokens"],
                                      generate["usage"]["completion_tokens"])
-    training = costs.training_cost(cost, train["seconds"])
-    metrics["one_off_cost"] = {"labelling": labelling, "training": training, "total": labelling + training}
-    t, s = teacher["cost_per_1k_queries"], student["cost_per_1k_queries"]
-    metrics["cost_ratio"] = s / t if t and s is not None else None
-    metrics["break_even_queries"] = costs.break_even_queries(labelling + training, t, s)
-    metrics["prices"] = cost.model_dump()
+    training = costs.training_cost(config.cost, train["seconds"])
+    return {"labelling": labelling, "training": training, "total": labelling + training}
+
+
+def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: StageRecorder,
+                 texts: list[str]) -> dict[str, Measured]:
+    task = make_task(config.task)
+    concurrency, cost = config.compare.concurrency, config.cost
+    measured: dict[str, Measured] = {}
+    served_teacher = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
+    # The teacher answers as it would in production: one sample per query.
+    teacher_requests = [teacher_request(task, config.teacher, t, samples=1) for t in texts]
+    with recorder.timed("teacher"), open_teacher(config.teacher, stage_dir / "teacher_server.log") as target:
+        answers, seconds = asyncio.run(measure(target, teacher_requests, "chat", concurrency, "teacher"))
+    measured["teacher"] = Measured(config.teacher.model, served_teacher, answers,
+                                   [task.parse(a.text, config.teacher.rationale).value for a in answers],
+                                   seconds, cost.teacher_price_per_hour)
+    student_requests = [student_request(task, config, t) for t in texts]
+    with recorder.timed("student"), serve_adapter(config, run_dir, stage_dir / "student_server.log") as targets:
+        answers, seconds = asyncio.run(measure(targets[0], student_requests, "complete", concurrency, "student"))
+        measured["adapter"] = Measured(config.student.model, "base + LoRA adapter (vLLM --enable-lora)", answers,
+                                       [task.parse(a.text).value for a in answers], seconds,
+                                       cost.student_price_per_hour)
+        if config.compare.prompt_baseline:
+            prompt_only = config.teacher.model_copy(update={"rationale": False})
+            requests = [teacher_request(task, prompt_only, t, samples=1) for t in texts]
+            answers, seconds = asyncio.run(measure(targets[1], requests, "chat", concurrency, "base, prompted"))
+            measured["baseline"] = Measured(config.student.model, "base model with the teacher's prompt", answers,
+                                            [task.parse(a.text).value for a in answers], seconds,
+                                            cost.student_price_per_hour)
+    if (run_dir / "train" / "merged").is_dir():
+        with recorder.timed("merged"), serve_merged(config, run_dir, stage_dir / "merged_server.log") as target:
+            answers, seconds = asyncio.run(measure(target, student_requests, "complete", concurrency, "merged"))
+        measured["merged"] = Measured(config.student.model, "merged weights (adapter folded in)", answers,
+                                      [task.parse(a.text).value for a in answers], seconds,
+                                      cost.student_price_per_hour)
+    return measured
+
+
+def build_metrics(config: Config, measured: dict[str, Measured], gold: list[str | None], labels: list[str],
+                  one_off: dict[str, float]) -> dict[str, Any]:
+    headline = "merged" if config.compare.student_serving == "merged" else "adapter"
+    teacher, student = measured["teacher"], measured[headline]
+    summaries = {name: m.summary(gold, labels) for name, m in measured.items()}
+    for name, m in measured.items():
+        summaries[name]["agreement_with_teacher"] = agreement(m.predictions, teacher.predictions)
+    teacher_summary = summaries["teacher"]
+    teacher_summary["cost_per_1k_queries"] = costs.teacher_cost_per_1k(
+        config.cost, teacher_summary["queries_per_s"], teacher_summary["prompt_tokens_per_query"],
+        teacher_summary["completion_tokens_per_query"])
+    t, s = teacher_summary["cost_per_1k_queries"], summaries[headline]["cost_per_1k_queries"]
+    agreeing = [x is not None and x == y for x, y in zip(student.predictions, teacher.predictions, strict=True)]
+    has_gold = any(g is not None for g in gold)
+    curve = cascade_curve(student.predictions, teacher.predictions, gold,
+                          [a.logprob for a in student.answers], s or 0.0, t or 0.0)
+    metrics: dict[str, Any] = {
+        "n_queries": len(gold),
+        "concurrency": config.compare.concurrency,
+        "hardware": config.cost.hardware,
+        "teacher": teacher_summary,
+        "student": summaries[headline],
+        "students": {name: summaries[name] for name in ("adapter", "merged") if name in summaries},
+        "baseline": summaries.get("baseline"),
+        "agreement": agreement(student.predictions, teacher.predictions),
+        "agreement_ci": bootstrap_interval(agreeing),
+        "mcnemar": mcnemar([p == g for p, g in zip(student.predictions, gold, strict=True) if g is not None],
+                           [p == g for p, g in zip(teacher.predictions, gold, strict=True) if g is not None])
+        if has_gold else None,
+        "one_off_cost": one_off,
+        "cost_ratio": s / t if t and s is not None else None,
+        "break_even_queries": costs.break_even_queries(one_off["total"], t, s),
+        "monthly": costs.monthly(t, s, config.cost.monthly_queries),
+        "sensitivity": costs.sensitivity(one_off["total"], t, s, config.cost.monthly_queries),
+        "cascade": {"quality": "accuracy" if has_gold and all(g is not None for g in gold) else "agreement",
+                    "target": config.compare.target_quality, "curve": curve,
+                    "best": cheapest_meeting(curve, config.compare.target_quality)},
+        "confusion": {"labels": labels, "reference": "gold" if has_gold else "teacher",
+                      "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions, labels)},
+        "prices": config.cost.model_dump(),
+    }
+    if "merged" in measured:
+        metrics["adapter_merged_agreement"] = agreement(measured["adapter"].predictions,
+                                                        measured["merged"].predictions)
+    metrics["recommendation"] = recommendation(metrics)
+    return metrics
 
 
 def compare(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Write `compare/metrics.json`, `answers.parquet`, `report.md` and `report.html`."""
+    """Write `compare/metrics.json`, `answers.parquet`, `report.md` and `report.html` (with plots)."""
     read_manifest(run_dir / "train", "distill train")
     stage_dir = run_dir / "compare"
     recorder = StageRecorder(stage_dir, "compare", config)
     task = make_task(config.task)
     test = split_inputs(config).test
     gold = [e.gold for e in test]
-    concurrency = config.compare.concurrency
-
-    with recorder.timed("teacher"), open_teacher(config.teacher, stage_dir / "teacher_server.log") as target:
-        # The teacher answers as it would in production: one sample per query.
-        requests = [teacher_request(task, config.teacher, e.text, samples=1) for e in test]
-        teacher_answers, teacher_s = asyncio.run(measure(target, requests, "chat", concurrency, "teacher"))
-    with recorder.timed("student"), serve_student(config, run_dir, stage_dir / "student_server.log") as target:
-        requests = [student_request(task, config, e.text) for e in test]
-        student_answers, student_s = asyncio.run(measure(target, requests, "complete", concurrency, "student"))
-
-    teacher_labels = [task.parse(a.text, config.teacher.rationale).value for a in teacher_answers]
-    student_labels = [task.parse(a.text).value for a in student_answers]
-    teacher_served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
-    served = "base + LoRA adapter (vLLM --enable-lora)" if config.compare.student_serving == "adapter" else "merged"
-    metrics: dict[str, Any] = {
-        "n_queries": len(test),
-        "concurrency": concurrency,
-        "hardware": config.cost.hardware,
-        "teacher": model_summary(config.teacher.model, teacher_served, teacher_answers,
-                                 teacher_labels, gold, teacher_s),
-        "student": model_summary(config.student.model, served, student_answers, student_labels, gold, student_s),
-        "agreement": agreement(student_labels, teacher_labels),
-    }
-    add_costs(metrics, config, run_dir)
+    measured = _measure_all(config, run_dir, stage_dir, recorder, [e.text for e in test])
+    metrics = build_metrics(config, measured, gold, task.labels, _one_off_cost(config, run_dir))
+    latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
     write_rows(stage_dir / "answers.parquet", [
-        {"id": e.id, "text": e.text, "gold": e.gold, "teacher": t, "student": s,
-         "teacher_logprob": ta.logprob, "student_logprob": sa.logprob}
-        for e, t, s, ta, sa in zip(test, teacher_labels, student_labels, teacher_answers, student_answers, strict=True)
+        {"id": e.id, "text": e.text, "gold": e.gold,
+         **{name: m.predictions[i] for name, m in measured.items()},
+         **{f"{name}_logprob": m.answers[i].logprob for name, m in measured.items()}}
+        for i, e in enumerate(test)
     ])
     write_json(stage_dir / "metrics.json", metrics)
-    write_reports(metrics, stage_dir, config.name)
+    write_reports(metrics, latencies, stage_dir, config.name)
     recorder.finish(inputs={"adapter_config": run_dir / "train" / "adapter" / "adapter_config.json"},
                     outputs=[stage_dir / n for n in ("metrics.json", "answers.parquet", "report.md", "report.html")],
                     counts={"queries": len(test)})

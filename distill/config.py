@@ -169,6 +169,7 @@ class StudentConfig(Strict):
     seed: int = 0
     server: ServerConfig = ServerConfig()
     max_tokens: int = Field(16, gt=0, description="Completion budget of the student at inference.")
+    export_merged: bool = Field(True, description="Also save the student with the adapter merged in (train/merged).")
     retrain_min_new_rows: int = Field(
         0, ge=0, description="`distill run` retrains only once this many new training rows have accumulated "
         "since the current student was trained; until then the current student stays (0: retrain on any change).")
@@ -177,8 +178,14 @@ class StudentConfig(Strict):
 class CompareConfig(Strict):
     concurrency: int = Field(16, ge=1)
     student_serving: Literal["adapter", "merged"] = Field(
-        "adapter", description="Serve the student as base + LoRA adapter, or with the adapter merged in."
+        "adapter", description="How the student ships, for the headline numbers: base + LoRA adapter (vLLM "
+        "multi-LoRA), or with the adapter merged into the weights. Both are measured when a merged copy exists."
     )
+    prompt_baseline: bool = Field(True, description="Also measure the student's base model given the teacher's "
+                                  "prompt: what fine-tuning bought over prompt engineering alone.")
+    target_quality: float | None = Field(
+        None, gt=0, le=1, description="Cascade target: the cheapest student-confidence threshold whose blended "
+        "accuracy (agreement with the teacher where there is no gold) reaches it.")
 
 
 class CostConfig(Strict):
@@ -190,6 +197,7 @@ class CostConfig(Strict):
     train_price_per_hour: float = Field(ge=0, description="Price of the machine training the student.")
     teacher_input_per_1m: float | None = Field(None, ge=0, description="API price per 1M prompt tokens.")
     teacher_output_per_1m: float | None = Field(None, ge=0, description="API price per 1M completion tokens.")
+    monthly_queries: int = Field(1_000_000, gt=0, description="Expected traffic, for monthly cost and payback.")
 
     @model_validator(mode="after")
     def _token_prices_together(self) -> CostConfig:

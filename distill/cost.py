@@ -48,3 +48,26 @@ def break_even_queries(one_off_cost: float, teacher_per_1k: float | None, studen
     if saving_per_query <= 0:
         return None
     return one_off_cost / saving_per_query
+
+
+def monthly(teacher_per_1k: float | None, student_per_1k: float | None, queries: int) -> dict[str, float | None]:
+    """Serving cost for a month of traffic, each model alone."""
+    teacher = None if teacher_per_1k is None else teacher_per_1k * queries / 1000
+    student = None if student_per_1k is None else student_per_1k * queries / 1000
+    saving = None if teacher is None or student is None else teacher - student
+    return {"queries": queries, "teacher": teacher, "student": student, "saving": saving}
+
+
+def sensitivity(one_off_cost: float, teacher_per_1k: float | None, student_per_1k: float | None,
+                monthly_queries: int, price_factors: tuple[float, ...] = (0.5, 1.0, 2.0),
+                traffic_factors: tuple[float, ...] = (0.1, 1.0, 10.0)) -> list[dict[str, float | None]]:
+    """Break-even volume and payback time when the teacher's price and the traffic differ from the assumed."""
+    rows = []
+    for price in price_factors:
+        scaled = None if teacher_per_1k is None else teacher_per_1k * price
+        even = break_even_queries(one_off_cost, scaled, student_per_1k)
+        for traffic in traffic_factors:
+            per_day = monthly_queries * traffic / 30
+            rows.append({"teacher_price_factor": price, "monthly_queries": monthly_queries * traffic,
+                         "break_even_queries": even, "payback_days": None if even is None else even / per_day})
+    return rows

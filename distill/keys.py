@@ -27,7 +27,7 @@ def _sections(stage: str, config: Config) -> dict[str, Any]:
     }[stage]
     sections = {name: dump[name] for name in names}
     if stage == "train":
-        sections["student_serving"] = dump["compare"]["student_serving"]  # decides whether a merged copy is saved
+        sections["student_serving"] = dump["compare"]["student_serving"]  # merged serving needs a merged copy
     return sections
 
 

@@ -16,31 +16,34 @@ from teacher.client import Target
 from teacher.server import VLLMServer
 
 STUDENT_NAME = "student"
+BASE_NAME = "student-base"
 
 
 def student_request(task: ClassificationTask, config: Config, text: str) -> dict[str, Any]:
     return {
         "prompt": task.student_prompt(text),
         "temperature": 0.0,
-        "max_tokens": config.student.max_tokens,
+        "max_tokens": task.answer_token_budget(config.student.max_tokens),
         "logprobs": 1,
         "extra_body": {"structured_outputs": task.student_constraint()},
     }
 
 
 @contextmanager
-def serve_student(config: Config, run_dir: Path, log_path: Path) -> Iterator[Target]:
+def serve_adapter(config: Config, run_dir: Path, log_path: Path) -> Iterator[tuple[Target, Target]]:
+    """One server with the base weights and the adapter: targets for the student and for the bare base model."""
     read_manifest(run_dir / "train", "distill train")
-    train_dir = run_dir / "train"
-    server = config.student.server
-    if config.compare.student_serving == "merged":
-        if not (train_dir / "merged").is_dir():
-            raise UserError(
-                f"{train_dir}: no merged student; rerun `distill train` with compare.student_serving=merged")
-        with VLLMServer(str(train_dir / "merged"), STUDENT_NAME, server, log_path) as vllm:
-            yield Target((vllm.base_url,), STUDENT_NAME)
-        return
     base = resolve_model(config.student.model)
-    with VLLMServer(base, "student-base", server, log_path, lora_modules={STUDENT_NAME: train_dir / "adapter"},
+    with VLLMServer(base, BASE_NAME, config.student.server, log_path,
+                    lora_modules={STUDENT_NAME: run_dir / "train" / "adapter"},
                     max_lora_rank=config.student.lora.r) as vllm:
+        yield Target((vllm.base_url,), STUDENT_NAME), Target((vllm.base_url,), BASE_NAME)
+
+
+@contextmanager
+def serve_merged(config: Config, run_dir: Path, log_path: Path) -> Iterator[Target]:
+    merged = run_dir / "train" / "merged"
+    if not merged.is_dir():
+        raise UserError(f"{merged.parent}: no merged student; rerun `distill train` with student.export_merged: true")
+    with VLLMServer(str(merged), STUDENT_NAME, config.student.server, log_path) as vllm:
         yield Target((vllm.base_url,), STUDENT_NAME)

@@ -124,7 +124,7 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
         result = trainer.train()
     eval_loss = trainer.evaluate()["eval_loss"] if eval_data else None
     model.save_pretrained(stage_dir / "adapter")
-    if config.compare.student_serving == "merged":
+    if student.export_merged or config.compare.student_serving == "merged":
         with recorder.timed("merge"):
             save_merged(model, tokenizer, stage_dir / "merged")
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
