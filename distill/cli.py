@@ -169,6 +169,36 @@ def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = N
 
 
 @app.command()
+def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+    """Run the main student and every `variants` entry on the same labels; one table and one plot of all."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill.pipeline import default_run_dir
+    from distill.study import cell, run_study
+
+    def announce(outcome: Any) -> None:
+        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
+
+    def action() -> None:
+        loaded = load_config(config)
+        if not loaded.variants:
+            raise UserError(f"{config}: no `variants` to study; add e.g. variants: {{r8: {{lora: {{r: 8}}}}}}")
+        folder = run_dir or default_run_dir(loaded)
+        result = run_study(loaded, folder, on_stage=announce)
+        table = Table(title=f"{loaded.name}: students (teacher accuracy {cell(result['teacher']['accuracy'])})")
+        for column in ("variant", "settings", "accuracy", "agreement", "queries/s", "cost per 1k ($)"):
+            table.add_column(column)
+        for row in result["variants"]:
+            table.add_row(row["variant"], row["settings"], cell(row["accuracy"]), cell(row["agreement"]),
+                          cell(row["queries_per_s"], 2), cell(row["cost_per_1k_queries"], 5))
+        Console().print(table)
+        typer.echo(f"study report: {folder / 'study.html'} (also study.md, study.json)")
+
+    _guarded(action)
+
+
+@app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
            config: Annotated[Path | None, typer.Option("--config", "-c", help="Also mark stages that this "
                                                        "config would rerun as stale.")] = None) -> None:

@@ -7,8 +7,9 @@ any working directory. Every validation problem is reported at once, each with i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -211,6 +212,14 @@ class TrackingConfig(Strict):
     experiment: str = "distill"
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
 class Config(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskConfig
@@ -221,6 +230,30 @@ class Config(Strict):
     compare: CompareConfig = CompareConfig()
     cost: CostConfig
     tracking: TrackingConfig = TrackingConfig()
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Other student settings to study beside `student` (`distill study`): "
+        "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}.")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_valid(cls, variants: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        student = info.data.get("student")
+        for name, override in variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main":
+                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main')")
+            if student is None:
+                continue  # `student` itself is invalid and reported on its own
+            try:
+                StudentConfig.model_validate(deep_merge(student.model_dump(), override))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"variant {name!r} overrides student with {problems}") from None
+        return variants
+
+    def variant(self, name: str) -> Config:
+        """This study with the student of variant `name` (and no variants of its own)."""
+        student = StudentConfig.model_validate(deep_merge(self.student.model_dump(), self.variants[name]))
+        return self.model_copy(update={"student": student, "variants": {}})
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:

@@ -7,6 +7,14 @@ from typing import Any
 PAYBACK_DAYS_LIMIT = 90  # a saving that takes longer to repay its set-up cost is not worth the risk
 
 
+def duration(days: float | None) -> str:
+    if days is None:
+        return "never"
+    if days < 1 / 24:
+        return "under an hour"
+    return f"{days * 24:.0f} hours" if days < 1 else f"{days:,.1f} days"
+
+
 def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
     """What the sample can say about the quality gap, and whether the student is measurably worse."""
     teacher, student, test = metrics["teacher"], metrics["student"], metrics.get("mcnemar")
@@ -36,7 +44,7 @@ def recommendation(metrics: dict[str, Any]) -> str:
     payback_days = even / (monthly["queries"] / 30)
     cost = (f"The student costs ${student_cost:.4f} per 1k queries against ${teacher_cost:.4f} for the teacher; "
             f"labelling and training (${metrics['one_off_cost']['total']:.4f}) pay for themselves after "
-            f"{even:,.0f} queries, {payback_days:.1f} days at {monthly['queries']:,} queries a month, then save "
+            f"{even:,.0f} queries, {duration(payback_days)} at {monthly['queries']:,} queries a month, then save "
             f"${monthly['saving']:,.2f} a month.")
     best = metrics["cascade"]["best"]
     if worse and best is not None and best["student_share"] > 0:
@@ -46,6 +54,6 @@ def recommendation(metrics: dict[str, Any]) -> str:
     if worse:
         return f"Do not replace the teacher yet: {quality[0].lower()}{quality[1:]} {cost}"
     if payback_days > PAYBACK_DAYS_LIMIT:
-        return (f"Not at this volume: the saving takes {payback_days:.0f} days to repay the set-up cost. "
+        return (f"Not at this volume: the saving takes {duration(payback_days)} to repay the set-up cost. "
                 f"{quality} {cost}")
     return f"Distil: the student can replace the teacher for this traffic. {quality} {cost}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_text
+from distill.recommend import duration
 
 COLUMN_NAMES = {"teacher": "teacher", "adapter": "student (adapter)", "merged": "student (merged)",
                 "baseline": "base, prompted"}
@@ -86,7 +87,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     console.print(metrics["recommendation"])
 
 
-def _png(fig: Any) -> bytes:
+def to_png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -96,7 +97,7 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _figure(width: float = 6.5, height: float = 3.8) -> tuple[Any, Any]:
+def new_figure(width: float = 6.5, height: float = 3.8) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +115,7 @@ def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:
 
     one_off, even = metrics["one_off_cost"]["total"], metrics["break_even_queries"]
     volume = np.linspace(0, max(even * 3 if even else 0, 10_000), 200)
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.plot(volume, volume * t / 1000, label="teacher")
     ax.plot(volume, one_off + volume * s / 1000, label="student (incl. labelling + training)")
     if even:
@@ -124,13 +125,13 @@ def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:
     ax.set(xlabel="queries served", ylabel="total cost ($)", title="Cost against volume")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def plot_quality_vs_cost(metrics: dict[str, Any]) -> bytes:
     cascade = metrics["cascade"]
     key = "accuracy" if cascade["quality"] == "accuracy" else "agreement_with_teacher"
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for name, summary in models(metrics).items():
         quality, cost = summary.get(key), summary["cost_per_1k_queries"]
         if quality is None or cost is None:
@@ -143,23 +144,23 @@ def plot_quality_vs_cost(metrics: dict[str, Any]) -> bytes:
     ax.set(xlabel="cost per 1k queries ($)", ylabel=cascade["quality"], title="Quality against cost")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def plot_latency(latencies: dict[str, list[float]]) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     names = [COLUMN_NAMES[n] for n in latencies]
     ax.boxplot(list(latencies.values()), tick_labels=names, showfliers=True)
     ax.set(ylabel="latency (ms)", title="Latency per query, under the same load")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return to_png(fig)
 
 
 def plot_cascade(metrics: dict[str, Any]) -> bytes:
     cascade = metrics["cascade"]
     curve = cascade["curve"]
-    fig, ax = _figure()
+    fig, ax = new_figure()
     shares = [p["student_share"] for p in curve]
     ax.plot(shares, [p["quality"] for p in curve], color="tab:blue", label=cascade["quality"])
     ax.set(xlabel="share of queries the student answers", ylabel=cascade["quality"], title="Cascade")
@@ -170,7 +171,7 @@ def plot_cascade(metrics: dict[str, Any]) -> bytes:
         ax.axvline(cascade["best"]["student_share"], color="grey", linestyle="--", linewidth=1)
     ax.grid(alpha=0.3)
     fig.legend(loc="lower left", fontsize=8)
-    return _png(fig)
+    return to_png(fig)
 
 
 def plot_confusion(metrics: dict[str, Any]) -> bytes:
@@ -180,13 +181,13 @@ def plot_confusion(metrics: dict[str, Any]) -> bytes:
     labels = data["labels"]
     matrix = np.asarray(data["matrix"])
     size = min(12.0, 3 + 0.18 * len(labels))
-    fig, ax = _figure(size, size * 0.85)
+    fig, ax = new_figure(size, size * 0.85)
     ax.imshow(matrix, cmap="Blues", aspect="auto")
     ticks = labels if len(labels) <= 40 else [""] * len(labels)
     ax.set_xticks(range(len(labels) + 1), [*ticks, "invalid"], rotation=90, fontsize=7)
     ax.set_yticks(range(len(labels)), ticks, fontsize=7)
     ax.set(xlabel="student answer", ylabel=data["reference"], title=f"Student against {data['reference']}")
-    return _png(fig)
+    return to_png(fig)
 
 
 def _markdown(metrics: dict[str, Any], name: str) -> str:
@@ -215,9 +216,9 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
               f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
               + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
                  if prices["teacher_input_per_1m"] is not None else "") + ".", "",
-              "| teacher price | monthly queries | break-even queries | payback (days) |", "|---|---|---|---|",
+              "| teacher price | monthly queries | break-even queries | payback |", "|---|---|---|---|",
               *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {_fmt(r['break_even_queries'], 0)} "
-                f"| {_fmt(r['payback_days'], 1)} |" for r in metrics["sensitivity"]]]
+                f"| {duration(r['payback_days'])} |" for r in metrics["sensitivity"]]]
     best = metrics["cascade"]["best"]
     if best:
         lines += ["", f"Cascade: with the student answering at confidence >= {best['threshold']:.3f}, it handles "

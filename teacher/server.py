@@ -52,6 +52,17 @@ def server_env(server: ServerConfig) -> dict[str, str]:
     return env
 
 
+# vLLM accepts only these values for --max-lora-rank; an adapter of a rank in between needs the next one up.
+LORA_RANK_CHOICES = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def served_lora_rank(rank: int) -> int:
+    fitting = [choice for choice in LORA_RANK_CHOICES if choice >= rank]
+    if not fitting:
+        raise UserError(f"student.lora.r={rank}: vLLM serves LoRA ranks up to {LORA_RANK_CHOICES[-1]}")
+    return fitting[0]
+
+
 def server_command(model_path: str, served_name: str, port: int, server: ServerConfig,
                    lora_modules: dict[str, Path] | None = None, max_lora_rank: int | None = None) -> list[str]:
     command = [
@@ -75,7 +86,7 @@ def server_command(model_path: str, served_name: str, port: int, server: ServerC
     if server.compile == "off" or (server.compile == "auto" and is_cpu_build()):
         command.append("-O0")
     if lora_modules:
-        command += ["--enable-lora", "--max-lora-rank", str(max_lora_rank or 16), "--lora-modules"]
+        command += ["--enable-lora", "--max-lora-rank", str(served_lora_rank(max_lora_rank or 16)), "--lora-modules"]
         command += [f"{name}={path}" for name, path in lora_modules.items()]
     return command + list(server.extra_args)
 

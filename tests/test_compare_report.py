@@ -120,7 +120,7 @@ def test_metrics_keep_the_foundation_keys_and_add_the_study(report_dir) -> None:
 def test_report_markdown_has_recommendation_table_and_statistics(report_dir) -> None:
     folder, _ = report_dir
     text = (folder / "report.md").read_text()
-    for needle in ("**Recommendation.**", "student (merged)", "base, prompted", "McNemar", "payback (days)",
+    for needle in ("**Recommendation.**", "student (merged)", "base, prompted", "McNemar", "| payback |",
                    "accuracy vs gold [95% CI]", "cost per 1k queries", "## Student per class"):
         assert needle in text, needle
 
@@ -144,3 +144,9 @@ def test_html_report_renders_in_headless_chromium(report_dir) -> None:
     assert errors == []
     assert len(images) == 5 and all(complete and width > 300 for _, complete, width in images), images
     assert tables >= 3
+
+
+def test_durations_read_naturally() -> None:
+    from distill.recommend import duration
+
+    assert [duration(d) for d in (None, 0.01, 0.5, 3.25)] == ["never", "under an hour", "12 hours", "3.2 days"]

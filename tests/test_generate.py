@@ -132,3 +132,11 @@ def test_oversize_prompt_names_file_and_row(tmp_path: Path, tiny_model: Path) ->
     message = r"support_inbox.csv: row \d+: prompt of \d+ tokens .* exceeds max_model_len 64"
     with pytest.raises(UserError, match=message):
         generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+
+
+def test_lora_rank_is_rounded_up_to_one_vllm_accepts() -> None:
+    from teacher.server import served_lora_rank
+
+    assert [served_lora_rank(r) for r in (1, 4, 8, 12, 64, 300)] == [1, 8, 8, 16, 64, 320]
+    with pytest.raises(UserError, match="up to 512"):
+        served_lora_rank(1024)

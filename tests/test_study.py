@@ -1,0 +1,64 @@
+"""Several student settings in one config: validation, shared labels, one table and one plot."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_INPUTS, study_config, write_config
+from distill.config import load_config
+from distill.errors import UserError
+from distill.study import study_markdown, variant_dir
+
+
+def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS, variants={"r4": {"lora": {"r": 4}, "epochs": 3}})
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    variant = loaded.variant("r4")
+    assert (variant.student.lora.r, variant.student.lora.alpha, variant.student.epochs) == (4, 16, 3)
+    assert variant.variants == {} and variant.teacher == loaded.teacher
+
+    config["variants"] = {"bad": {"lora": {"rank": 4}}}
+    with pytest.raises(UserError, match=r"c.yaml: variants: variant 'bad' overrides student with lora.rank"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
+    (tmp_path / "generate").mkdir()
+    (tmp_path / "generate" / "outputs.parquet").write_text("x")
+    folder = variant_dir(tmp_path, "r4")
+    assert (folder / "generate" / "outputs.parquet").read_text() == "x"
+    assert variant_dir(tmp_path, "r4") == folder  # idempotent
+
+
+def test_study_markdown_lists_every_variant() -> None:
+    row = {"variant": "main", "student_model": "s", "settings": "r=16", "served_as": "adapter", "accuracy": 0.5,
+           "accuracy_ci": [0.4, 0.6], "agreement": 0.7, "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
+           "break_even_queries": 1234.0}
+    study = {"teacher": {"model": "t", "accuracy": 0.8, "queries_per_s": 1.0, "cost_per_1k_queries": 0.02},
+             "variants": [row, {**row, "variant": "r4", "accuracy": None, "accuracy_ci": None}]}
+    text = study_markdown(study, "demo")
+    assert "| main | s | r=16 | adapter | 0.500 [0.400, 0.600] | 0.700 | 9.00 | 0.00100 | 1,234 |" in text
+    assert "| r4 |" in text and "n/a" in text
+
+
+@pytest.mark.slow
+def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8}}})
+    config["compare"] = {"concurrency": 8, "prompt_baseline": False}
+    path = write_config(tmp_path / "study.yaml", config)
+    result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "run"
+    study = json.loads((run_dir / "study.json").read_text())
+    assert [row["variant"] for row in study["variants"]] == ["main", "r4"]
+    assert study["variants"][1]["settings"].startswith("r=4 alpha=8")
+    summary = json.loads((run_dir / "variants" / "r4" / "summary.json").read_text())
+    assert [s["action"] for s in summary["stages"]] == ["skipped", "skipped", "ran", "ran"]
+    adapter = json.loads((run_dir / "variants" / "r4" / "train" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4
+    assert (run_dir / "study.html").read_text().count("data:image/png;base64,") == 1
