@@ -147,8 +147,24 @@ class TeacherConfig(Strict):
 
 
 class FilterConfig(Strict):
-    dedup_exact: bool = True
+    """Each filter records a reason for every row it drops; checks run in the order of these keys."""
+
+    min_text_chars: int | None = Field(None, ge=0, description="Drop inputs shorter than this (too_short).")
+    max_text_chars: int | None = Field(None, gt=0, description="Drop inputs longer than this (too_long).")
+    max_output_chars: int | None = Field(None, gt=0, description="Drop teacher outputs longer than this.")
+    min_logprob: float | None = Field(
+        None, le=0, description="Drop answers the teacher gave with a lower log-probability (low_confidence).")
+    min_vote_share: float | None = Field(
+        None, gt=0, le=1, description="With teacher.samples > 1: drop answers with a smaller majority.")
+    dedup_exact: bool = Field(True, description="Drop repeats of a text after normalising case and spaces.")
+    near_dup_threshold: float | None = Field(
+        0.8, gt=0, le=1, description="Drop rows whose word-shingle Jaccard similarity (MinHash LSH) to an "
+        "earlier kept row, or to a test row, reaches this; null turns near-dedup off.")
+    max_per_label: int | None = Field(
+        None, gt=0, description="Keep at most this many rows per label, the most confident first, so a "
+        "dominant label does not drown the rare ones (over_label_cap).")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of kept rows held out as `eval`.")
+    audit_samples: int = Field(10, ge=0, description="Teacher-vs-gold disagreements quoted in the report.")
     seed: int = 0
 
 

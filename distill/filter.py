@@ -1,45 +1,118 @@
 """The filter stage: keep only teacher labels worth learning from, and record why every other row was dropped.
 
-It reads files only: changing a threshold and rerunning never calls the teacher.
+Checks run in a fixed order and the first that fails names the row's reason: invalid, too_short, too_long,
+output_too_long, low_confidence, low_vote_share, leaks_test (exact or near copy of a held-out test query),
+duplicate, near_duplicate, over_label_cap. It reads files only: a new threshold never calls the teacher.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from distill.artifacts import StageRecorder, read_manifest, read_rows, write_json, write_rows, write_text
-from distill.config import Config
+from distill.config import Config, FilterConfig
 from distill.data import split_inputs
 from distill.errors import UserError
+from distill.tasks import make_task
 
-REQUIRED_COLUMNS = ("id", "text", "label", "error")
+REQUIRED_COLUMNS = ("id", "text", "label", "error", "raw", "logprob")
 
 
 def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
-def drop_reason(row: dict[str, Any], config: Config, test_texts: set[str], seen: set[str]) -> str | None:
-    """Why a row is dropped, or None to keep it. Checks run in a fixed order; the first that fails names it."""
-    key = normalise(row["text"])
+def row_reason(row: dict[str, Any], rules: FilterConfig) -> str | None:
+    """The first per-row check a row fails, or None."""
     if row["label"] is None:
         return "invalid"  # the teacher's output failed, or is not a valid label: nothing to learn from
-    if key in test_texts:
-        return "leaks_test"
-    if config.filter.dedup_exact and key in seen:
-        return "duplicate"
-    seen.add(key)
+    length = len(row["text"])
+    if rules.min_text_chars is not None and length < rules.min_text_chars:
+        return "too_short"
+    if rules.max_text_chars is not None and length > rules.max_text_chars:
+        return "too_long"
+    if rules.max_output_chars is not None and len(row["raw"] or "") > rules.max_output_chars:
+        return "output_too_long"
+    if rules.min_logprob is not None and (row["logprob"] is None or row["logprob"] < rules.min_logprob):
+        return "low_confidence"
+    share = row.get("vote_share")
+    if rules.min_vote_share is not None and share is not None and share < rules.min_vote_share:
+        return "low_vote_share"
     return None
 
 
-def _check_columns(rows: list[dict[str, Any]], path: Path) -> None:
+def exact_reasons(rows: list[dict[str, Any]], reasons: list[str | None], test_keys: set[str], dedup: bool) -> None:
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if reasons[i] is not None:
+            continue
+        key = normalise(row["text"])
+        if key in test_keys:
+            reasons[i] = "leaks_test"
+        elif dedup and key in seen:
+            reasons[i] = "duplicate"
+        seen.add(key)
+
+
+def near_reasons(rows: list[dict[str, Any]], reasons: list[str | None], test_texts: list[str],
+                 threshold: float) -> None:
+    """Near copies of a test query leak it; near copies of an earlier kept row add nothing.
+
+    Test queries and kept rows share one index, so each row costs a single LSH query.
+    """
+    from distill.neardup import NearIndex, signatures
+
+    index = NearIndex(threshold)
+    for j, signature in enumerate(signatures(test_texts)):
+        index.add(f"test:{j}", signature)
+    candidates = [i for i, reason in enumerate(reasons) if reason is None]
+    for i, signature in zip(candidates, signatures(rows[i]["text"] for i in candidates), strict=True):
+        matches = index.matches(signature)
+        if any(key.startswith("test:") for key in matches):
+            reasons[i] = "leaks_test"
+        elif matches:
+            reasons[i] = "near_duplicate"
+        else:
+            index.add(str(i), signature)
+
+
+def cap_reasons(rows: list[dict[str, Any]], reasons: list[str | None], cap: int) -> None:
+    """Keep the `cap` most confident rows of each label (ties: earlier rows first)."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, reason in enumerate(reasons):
+        if reason is None:
+            by_label[rows[i]["label"]].append(i)
+    for indices in by_label.values():
+        ranked = sorted(indices, key=lambda i: (-(rows[i]["logprob"] if rows[i]["logprob"] is not None
+                                                   else float("-inf")), i))
+        for i in ranked[cap:]:
+            reasons[i] = "over_label_cap"
+
+
+def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str]) -> list[str | None]:
+    rules = config.filter
+    reasons = [row_reason(row, rules) for row in rows]
+    exact_reasons(rows, reasons, {normalise(t) for t in test_texts}, rules.dedup_exact)
+    if rules.near_dup_threshold is not None:
+        near_reasons(rows, reasons, test_texts, rules.near_dup_threshold)
+    if rules.max_per_label is not None:
+        cap_reasons(rows, reasons, rules.max_per_label)
+    return reasons
+
+
+def check_contract(rows: list[dict[str, Any]], path: Path, labels: list[str]) -> None:
+    """Refuse, before any work, an output missing columns or made with another label set."""
     missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
     if missing:
         raise UserError(f"{path}: missing columns {missing}; rerun `distill generate`")
+    foreign = sorted({r["label"] for r in rows if r["label"] is not None} - set(labels))
+    if foreign:
+        raise UserError(f"{path}: labels {foreign[:5]} are not in the config's label set (task.labels); the "
+                        "outputs were made with another label set: rerun `distill generate`")
 
 
 def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
@@ -49,47 +122,61 @@ def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> 
     return order[n_eval:], order[:n_eval]
 
 
+def audit(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any] | None:
+    """Teacher accuracy against gold, per class, and a seeded sample of disagreements to read."""
+    graded = [r for r in rows if r.get("gold") is not None and r["label"] is not None]
+    if not graded:
+        return None
+    per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in graded:
+        per_class[row["gold"]][0] += row["label"] == row["gold"]
+        per_class[row["gold"]][1] += 1
+    wrong = [r for r in graded if r["label"] != r["gold"]]
+    sample = random.Random(seed).sample(wrong, min(samples, len(wrong)))
+    return {
+        "rows_with_gold": len(graded),
+        "teacher_accuracy": sum(r["label"] == r["gold"] for r in graded) / len(graded),
+        "per_class": {label: {"accuracy": right / total, "rows": total}
+                      for label, (right, total) in sorted(per_class.items())},
+        "disagreements": [{"id": r["id"], "text": r["text"], "gold": r["gold"], "teacher": r["label"]}
+                          for r in sample],
+    }
+
+
 def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
     """Read `generate/outputs.parquet`; write `filter/train.parquet`, `eval.parquet`, `dropped.parquet`, a report."""
     read_manifest(run_dir / "generate", "distill generate")
     source = run_dir / "generate" / "outputs.parquet"
+    rows = read_rows(source)
+    check_contract(rows, source, make_task(config.task).labels)
     stage_dir = run_dir / "filter"
     recorder = StageRecorder(stage_dir, "filter", config)
-    rows = read_rows(source)
-    _check_columns(rows, source)
-    test_texts = {normalise(e.text) for e in split_inputs(config).test}
-    kept, dropped, seen = [], [], set()
-    for row in rows:
-        reason = drop_reason(row, config, test_texts, seen)
-        if reason is None:
-            kept.append(row)
-        else:
-            dropped.append({**row, "drop_reason": reason})
+    with recorder.timed("filters"):
+        reasons = drop_reasons(rows, config, [e.text for e in split_inputs(config).test])
+    kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
+    dropped = [{**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason]
     if not kept:
-        drops = dict(Counter(r["drop_reason"] for r in dropped))
-        raise UserError(f"{source}: the filter kept no rows (drops: {drops}); check the teacher's outputs")
+        raise UserError(f"{source}: the filter kept no rows (drops: {dict(Counter(reasons))}); loosen `filter`")
     train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
     write_rows(stage_dir / "train.parquet", train)
     write_rows(stage_dir / "eval.parquet", evaluation)
     write_rows(stage_dir / "dropped.parquet", dropped)
     report = {
-        "rows_in": len(rows),
-        "rows_kept": len(kept),
-        "train": len(train),
-        "eval": len(evaluation),
-        "drops": dict(Counter(r["drop_reason"] for r in dropped)),
+        "rows_in": len(rows), "rows_kept": len(kept), "train": len(train), "eval": len(evaluation),
+        "drops": dict(Counter(r["drop_reason"] for r in dropped).most_common()),
         "labels_before": dict(Counter(r["label"] for r in rows if r["label"] is not None).most_common()),
         "labels_after": dict(Counter(r["label"] for r in kept).most_common()),
+        "audit": audit(rows, config.filter.audit_samples, config.filter.seed),
     }
     write_json(stage_dir / "report.json", report)
-    write_text(stage_dir / "report.md", _report_markdown(report))
+    write_text(stage_dir / "report.md", report_markdown(report))
     outputs = [stage_dir / name for name in ("train.parquet", "eval.parquet", "dropped.parquet", "report.json")]
     return recorder.finish(inputs={"generate_outputs": source}, outputs=outputs,
                            counts={k: report[k] for k in ("rows_in", "rows_kept", "train", "eval")},
                            drops=report["drops"])
 
 
-def _report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Filter report", "",
         f"Rows in: {report['rows_in']}; kept: {report['rows_kept']} (train {report['train']}, eval {report['eval']}).",
@@ -99,4 +186,13 @@ def _report_markdown(report: dict[str, Any]) -> str:
         *[f"| {label} | {count} | {report['labels_after'].get(label, 0)} |"
           for label, count in report["labels_before"].items()],
     ]
+    audit_part = report["audit"]
+    if audit_part:
+        lines += ["", "## Teacher against gold", "",
+                  f"Teacher accuracy {audit_part['teacher_accuracy']:.3f} on {audit_part['rows_with_gold']} rows.", "",
+                  "| gold label | teacher accuracy | rows |", "|---|---|---|",
+                  *[f"| {label} | {c['accuracy']:.2f} | {c['rows']} |" for label, c in audit_part["per_class"].items()],
+                  "", "Disagreements to read:", "",
+                  *[f"- {d['id']}: \"{d['text']}\" (gold {d['gold']}, teacher {d['teacher']})"
+                    for d in audit_part["disagreements"]]]
     return "\n".join(lines) + "\n"

@@ -1,12 +1,16 @@
+import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import study_config, write_config, write_csv
+from conftest import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
 from distill.artifacts import read_rows, write_json, write_rows
 from distill.config import load_config
 from distill.errors import UserError
-from distill.filter import filter_stage
+from distill.filter import filter_stage, normalise
 
 
 def _generate_output(run_dir: Path, rows: list[dict]) -> None:
@@ -59,7 +63,7 @@ def test_filter_refuses_output_missing_columns(tmp_path: Path) -> None:
     loaded = load_config(write_config(tmp_path / "c.yaml", study_config("m", inputs)))
     write_rows(tmp_path / "generate" / "outputs.parquet", [{"id": "inputs:0", "text": "x"}])
     write_json(tmp_path / "generate" / "manifest.json", {"stage": "generate"})
-    with pytest.raises(UserError, match=r"outputs.parquet: missing columns \['label', 'error'\]"):
+    with pytest.raises(UserError, match=r"outputs.parquet: missing columns \['label', 'error', 'raw', 'logprob'\]"):
         filter_stage(loaded, tmp_path)
 
 
@@ -68,3 +72,111 @@ def test_filter_needs_a_finished_generate_stage(tmp_path: Path) -> None:
     loaded = load_config(write_config(tmp_path / "c.yaml", study_config("m", inputs)))
     with pytest.raises(UserError, match="run `distill generate` first"):
         filter_stage(loaded, tmp_path)
+
+
+def _stage(tmp_path: Path, rows: list[dict], test_texts: list[str] | None = None, **rules: object):
+    """Run the filter stage on hand-made generate outputs; `test_texts` are the held-out queries."""
+    test = write_csv(tmp_path / "test.csv", [{"text": t, "category": "billing"}
+                                             for t in (test_texts or ["an unrelated held out question"])])
+    inputs = write_csv(tmp_path / "in.csv", [{"text": "x", "category": "billing"}])
+    config = study_config("m", inputs)
+    config["data"] = {"inputs": str(inputs), "test": str(test)}
+    config["filter"] = {"eval_fraction": 0.0, **rules}
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    _generate_output(tmp_path, rows)
+    filter_stage(loaded, tmp_path)
+    dropped = {r["id"]: r["drop_reason"] for r in read_rows(tmp_path / "filter" / "dropped.parquet")}
+    kept = [r["id"] for r in read_rows(tmp_path / "filter" / "train.parquet")]
+    return dropped, kept
+
+
+def test_near_duplicates_and_near_test_copies_are_dropped(tmp_path: Path) -> None:
+    rows = [_row(0, "my card payment was declined at the shop today", "billing"),
+            _row(1, "my card payment was declined at the shop today!!", "billing"),
+            _row(2, "how long does delivery to canada take please", "shipping"),
+            _row(3, "I want to cancel my subscription before the next renewal date", "cancellation")]
+    dropped, kept = _stage(tmp_path, rows, ["how long does delivery to canada take"], near_dup_threshold=0.6)
+    assert dropped == {"inputs:1": "near_duplicate", "inputs:2": "leaks_test"}
+    assert sorted(kept) == ["inputs:0", "inputs:3"]
+
+
+def test_confidence_vote_and_length_rules(tmp_path: Path) -> None:
+    rows = [_row(0, "sure answer about a refund", "refund"), _row(1, "unsure answer about a refund", "refund"),
+            _row(2, "ok", "refund"), _row(3, "split vote on this refund question", "refund"),
+            _row(4, "a" * 300, "refund")]
+    rows[1]["logprob"] = -3.0
+    rows[3]["vote_share"] = 0.4
+    for row in rows:
+        row.setdefault("vote_share", 1.0)
+    dropped, kept = _stage(tmp_path, rows, min_logprob=-1.0, min_vote_share=0.5, min_text_chars=5,
+                           max_text_chars=200)
+    assert dropped == {"inputs:1": "low_confidence", "inputs:2": "too_short", "inputs:3": "low_vote_share",
+                       "inputs:4": "too_long"}
+    assert kept == ["inputs:0"]
+
+
+def test_label_cap_keeps_the_most_confident(tmp_path: Path) -> None:
+    rows = [_row(i, f"distinct billing question number {i} {'x' * i}", "billing") for i in range(4)]
+    rows.append(_row(4, "a single refund question", "refund"))
+    for i, row in enumerate(rows):
+        row["logprob"] = -0.1 * i
+    dropped, kept = _stage(tmp_path, rows, max_per_label=2, near_dup_threshold=None)
+    assert dropped == {"inputs:2": "over_label_cap", "inputs:3": "over_label_cap"}
+    report = json.loads((tmp_path / "filter" / "report.json").read_text())
+    assert report["labels_after"] == {"billing": 2, "refund": 1}
+
+
+def test_output_from_another_label_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"labels \['lost_card'\] are not in the config's label set"):
+        _stage(tmp_path, [_row(0, "I lost my card", "lost_card")])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a b c", "a b c d", "x y", "z", "p q r s t"]),
+                          st.sampled_from(["billing", "refund", None]), st.floats(-5, 0)), max_size=30),
+       st.sampled_from([None, 0.5, 0.9]), st.sampled_from([None, 1, 3]))
+def test_every_row_is_kept_or_dropped_exactly_once(rows, threshold, cap) -> None:
+    from distill.filter import drop_reasons
+
+    data = [{**_row(i, text, label), "logprob": logprob} for i, (text, label, logprob) in enumerate(rows)]
+    config = load_config_inline(near_dup_threshold=threshold, max_per_label=cap)
+    reasons = drop_reasons(data, config, ["held out"])
+    assert len(reasons) == len(data)
+    assert all(reason is not None for row, reason in zip(data, reasons, strict=True) if row["label"] is None)
+    kept_labels = Counter(row["label"] for row, reason in zip(data, reasons, strict=True) if reason is None)
+    assert cap is None or max(kept_labels.values(), default=0) <= cap
+    kept_texts = [normalise(row["text"]) for row, reason in zip(data, reasons, strict=True) if reason is None]
+    assert len(kept_texts) == len(set(kept_texts)), "no exact duplicate survives"
+
+
+def load_config_inline(**rules: object):
+    from distill.config import Config
+
+    config = study_config("m", DEMO_INPUTS)
+    config["filter"] = rules
+    return Config.model_validate(config)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "banking77").exists(), reason="../shared/data is absent")
+def test_banking77_with_injected_duplicates_and_invalid_labels(tmp_path: Path) -> None:
+    import csv
+
+    with open(SHARED_DATA / "banking77" / "train.csv", encoding="utf-8") as handle:
+        source = list(csv.DictReader(handle))[:3000:10]  # 300 rows across many intents
+    rows = [{**_row(i, r["text"], r["category"]), "gold": r["category"]} for i, r in enumerate(source)]
+    copies = [{**rows[i], "id": f"inputs:{1000 + i}", "text": "  " + rows[i]["text"].upper()} for i in range(20)]
+    invalid = [{**rows[i], "id": f"inputs:{2000 + i}", "text": f"unanswered {i}", "label": None,
+                "error": "not in the label set"} for i in range(15)]
+    labels = sorted({r["category"] for r in source})
+    test = write_csv(tmp_path / "test.csv", [{"text": "held out", "category": labels[0]}])
+    config = study_config("m", test, task={"instruction": "x", "labels": labels})
+    config["data"] = {"inputs": str(test), "test": str(test)}
+    config["filter"] = {"eval_fraction": 0.1, "near_dup_threshold": None}
+    _generate_output(tmp_path, rows + copies + invalid)
+    manifest = filter_stage(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+    drops = manifest["drops"]
+    assert drops["invalid"] == 15 and drops["duplicate"] >= 20
+    assert manifest["counts"]["rows_in"] == 335
+    assert manifest["counts"]["rows_kept"] + sum(drops.values()) == 335
+    report = json.loads((tmp_path / "filter" / "report.json").read_text())
+    assert report["audit"]["teacher_accuracy"] == 1.0  # these "teacher" labels are the gold ones
