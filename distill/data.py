@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +71,9 @@ def load_examples(path: Path, data: DataConfig, source: str) -> list[Example]:
 
 
 def _shuffled(examples: list[Example], seed: int) -> list[Example]:
-    order = list(examples)
-    random.Random(seed).shuffle(order)
-    return order
+    """A seeded pseudo-random order that is stable as a file grows: each row's place comes from a hash of its
+    own text, so appended rows slot in without reshuffling the old ones (which keep their split)."""
+    return sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.text}".encode()).digest())
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class Splits:
 def split_inputs(config: Config) -> Splits:
     """Rows for the teacher to label and held-out test queries; the same config always gives the same split.
 
-    Inputs are shuffled before truncation because real files are often sorted by label.
+    Inputs are shuffled before truncation because real files are often sorted by label. Rows appended to a
+    file later never pull an old row into the test split, so labels already paid for stay usable.
     """
     data = config.data
     inputs = _shuffled(load_examples(data.inputs, data, "inputs"), data.seed)

@@ -140,3 +140,26 @@ def test_lora_rank_is_rounded_up_to_one_vllm_accepts() -> None:
     assert [served_lora_rank(r) for r in (1, 4, 8, 12, 64, 300)] == [1, 8, 8, 16, 64, 320]
     with pytest.raises(UserError, match="up to 512"):
         served_lora_rank(1024)
+
+
+def test_rows_appended_to_the_input_are_labelled_without_relabelling_old_ones(tmp_path: Path) -> None:
+    from conftest import write_csv
+    from distill.data import split_inputs
+
+    rows = [{"text": f"customer message number {i}", "category": "billing"} for i in range(30)]
+    config = study_config("fake-model", write_csv(tmp_path / "in.csv", rows[:20]))
+    config["data"] = {"inputs": str(tmp_path / "in.csv"), "test_size": 5}
+    with FakeEndpoint() as fake:
+        config["teacher"] = {"model": "fake-model", "url": fake.url}
+        first = load_config(write_config(tmp_path / "c.yaml", config))
+        generate(first, tmp_path)
+        old_test = {e.text for e in split_inputs(first).test}
+        old_labelled = {e.text for e in split_inputs(first).to_label}
+        write_csv(tmp_path / "in.csv", rows)
+        grown = load_config(write_config(tmp_path / "c.yaml", config))
+        manifest = generate(grown, tmp_path)
+    new_split = split_inputs(grown)
+    assert not old_labelled & {e.text for e in new_split.test}, "no labelled row may move into the test split"
+    assert manifest["counts"]["rows"] == 25 and manifest["counts"]["requests_sent"] == 25 - len(
+        old_labelled & {e.text for e in new_split.to_label})
+    assert len(old_test & {e.text for e in new_split.test}) >= 3
