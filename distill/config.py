@@ -182,7 +182,12 @@ class StudentConfig(Strict):
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
     max_seq_len: int = Field(256, gt=8)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype of the weights in training.")
+    mixed_precision: Literal["bf16", "no"] = Field(
+        "bf16", description="bf16: matrix products in bfloat16 under autocast (CPUs with AVX512-BF16/AMX, "
+        "Ampere+ GPUs); no: all in `dtype`.")
+    packing: bool = Field(True, description="Pack each batch's examples into one row without cross-attention "
+                          "(no compute on padding); false: padded batches.")
     seed: int = 0
     server: ServerConfig = ServerConfig()
     max_tokens: int = Field(16, gt=0, description="Completion budget of the student at inference.")

@@ -56,6 +56,17 @@ class PadCollator:
                 "attention_mask": torch.tensor(mask)}
 
 
+def make_collator(student: StudentConfig, pad_id: int) -> Any:
+    """Packed batches where asked: a batch's examples are laid end to end in one row with position ids that
+    restart at each example, which transformers turns into a block-diagonal mask, so no example attends to
+    another and no compute goes to padding. Otherwise right-padded batches."""
+    if student.packing:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return PadCollator(pad_id)
+
+
 def load_student(student: StudentConfig) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,6 +76,9 @@ def load_student(student: StudentConfig) -> tuple[Any, Any]:
     if tokenizer.eos_token_id is None:
         raise UserError(f"{student.model}: the tokenizer has no EOS token; the student cannot learn to stop")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, student.dtype))
+    # Training needs no KV cache, and with one transformers skips the packed-sequence mask: packed examples
+    # would silently attend to each other.
+    model.config.use_cache = False
     return tokenizer, model
 
 
@@ -94,7 +108,9 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int) -> Any
         save_strategy="no",
         report_to=[],
         seed=student.seed,
-        bf16=student.dtype == "bfloat16" and torch.cuda.is_available(),
+        # Weights stay in `student.dtype`; matrix products run in bfloat16 under autocast (2.35x with packing
+        # over a padded float32 Trainer on this CPU, bench/train_throughput.py).
+        bf16=student.mixed_precision == "bf16" and student.dtype == "float32",
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         disable_tqdm=False,
@@ -119,7 +135,8 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
     eval_data = encode_rows(tokenizer, task, eval_rows, student.max_seq_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = Trainer(model=model, args=_training_args(student, stage_dir / "checkpoints", len(train_data)),
-                      train_dataset=train_data, eval_dataset=eval_data or None, data_collator=PadCollator(pad_id))
+                      train_dataset=train_data, eval_dataset=eval_data or None,
+                      data_collator=make_collator(student, pad_id))
     with recorder.timed("train"):
         result = trainer.train()
     eval_loss = trainer.evaluate()["eval_loss"] if eval_data else None
@@ -147,5 +164,6 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
 def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
     """Fold the adapter into the base weights and save a plain checkpoint that vLLM serves without LoRA."""
     merged = model.merge_and_unload()
+    merged.config.use_cache = True  # for inference
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)

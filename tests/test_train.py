@@ -68,3 +68,28 @@ def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, t
     assert manifest["counts"] == {"train_rows": 12, "eval_rows": 4, "steps": 6}
     assert manifest["eval_loss"] is not None and manifest["tokens_per_s"] > 0
     assert '"loss"' in (tmp_path / "train" / "history.json").read_text()
+
+
+def test_packed_and_padded_batches_give_the_same_loss(tokenizer, tiny_model: Path) -> None:
+    import torch
+
+    from distill.config import StudentConfig
+    from student.train import load_student, make_collator
+
+    _, model = load_student(StudentConfig(model=str(tiny_model)))
+    model.eval()
+    batch = [encode_example(tokenizer, f"Message: {text}\nCategory:", f" {label}", max_len=64)
+             for text, label in [("where is my parcel", "shipping"), ("refund me now please, it broke", "refund"),
+                                 ("hi", "feedback"), ("my card was charged twice this month", "billing")]]
+    pad_id = tokenizer.eos_token_id
+    padded = make_collator(StudentConfig(model="m", packing=False), pad_id)(batch)
+    packed = make_collator(StudentConfig(model="m", packing=True), pad_id)(batch)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    assert packed["input_ids"].numel() == sum(len(x["input_ids"]) for x in batch) < padded["input_ids"].numel()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**packed).loss, model(**padded).loss, rtol=1e-4, atol=1e-5)
+        # The traps: without restarting position ids, or with a KV cache (which makes transformers skip the
+        # packed-sequence mask), the examples see each other and the loss moves.
+        leaky = {k: v for k, v in packed.items() if k != "position_ids"}
+        assert not torch.allclose(model(**leaky).loss, model(**padded).loss, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(model(**packed, use_cache=True).loss, model(**padded).loss, rtol=1e-4, atol=1e-5)
