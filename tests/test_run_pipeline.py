@@ -61,10 +61,19 @@ def test_run_resumes_after_kills_skips_what_is_done_and_gates(tmp_path: Path, ti
     outputs = read_rows(run_dir / "generate" / "outputs.parquet")
     assert len(outputs) == 40 and len({r["id"] for r in outputs}) == 40
 
+    # Killed while compare serves the models: the next run keeps the finished student and redoes only compare.
+    _kill_when(config, run_dir, run_dir / "compare" / "teacher_server.log")
+    time.sleep(5)
+    assert _servers_of(tiny_model) == []
+    train_manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+    assert not (run_dir / "compare" / "manifest.json").exists()
+
     result = _run(config, run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _stage_actions(run_dir) == {"generate": "skipped", "filter": "skipped", "train": "ran", "compare": "ran"}
+    assert _stage_actions(run_dir) == {"generate": "skipped", "filter": "skipped", "train": "skipped",
+                                       "compare": "ran"}
     assert json.loads((run_dir / "generate" / "manifest.json").read_text()) == generate_manifest
+    assert json.loads((run_dir / "train" / "manifest.json").read_text()) == train_manifest
     assert "Run in" in result.stdout and "agreement" in result.stdout
 
     # Nothing changed: every stage is skipped, and a failing gate sets exit code 3.
