@@ -6,31 +6,31 @@ answers too, and its answer is the one used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 
-def cascade_curve(student: Sequence[str | None], teacher: Sequence[str | None], gold: Sequence[str | None],
-                  confidence: Sequence[float | None], student_per_1k: float, teacher_per_1k: float
-                  ) -> list[dict[str, Any]]:
+def cascade_curve(student: Sequence[str | None], teacher: Sequence[str | None], gold: Sequence[str] | None,
+                  confidence: Sequence[float | None], student_per_1k: float, teacher_per_1k: float,
+                  quality: Callable[[str | None, str], float]) -> list[dict[str, Any]]:
     """For each distinct threshold: share kept by the student, blended quality and cost per 1k queries.
 
-    Quality is accuracy against gold where every query has gold, else agreement with the teacher.
+    Quality is the task's score against `gold` when given (every query has gold), else its agreement with
+    the teacher.
     """
     n = len(student)
     scores = np.array([-np.inf if c is None else c for c in confidence], dtype=float)
-    with_gold = all(g is not None for g in gold) and n > 0
-    reference = gold if with_gold else teacher
+    reference = gold if gold is not None else teacher
     thresholds = sorted({float("inf"), *scores.tolist()}, reverse=True)
     curve = []
     for threshold in thresholds:
         keep = scores >= threshold
         answers = [s if k else t for s, t, k in zip(student, teacher, keep, strict=True)]
-        quality = sum(a is not None and a == r for a, r in zip(answers, reference, strict=True)) / n
-        share = float(keep.mean())
-        curve.append({"threshold": threshold, "student_share": share, "quality": quality,
+        blended = sum(quality(a, r) for a, r in zip(answers, reference, strict=True)) / n if n else 0.0
+        share = float(keep.mean()) if n else 0.0
+        curve.append({"threshold": threshold, "student_share": share, "quality": blended,
                       "cost_per_1k": student_per_1k + (1 - share) * teacher_per_1k})
     return curve
 

@@ -18,11 +18,11 @@ from distill.artifacts import StageRecorder, read_manifest, write_json, write_ro
 from distill.cascade import cascade_curve, cheapest_meeting
 from distill.config import Config
 from distill.data import split_inputs
-from distill.metrics import accuracy, agreement, latency_percentiles
+from distill.metrics import latency_percentiles, mean
 from distill.recommend import recommendation
 from distill.report import write_reports
-from distill.stats import bootstrap_interval, class_report, confusion, mcnemar
-from distill.tasks import make_task
+from distill.stats import bootstrap_interval, confusion, mcnemar
+from distill.tasks import Task, make_task
 from student.serve import serve_adapter, serve_merged, student_request
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.generate import teacher_request
@@ -52,18 +52,16 @@ class Measured:
     seconds: float
     price_per_hour: float
 
-    def summary(self, gold: list[str | None], labels: list[str]) -> dict[str, Any]:
+    def summary(self, gold: list[str | None], task: Task) -> dict[str, Any]:
         n = len(self.answers)
         tokens = sum(a.prompt_tokens + a.completion_tokens for a in self.answers)
-        report = class_report(self.predictions, gold, labels)
-        right = [p == g for p, g in zip(self.predictions, gold, strict=True) if g is not None]
+        scores = row_scores(task, self.predictions, gold)
         return {
             "model": self.model,
             "served_as": self.served_as,
-            "accuracy": accuracy(self.predictions, gold),
-            "accuracy_ci": bootstrap_interval(right),
-            "macro_f1": report["macro_f1"],
-            "per_class": report["per_class"],
+            "accuracy": sum(scores) / len(scores) if scores else None,
+            "accuracy_ci": bootstrap_interval(scores),
+            **task.details(self.predictions, gold),
             "valid_rate": sum(p is not None for p in self.predictions) / n,
             "failed_requests": sum(a.error is not None for a in self.answers),
             "latency_ms": latency_percentiles([a.latency_ms for a in self.answers]),
@@ -73,6 +71,15 @@ class Measured:
             "completion_tokens_per_query": sum(a.completion_tokens for a in self.answers) / n,
             "cost_per_1k_queries": costs.hourly_cost_per_1k(self.price_per_hour, n / self.seconds),
         }
+
+
+def row_scores(task: Task, predictions: list[str | None], gold: list[str | None]) -> list[float]:
+    """The task's quality score of each answer that has gold."""
+    return [task.score(p, g) for p, g in zip(predictions, gold, strict=True) if g is not None]
+
+
+def agreement(task: Task, first: list[str | None], second: list[str | None]) -> list[float]:
+    return [task.agree(a, b) for a, b in zip(first, second, strict=True)]
 
 
 def _one_off_cost(config: Config, run_dir: Path) -> dict[str, float]:
@@ -119,50 +126,55 @@ def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: Stage
     return measured
 
 
-def build_metrics(config: Config, measured: dict[str, Measured], gold: list[str | None], labels: list[str],
+def build_metrics(config: Config, measured: dict[str, Measured], gold: list[str | None], task: Task,
                   one_off: dict[str, float]) -> dict[str, Any]:
     headline = "merged" if config.compare.student_serving == "merged" else "adapter"
     teacher, student = measured["teacher"], measured[headline]
-    summaries = {name: m.summary(gold, labels) for name, m in measured.items()}
+    summaries = {name: m.summary(gold, task) for name, m in measured.items()}
     for name, m in measured.items():
-        summaries[name]["agreement_with_teacher"] = agreement(m.predictions, teacher.predictions)
+        summaries[name]["agreement_with_teacher"] = mean(agreement(task, m.predictions, teacher.predictions))
     teacher_summary = summaries["teacher"]
     teacher_summary["cost_per_1k_queries"] = costs.teacher_cost_per_1k(
         config.cost, teacher_summary["queries_per_s"], teacher_summary["prompt_tokens_per_query"],
         teacher_summary["completion_tokens_per_query"])
     t, s = teacher_summary["cost_per_1k_queries"], summaries[headline]["cost_per_1k_queries"]
-    agreeing = [x is not None and x == y for x, y in zip(student.predictions, teacher.predictions, strict=True)]
+    agreeing = agreement(task, student.predictions, teacher.predictions)
     has_gold = any(g is not None for g in gold)
-    curve = cascade_curve(student.predictions, teacher.predictions, gold,
-                          [a.logprob for a in student.answers], s or 0.0, t or 0.0)
+    all_gold = has_gold and all(g is not None for g in gold)
+    curve = cascade_curve(student.predictions, teacher.predictions, gold if all_gold else None,
+                          [a.logprob for a in student.answers], s or 0.0, t or 0.0,
+                          task.score if all_gold else task.agree)
     metrics: dict[str, Any] = {
         "n_queries": len(gold),
+        "task": {"type": task.name, "quality": task.quality_name},
         "concurrency": config.compare.concurrency,
         "hardware": config.cost.hardware,
         "teacher": teacher_summary,
         "student": summaries[headline],
         "students": {name: summaries[name] for name in ("adapter", "merged") if name in summaries},
         "baseline": summaries.get("baseline"),
-        "agreement": agreement(student.predictions, teacher.predictions),
+        "agreement": mean(agreeing),
         "agreement_ci": bootstrap_interval(agreeing),
-        "mcnemar": mcnemar([p == g for p, g in zip(student.predictions, gold, strict=True) if g is not None],
-                           [p == g for p, g in zip(teacher.predictions, gold, strict=True) if g is not None])
-        if has_gold else None,
+        # McNemar's exact test needs right/wrong answers; a graded score (ROUGE) has none.
+        "mcnemar": mcnemar([x == 1 for x in row_scores(task, student.predictions, gold)],
+                           [x == 1 for x in row_scores(task, teacher.predictions, gold)])
+        if has_gold and task.binary_score else None,
         "one_off_cost": one_off,
         "cost_ratio": s / t if t and s is not None else None,
         "break_even_queries": costs.break_even_queries(one_off["total"], t, s),
         "monthly": costs.monthly(t, s, config.cost.monthly_queries),
         "sensitivity": costs.sensitivity(one_off["total"], t, s, config.cost.monthly_queries),
-        "cascade": {"quality": "accuracy" if has_gold and all(g is not None for g in gold) else "agreement",
+        "cascade": {"quality": "accuracy" if all_gold else "agreement",
                     "target": config.compare.target_quality, "curve": curve,
                     "best": cheapest_meeting(curve, config.compare.target_quality)},
-        "confusion": {"labels": labels, "reference": "gold" if has_gold else "teacher",
-                      "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions, labels)},
+        "confusion": {"labels": task.labels, "reference": "gold" if has_gold else "teacher",
+                      "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions,
+                                          task.labels)} if task.single_label else None,
         "prices": config.cost.model_dump(),
     }
     if "merged" in measured:
-        metrics["adapter_merged_agreement"] = agreement(measured["adapter"].predictions,
-                                                        measured["merged"].predictions)
+        metrics["adapter_merged_agreement"] = mean(agreement(task, measured["adapter"].predictions,
+                                                             measured["merged"].predictions))
     metrics["recommendation"] = recommendation(metrics)
     return metrics
 
@@ -176,7 +188,7 @@ def compare(config: Config, run_dir: Path) -> dict[str, Any]:
     test = split_inputs(config).test
     gold = [e.gold for e in test]
     measured = _measure_all(config, run_dir, stage_dir, recorder, [e.text for e in test])
-    metrics = build_metrics(config, measured, gold, task.labels, _one_off_cost(config, run_dir))
+    metrics = build_metrics(config, measured, gold, task, _one_off_cost(config, run_dir))
     latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
     write_rows(stage_dir / "answers.parquet", [
         {"id": e.id, "text": e.text, "gold": e.gold,

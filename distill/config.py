@@ -6,15 +6,12 @@ any working directory. Every validation problem is reported at once, each with i
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -23,64 +20,19 @@ from pydantic import (
 )
 
 from distill.errors import UserError
+from distill.strict import Strict, resolve_existing
+from distill.tasks import REGISTRY, make_task, settings_union
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _resolve_existing(value: Path | None, info: ValidationInfo) -> Path | None:
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = (base / value).resolve() if not value.is_absolute() else value
-    if not path.exists():
-        raise ValueError(f"file not found: {path} (paths are relative to the config file's folder)")
-    return path
-
-
-class TaskConfig(Strict):
-    type: Literal["classification"] = "classification"
-    instruction: str = Field(description="What the teacher is asked to do; the label list is appended to it.")
-    labels: list[str] | None = Field(None, description="The label set, inline.")
-    labels_file: Path | None = Field(None, description="A JSON list of labels, instead of `labels`.")
-    student_prompt: str = Field(
-        "{text}\nLabel:", description="The student's short prompt; `{text}` is replaced by the input."
-    )
-
-    _check_labels_file = field_validator("labels_file")(_resolve_existing)
-
-    @field_validator("student_prompt")
-    @classmethod
-    def _has_text_slot(cls, value: str) -> str:
-        if "{text}" not in value:
-            raise ValueError("must contain the placeholder {text}")
-        return value
-
-    @model_validator(mode="after")
-    def _one_label_source(self) -> TaskConfig:
-        if (self.labels is None) == (self.labels_file is None):
-            raise ValueError("give exactly one of `labels` or `labels_file`")
-        if self.labels is not None and len(set(self.labels)) < 2:
-            raise ValueError("`labels` needs at least two distinct labels")
-        return self
-
-    def label_set(self) -> list[str]:
-        if self.labels is not None:
-            return list(self.labels)
-        assert self.labels_file is not None
-        try:
-            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.labels_file}: cannot read the label list (task.labels_file): {exc}") from exc
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(set(labels)) < 2:
-            raise UserError(f"{self.labels_file}: task.labels_file must hold a JSON list of at least two strings")
-        return labels
+TaskConfig = settings_union()
 
 
 class DataConfig(Strict):
     inputs: Path = Field(description="Rows for the teacher to label (CSV, JSONL or Parquet).")
     test: Path | None = Field(None, description="Held-out queries for compare; if absent, taken from `inputs`.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "restaurant8k"] = Field(
+        "auto", description="How to read `inputs` and `test`; auto: by file suffix. restaurant8k: PolyAI's "
+        "slot-span JSON, read as `text` and a JSON object of slot values as `gold`.")
+    header: list[str] | None = Field(None, description="Column names for a CSV/TSV file without a header row.")
     text_column: str = "text"
     gold_column: str | None = Field(None, description="Column with gold labels, used only to score.")
     max_inputs: int | None = Field(None, gt=0, description="Label at most this many input rows.")
@@ -88,7 +40,7 @@ class DataConfig(Strict):
     max_test: int | None = Field(None, gt=0, description="Compare on at most this many test rows.")
     seed: int = 0
 
-    _check_paths = field_validator("inputs", "test")(_resolve_existing)
+    _check_paths = field_validator("inputs", "test")(resolve_existing)
 
 
 class ServerConfig(Strict):
@@ -271,6 +223,15 @@ class Config(Strict):
                 raise ValueError(f"variant {name!r} overrides student with {problems}") from None
         return variants
 
+    @model_validator(mode="after")
+    def _task_supports_options(self) -> Config:
+        task = make_task(self.task)
+        if self.teacher.rationale and not task.supports_rationale:
+            raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
+        if self.filter.max_per_label is not None and not task.single_label:
+            raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
+        return self
+
     def variant(self, name: str) -> Config:
         """This study with the student of variant `name` (and no variants of its own)."""
         student = StudentConfig.model_validate(deep_merge(self.student.model_dump(), self.variants[name]))
@@ -280,7 +241,9 @@ class Config(Strict):
 def _format_errors(path: Path, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = [part for i, part in enumerate(item["loc"]) if not (i == 1 and item["loc"][0] == "task"
+                                                                  and part in REGISTRY)]  # the type's tag
+        key = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against the documented keys)"

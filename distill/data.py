@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill import readers
 from distill.config import Config, DataConfig
 from distill.errors import UserError
+from distill.tasks import make_task
 
 
 @dataclass(frozen=True)
@@ -19,28 +22,31 @@ class Example:
     gold: str | None
 
 
-def read_table(path: Path) -> list[dict]:
-    """Rows of a CSV/TSV, JSON Lines, JSON list or Parquet file, as dicts."""
-    suffix = path.suffix.lower()
+def read_table(path: Path, data_format: str = "auto", header: list[str] | None = None) -> list[dict]:
+    """Rows of a CSV/TSV, JSON Lines, JSON list or Parquet file (by suffix unless `data_format` says), as dicts."""
+    kind = path.suffix.lower().lstrip(".") if data_format == "auto" else data_format
     try:
-        if suffix in (".csv", ".tsv"):
+        if kind in ("csv", "tsv"):
             with open(path, encoding="utf-8", newline="") as handle:
-                return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".jsonl":
+                return list(csv.DictReader(handle, fieldnames=header, delimiter="\t" if kind == "tsv" else ","))
+        if kind == "jsonl":
             with open(path, encoding="utf-8") as handle:
                 return [_json_line(path, n, line) for n, line in enumerate(handle, 1) if line.strip()]
-        if suffix == ".json":
+        if kind == "json":
             rows = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(rows, list):
                 raise UserError(f"{path}: a .json input must hold a list of objects")
             return rows
-        if suffix == ".parquet":
+        if kind == "parquet":
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
+        if kind == "restaurant8k":
+            return readers.restaurant8k(path)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from exc
-    raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
+    raise UserError(f"{path}: unsupported file type {kind!r}; use .csv, .tsv, .jsonl, .json or .parquet, "
+                    "or name the format in data.format")
 
 
 def _json_line(path: Path, line_number: int, line: str) -> dict:
@@ -50,8 +56,9 @@ def _json_line(path: Path, line_number: int, line: str) -> dict:
         raise UserError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from exc
 
 
-def load_examples(path: Path, data: DataConfig, source: str) -> list[Example]:
-    rows = read_table(path)
+def load_examples(path: Path, data: DataConfig, source: str, canonical_gold: Callable[[str], str] = str
+                  ) -> list[Example]:
+    rows = read_table(path, data.format, data.header)
     if not rows:
         raise UserError(f"{path}: no rows")
     columns = list(rows[0].keys())
@@ -66,8 +73,17 @@ def load_examples(path: Path, data: DataConfig, source: str) -> list[Example]:
                 f"{path}: row {index + 1}: empty or missing {data.text_column!r}; fix or remove that row"
             )
         gold = row.get(data.gold_column) if data.gold_column else None
-        examples.append(Example(id=f"{source}:{index}", text=text.strip(), gold=None if gold is None else str(gold)))
+        examples.append(Example(id=f"{source}:{index}", text=text.strip(),
+                                gold=None if gold is None else _gold(path, index, str(gold), canonical_gold)))
     return examples
+
+
+def _gold(path: Path, index: int, raw: str, canonical: Callable[[str], str]) -> str:
+    try:
+        return canonical(raw)
+    except ValueError as exc:
+        raise UserError(f"{path}: row {index + 1}: gold answer {raw[:80]!r} is not valid for the task: {exc}; "
+                        "fix it, or leave data.gold_column out") from exc
 
 
 def _shuffled(examples: list[Example], seed: int) -> list[Example]:
@@ -89,9 +105,10 @@ def split_inputs(config: Config) -> Splits:
     file later never pull an old row into the test split, so labels already paid for stay usable.
     """
     data = config.data
-    inputs = _shuffled(load_examples(data.inputs, data, "inputs"), data.seed)
+    canonical_gold = make_task(config.task).parse_gold
+    inputs = _shuffled(load_examples(data.inputs, data, "inputs", canonical_gold), data.seed)
     if data.test is not None:
-        test = _shuffled(load_examples(data.test, data, "test"), data.seed)
+        test = _shuffled(load_examples(data.test, data, "test", canonical_gold), data.seed)
     else:
         if len(inputs) <= data.test_size:
             raise UserError(

@@ -17,7 +17,7 @@ from distill.artifacts import StageRecorder, read_manifest, read_rows, write_jso
 from distill.config import Config, FilterConfig
 from distill.data import split_inputs
 from distill.errors import UserError
-from distill.tasks import make_task
+from distill.tasks import Task, make_task
 
 REQUIRED_COLUMNS = ("id", "text", "label", "error", "raw", "logprob")
 
@@ -104,15 +104,16 @@ def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[st
     return reasons
 
 
-def check_contract(rows: list[dict[str, Any]], path: Path, labels: list[str]) -> None:
-    """Refuse, before any work, an output missing columns or made with another label set."""
+def check_contract(rows: list[dict[str, Any]], path: Path, task: Task) -> None:
+    """Refuse, before any work, an output missing columns or made under another label set or schema."""
     missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
     if missing:
         raise UserError(f"{path}: missing columns {missing}; rerun `distill generate`")
-    foreign = sorted({r["label"] for r in rows if r["label"] is not None} - set(labels))
-    if foreign:
-        raise UserError(f"{path}: labels {foreign[:5]} are not in the config's label set (task.labels); the "
-                        "outputs were made with another label set: rerun `distill generate`")
+    for value in sorted({r["label"] for r in rows if r["label"] is not None}):
+        parsed = task.parse(value)
+        if parsed.value != value:
+            raise UserError(f"{path}: answer {value[:80]!r} is not valid under the config's task ({parsed.error}); "
+                            "the outputs were made with another label set or schema: rerun `distill generate`")
 
 
 def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
@@ -122,25 +123,34 @@ def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> 
     return order[n_eval:], order[:n_eval]
 
 
-def audit(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any] | None:
-    """Teacher accuracy against gold, per class, and a seeded sample of disagreements to read."""
+def audit(rows: list[dict[str, Any]], task: Task, samples: int, seed: int) -> dict[str, Any] | None:
+    """The teacher's quality against gold (per class for labels, per field for JSON), and a seeded sample of
+    disagreements to read."""
     graded = [r for r in rows if r.get("gold") is not None and r["label"] is not None]
     if not graded:
         return None
-    per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for row in graded:
-        per_class[row["gold"]][0] += row["label"] == row["gold"]
-        per_class[row["gold"]][1] += 1
-    wrong = [r for r in graded if r["label"] != r["gold"]]
+    scores = [task.score(r["label"], r["gold"]) for r in graded]
+    per_class: dict[str, list[float]] = defaultdict(list)
+    if task.single_label:
+        for row, score in zip(graded, scores, strict=True):
+            per_class[row["gold"]].append(score)
+    wrong = [r for r, score in zip(graded, scores, strict=True) if score < 1]
     sample = random.Random(seed).sample(wrong, min(samples, len(wrong)))
+    details = task.details([r["label"] for r in graded], [r["gold"] for r in graded])
     return {
         "rows_with_gold": len(graded),
-        "teacher_accuracy": sum(r["label"] == r["gold"] for r in graded) / len(graded),
-        "per_class": {label: {"accuracy": right / total, "rows": total}
-                      for label, (right, total) in sorted(per_class.items())},
+        "quality_name": task.quality_name,
+        "teacher_accuracy": sum(scores) / len(scores),
+        "per_class": {label: {"accuracy": sum(s) / len(s), "rows": len(s)} for label, s in sorted(per_class.items())},
+        "per_field": details.get("per_field", {}),
         "disagreements": [{"id": r["id"], "text": r["text"], "gold": r["gold"], "teacher": r["label"]}
                           for r in sample],
     }
+
+
+def _counts(task: Task, values: list[str]) -> dict[str, int]:
+    """Answers per label (or per filled field); empty for free text."""
+    return dict(Counter(c for value in values for c in task.categories(value)).most_common())
 
 
 def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
@@ -148,7 +158,8 @@ def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
     read_manifest(run_dir / "generate", "distill generate")
     source = run_dir / "generate" / "outputs.parquet"
     rows = read_rows(source)
-    check_contract(rows, source, make_task(config.task).labels)
+    task = make_task(config.task)
+    check_contract(rows, source, task)
     stage_dir = run_dir / "filter"
     recorder = StageRecorder(stage_dir, "filter", config)
     with recorder.timed("filters"):
@@ -164,9 +175,9 @@ def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
     report = {
         "rows_in": len(rows), "rows_kept": len(kept), "train": len(train), "eval": len(evaluation),
         "drops": dict(Counter(r["drop_reason"] for r in dropped).most_common()),
-        "labels_before": dict(Counter(r["label"] for r in rows if r["label"] is not None).most_common()),
-        "labels_after": dict(Counter(r["label"] for r in kept).most_common()),
-        "audit": audit(rows, config.filter.audit_samples, config.filter.seed),
+        "labels_before": _counts(task, [r["label"] for r in rows if r["label"] is not None]),
+        "labels_after": _counts(task, [r["label"] for r in kept]),
+        "audit": audit(rows, task, config.filter.audit_samples, config.filter.seed),
     }
     write_json(stage_dir / "report.json", report)
     write_text(stage_dir / "report.md", report_markdown(report))
@@ -182,17 +193,24 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Rows in: {report['rows_in']}; kept: {report['rows_kept']} (train {report['train']}, eval {report['eval']}).",
         "", "| drop reason | rows |", "|---|---|",
         *[f"| {reason} | {count} |" for reason, count in report["drops"].items()],
-        "", "| label | before | after |", "|---|---|---|",
-        *[f"| {label} | {count} | {report['labels_after'].get(label, 0)} |"
-          for label, count in report["labels_before"].items()],
     ]
+    if report["labels_before"]:
+        lines += ["", "| label (or filled field) | before | after |", "|---|---|---|",
+                  *[f"| {label} | {count} | {report['labels_after'].get(label, 0)} |"
+                    for label, count in report["labels_before"].items()]]
     audit_part = report["audit"]
     if audit_part:
         lines += ["", "## Teacher against gold", "",
-                  f"Teacher accuracy {audit_part['teacher_accuracy']:.3f} on {audit_part['rows_with_gold']} rows.", "",
-                  "| gold label | teacher accuracy | rows |", "|---|---|---|",
-                  *[f"| {label} | {c['accuracy']:.2f} | {c['rows']} |" for label, c in audit_part["per_class"].items()],
-                  "", "Disagreements to read:", "",
+                  f"Teacher {audit_part['quality_name']} {audit_part['teacher_accuracy']:.3f} on "
+                  f"{audit_part['rows_with_gold']} rows.", "",
+                  *(["| gold label | teacher accuracy | rows |", "|---|---|---|",
+                     *[f"| {label} | {c['accuracy']:.2f} | {c['rows']} |"
+                       for label, c in audit_part["per_class"].items()],
+                     ""] if audit_part["per_class"] else []),
+                  *(["| field | teacher accuracy |", "|---|---|",
+                     *[f"| {field} | {accuracy:.2f} |" for field, accuracy in audit_part["per_field"].items()],
+                     ""] if audit_part["per_field"] else []),
+                  "Disagreements to read:", "",
                   *[f"- {d['id']}: \"{d['text']}\" (gold {d['gold']}, teacher {d['teacher']})"
                     for d in audit_part["disagreements"]]]
     return "\n".join(lines) + "\n"

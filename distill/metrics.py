@@ -1,4 +1,4 @@
-"""Quality and speed numbers for one model's answers to the test queries."""
+"""Averages and latency percentiles for one model's answers to the test queries."""
 
 from __future__ import annotations
 
@@ -7,19 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def accuracy(predictions: Sequence[str | None], gold: Sequence[str | None]) -> float | None:
-    """Share of rows whose prediction equals gold, over rows that have gold; None when no row has gold."""
-    pairs = [(p, g) for p, g in zip(predictions, gold, strict=True) if g is not None]
-    if not pairs:
-        return None
-    return sum(p == g for p, g in pairs) / len(pairs)
-
-
-def agreement(a: Sequence[str | None], b: Sequence[str | None]) -> float:
-    """Share of rows where both models gave the same valid answer."""
-    if not a:
-        return 0.0
-    return sum(x is not None and x == y for x, y in zip(a, b, strict=True)) / len(a)
+def mean(values: Sequence[float]) -> float:
+    """Mean of per-row scores; 0 for no rows."""
+    return float(np.mean(values)) if len(values) else 0.0
 
 
 def latency_percentiles(latencies_ms: Sequence[float]) -> dict[str, float]:

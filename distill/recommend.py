@@ -18,7 +18,10 @@ def duration(days: float | None) -> str:
 def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
     """What the sample can say about the quality gap, and whether the student is measurably worse."""
     teacher, student, test = metrics["teacher"], metrics["student"], metrics.get("mcnemar")
-    if test is None or student["accuracy"] is None or teacher["accuracy"] is None:
+    has_gold = student["accuracy"] is not None and teacher["accuracy"] is not None
+    if test is None and has_gold:
+        return _graded_sentence(metrics)
+    if test is None or not has_gold:
         agreement = metrics["agreement"]
         interval = metrics.get("agreement_ci")
         span = f" (95% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
@@ -33,6 +36,18 @@ def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
     return (f"On {metrics['n_queries']} queries the sample shows no significant quality difference: student accuracy "
             f"{student['accuracy']:.3f}{span}, teacher {teacher['accuracy']:.3f} (McNemar p={test['p_value']:.3g}); "
             "a larger test set would narrow the interval.", False)
+
+
+def _graded_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
+    """A graded score (ROUGE) has no paired exact test: the student is worse when its whole 95% interval lies
+    below the teacher's score."""
+    teacher, student = metrics["teacher"], metrics["student"]
+    name = metrics.get("task", {}).get("quality", "quality")
+    interval = student["accuracy_ci"]
+    span = f", 95% interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
+    worse = interval is not None and interval[1] < teacher["accuracy"]
+    verdict = "measurably below the teacher's" if worse else "not measurably below the teacher's"
+    return (f"The student's {name} is {student['accuracy']:.3f}{span}, {verdict} {teacher['accuracy']:.3f}.", worse)
 
 
 def recommendation(metrics: dict[str, Any]) -> str:

@@ -37,12 +37,25 @@ def models(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {COLUMN_NAMES[name]: summary for name, summary in found.items()}
 
 
+def quality_name(metrics: dict[str, Any]) -> str:
+    return metrics.get("task", {}).get("quality", "accuracy")
+
+
+# Type-specific numbers shown when the task reports them: (metrics key, row title).
+DETAIL_ROWS = (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("field_accuracy", "field accuracy (mean)"),
+               ("empty_answered_empty", "empty where gold is empty"), ("rouge1", "ROUGE-1 F1"),
+               ("rouge2", "ROUGE-2 F1"), ("rougeL", "ROUGE-L F1"))
+
+
 def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     columns = models(metrics)
+    shown = [(key, title) for key, title in DETAIL_ROWS if any(m.get(key) is not None for m in columns.values())]
     rows = [
         ["served as", *[m["served_as"] for m in columns.values()]],
-        ["accuracy vs gold [95% CI]", *[_with_interval(m["accuracy"], m.get("accuracy_ci")) for m in columns.values()]],
-        ["macro-F1", *[_fmt(m.get("macro_f1")) for m in columns.values()]],
+        [f"{quality_name(metrics)} vs gold [95% CI]",
+         *[_with_interval(m["accuracy"], m.get("accuracy_ci")) for m in columns.values()]],
+        *[[title, *[_fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
+        ["valid answers (label set / schema / format)", *[_fmt(m.get("valid_rate")) for m in columns.values()]],
         ["queries/s", *[_fmt(m["queries_per_s"], 2) for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
@@ -75,7 +88,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     for row in (
         ("model", t["model"], s["model"]),
         ("served as", t["served_as"], s["served_as"]),
-        ("accuracy vs gold", _fmt(t["accuracy"]), _fmt(s["accuracy"])),
+        (f"{quality_name(metrics)} vs gold", _fmt(t["accuracy"]), _fmt(s["accuracy"])),
         ("agreement with teacher", "1", _fmt(metrics["agreement"])),
         ("queries/s", _fmt(t["queries_per_s"], 2), _fmt(s["queries_per_s"], 2)),
         ("cost per 1k queries ($)", _fmt(t["cost_per_1k_queries"], 5), _fmt(s["cost_per_1k_queries"], 5)),
@@ -174,10 +187,12 @@ def plot_cascade(metrics: dict[str, Any]) -> bytes:
     return to_png(fig)
 
 
-def plot_confusion(metrics: dict[str, Any]) -> bytes:
+def plot_confusion(metrics: dict[str, Any]) -> bytes | None:
     import numpy as np
 
-    data = metrics["confusion"]
+    data = metrics.get("confusion")
+    if not data:
+        return None
     labels = data["labels"]
     matrix = np.asarray(data["matrix"])
     size = min(12.0, 3 + 0.18 * len(labels))
@@ -224,12 +239,18 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
         lines += ["", f"Cascade: with the student answering at confidence >= {best['threshold']:.3f}, it handles "
                   f"{best['student_share']:.0%} of queries; {metrics['cascade']['quality']} {best['quality']:.3f} at "
                   f"${best['cost_per_1k']:.5f} per 1k."]
-    per_class = metrics["student"]["per_class"]
+    per_class = metrics["student"].get("per_class")
     if per_class:
         lines += ["", "## Student per class", "",
                   "| label | precision | recall | F1 | support |", "|---|---|---|---|---|",
                   *[f"| {label} | {c['precision']:.2f} | {c['recall']:.2f} | {c['f1']:.2f} | {c['support']} |"
                     for label, c in per_class.items()]]
+    per_field = metrics["student"].get("per_field")
+    if per_field:
+        teacher_fields = metrics["teacher"].get("per_field", {})
+        lines += ["", "## Accuracy per field", "", "| field | teacher | student |", "|---|---|---|",
+                  *[f"| {field} | {_fmt(teacher_fields.get(field))} | {_fmt(value)} |"
+                    for field, value in per_field.items()]]
     return "\n".join(lines) + "\n"
 
 

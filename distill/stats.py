@@ -61,3 +61,25 @@ def confusion(predictions: Sequence[str | None], reference: Sequence[str | None]
         if truth in index:
             matrix[index[truth], index.get(prediction, len(labels))] += 1
     return matrix.tolist()
+
+
+def multilabel_report(predictions: Sequence[list[str] | None], gold: Sequence[list[str] | None], labels: list[str]
+                      ) -> dict[str, Any]:
+    """Micro- and macro-F1 and per-label precision/recall/F1 over rows with gold; an invalid answer counts as
+    predicting no label."""
+    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    pairs = [(g, p or []) for p, g in zip(predictions, gold, strict=True) if g is not None]
+    if not pairs:
+        return {"micro_f1": None, "macro_f1": None, "per_class": {}}
+    binarizer = MultiLabelBinarizer(classes=labels)
+    y_true = binarizer.fit_transform([g for g, _ in pairs])
+    y_pred = binarizer.transform([p for _, p in pairs])
+    present = [i for i in range(len(labels)) if y_true[:, i].any()]
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=present,
+                                                                     zero_division=0)
+    micro = precision_recall_fscore_support(y_true, y_pred, labels=present, average="micro", zero_division=0)[2]
+    per_class = {labels[i]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for i, p, r, f, s in zip(present, precision, recall, f1, support, strict=True)}
+    return {"micro_f1": float(micro), "macro_f1": float(np.mean(f1)) if len(f1) else None, "per_class": per_class}

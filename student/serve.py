@@ -11,7 +11,7 @@ from distill.artifacts import read_manifest
 from distill.config import Config
 from distill.errors import UserError
 from distill.models import resolve_model
-from distill.tasks import ClassificationTask
+from distill.tasks import Task
 from teacher.client import Target
 from teacher.server import VLLMServer
 
@@ -19,14 +19,17 @@ STUDENT_NAME = "student"
 BASE_NAME = "student-base"
 
 
-def student_request(task: ClassificationTask, config: Config, text: str) -> dict[str, Any]:
-    return {
+def student_request(task: Task, config: Config, text: str) -> dict[str, Any]:
+    request: dict[str, Any] = {
         "prompt": task.student_prompt(text),
         "temperature": 0.0,
         "max_tokens": task.answer_token_budget(config.student.max_tokens),
         "logprobs": 1,
-        "extra_body": {"structured_outputs": task.student_constraint()},
     }
+    constraint = task.student_constraint()
+    if constraint is not None:
+        request["extra_body"] = {"structured_outputs": constraint}
+    return request
 
 
 @contextmanager

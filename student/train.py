@@ -10,7 +10,7 @@ from distill.artifacts import StageRecorder, read_manifest, read_rows, write_jso
 from distill.config import Config, StudentConfig
 from distill.errors import UserError
 from distill.models import resolve_model
-from distill.tasks import ClassificationTask, make_task
+from distill.tasks import Task, make_task
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 TRAINED_IDS = "trained_ids.json"
@@ -31,7 +31,7 @@ def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> di
     return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
 
 
-def encode_rows(tokenizer: Any, task: ClassificationTask, rows: list[dict], max_len: int) -> list[dict]:
+def encode_rows(tokenizer: Any, task: Task, rows: list[dict], max_len: int) -> list[dict]:
     return [encode_example(tokenizer, task.student_prompt(r["text"]), task.student_target(r["label"]), max_len)
             for r in rows]
 

@@ -19,7 +19,7 @@ from distill import cost as costs
 from distill.artifacts import StageRecorder, write_rows
 from distill.config import Config, TeacherConfig
 from distill.data import Example, split_inputs
-from distill.tasks import ClassificationTask, Parsed, make_task
+from distill.tasks import Parsed, Task, make_task
 from teacher.cache import ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.server import open_teacher, prefix_cache_counters
@@ -29,15 +29,17 @@ OUTPUTS = "outputs.parquet"
 NOT_SENT = "not sent: teacher.max_cost reached"
 
 
-def teacher_request(task: ClassificationTask, teacher: TeacherConfig, text: str, samples: int | None = None
+def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int | None = None
                     ) -> dict[str, Any]:
     request: dict[str, Any] = {
         "messages": task.teacher_messages(text, teacher.rationale),
         "temperature": teacher.temperature,
         "max_tokens": task.answer_token_budget(teacher.max_tokens, teacher.rationale),
         "logprobs": True,
-        "extra_body": {"structured_outputs": task.teacher_constraint(teacher.rationale)},
     }
+    constraint = task.teacher_constraint(teacher.rationale)
+    if constraint is not None:
+        request["extra_body"] = {"structured_outputs": constraint}
     if (samples or teacher.samples) > 1:
         request["n"] = samples or teacher.samples
     if teacher.top_logprobs:
@@ -138,7 +140,7 @@ def vote(parsed: list[Parsed]) -> tuple[Parsed, float | None]:
     return next(p for p in parsed if p.value == winner), count / len(parsed)
 
 
-def output_row(example: Example, answer: Answer | None, task: ClassificationTask, rationale: bool
+def output_row(example: Example, answer: Answer | None, task: Task, rationale: bool
                ) -> dict[str, Any]:
     answer = answer or Answer(error=NOT_SENT)
     parsed = [task.parse(s.text, rationale) for s in answer.samples] or [task.parse(None)]
@@ -164,7 +166,7 @@ def output_row(example: Example, answer: Answer | None, task: ClassificationTask
 
 @dataclass
 class Plan:
-    task: ClassificationTask
+    task: Task
     examples: list[Example]
     requests: list[dict[str, Any]]
     oversize: dict[int, str]  # row index -> why it is not sent
@@ -193,7 +195,7 @@ def dry_run(config: Config, run_dir: Path) -> dict[str, Any]:
         if cache is not None:
             cache.close()
     tokenizer = plan.tokenizer or load_teacher_tokenizer(config)
-    result = estimate(config, to_send, tokenizer, plan.task.labels)
+    result = estimate(config, to_send, tokenizer, plan.task.labels if plan.task.single_label else None)
     return {**result, "rows": len(plan.requests), "cached": len(plan.requests) - len(plan.oversize) - len(to_send),
             "oversize": len(plan.oversize)}
 

@@ -50,20 +50,26 @@ def oversize_rows(config: Config, examples: list[Example], requests: list[dict[s
     return over
 
 
-def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | None, labels: list[str]
+def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | None, labels: list[str] | None
              ) -> dict[str, Any]:
-    """What sending `requests` would cost: prompt tokens counted, completion tokens estimated."""
+    """What sending `requests` would cost: prompt tokens counted, completion tokens estimated.
+
+    A single label's length is known; any other answer (a rationale, JSON, text) is counted at teacher.max_tokens,
+    an upper bound.
+    """
+    per_answer: float = config.teacher.max_tokens
     if tokenizer is not None:
         prompt_tokens = sum(prompt_token_counts(tokenizer, requests))
-        label_tokens = [len(tokenizer(label, add_special_tokens=False)["input_ids"]) + 1 for label in labels]
-        per_answer = sum(label_tokens) / len(label_tokens)
         method = "teacher tokenizer"
     else:
         prompt_tokens = sum(len(str(r["messages"])) // 4 for r in requests)
-        per_answer = sum(len(label) for label in labels) / len(labels) / 4 + 1
         method = "about 4 characters per token (no local tokenizer for the teacher)"
-    if config.teacher.rationale:
-        per_answer = config.teacher.max_tokens  # an upper bound: the explanation's length is unknown
+    if labels and not config.teacher.rationale:
+        if tokenizer is not None:
+            per_answer = sum(len(tokenizer(label, add_special_tokens=False)["input_ids"]) + 1
+                             for label in labels) / len(labels)
+        else:
+            per_answer = sum(len(label) for label in labels) / len(labels) / 4 + 1
     completion_tokens = round(per_answer * config.teacher.samples * len(requests))
     cost = config.cost
     dollars = None

@@ -14,9 +14,12 @@ from distill.compare import Measured, build_metrics
 from distill.config import load_config
 from distill.report import write_reports
 from distill.stats import bootstrap_interval, class_report, confusion, mcnemar
+from distill.tasks import make_task
+from distill.tasks.classification import ClassificationSettings
 from teacher.client import Answer, Sample
 
 LABELS = ["a", "b", "c"]
+LABELS_TASK = make_task(ClassificationSettings(instruction="Classify.", labels=LABELS))
 
 
 def test_bootstrap_interval_covers_the_true_share() -> None:
@@ -60,7 +63,8 @@ def test_cascade_curve_and_cheapest_threshold() -> None:
     teacher = ["a", "a", "c", "b"]
     gold = ["a", "a", "c", "b"]
     confidence = [-0.1, -2.0, -0.5, -3.0]
-    curve = cascade_curve(student, teacher, gold, confidence, student_per_1k=1.0, teacher_per_1k=10.0)
+    curve = cascade_curve(student, teacher, gold, confidence, student_per_1k=1.0, teacher_per_1k=10.0,
+                          quality=LABELS_TASK.score)
     by_share = {p["student_share"]: p for p in curve}
     assert by_share[0.0]["quality"] == 1.0 and by_share[0.0]["cost_per_1k"] == 11.0
     assert by_share[0.5]["quality"] == 1.0 and by_share[0.5]["cost_per_1k"] == 6.0  # the two sure ones are right
@@ -99,7 +103,7 @@ def report_dir(tmp_path: Path) -> tuple[Path, dict]:
     measured = {"teacher": _measured(noisy(0.9), 60, 2.0, 400), "adapter": _measured(noisy(0.8), 10, 1.0, 20),
                 "merged": _measured(noisy(0.8), 6, 1.0, 20), "baseline": _measured(noisy(0.4), 30, 1.0, 400)}
     config = load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS)))
-    metrics = build_metrics(config, measured, gold, LABELS, {"labelling": 0.5, "training": 0.25, "total": 0.75})
+    metrics = build_metrics(config, measured, gold, LABELS_TASK, {"labelling": 0.5, "training": 0.25, "total": 0.75})
     latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
     write_reports(metrics, latencies, tmp_path, "synthetic")
     return tmp_path, metrics

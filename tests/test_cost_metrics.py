@@ -1,8 +1,11 @@
 import pytest
 
 from distill import cost
+from distill.compare import agreement, row_scores
 from distill.config import CostConfig
-from distill.metrics import accuracy, agreement, latency_percentiles
+from distill.metrics import latency_percentiles, mean
+from distill.tasks import make_task
+from distill.tasks.classification import ClassificationSettings
 
 HOURLY = CostConfig(teacher_price_per_hour=3.6, student_price_per_hour=1.8, train_price_per_hour=3.6)
 API = CostConfig(teacher_price_per_hour=0, student_price_per_hour=1.8, train_price_per_hour=3.6,
@@ -34,13 +37,16 @@ def test_break_even() -> None:
     assert cost.break_even_queries(9.0, None, 0.01) is None
 
 
+LABELS_TASK = make_task(ClassificationSettings(instruction="Classify.", labels=["a", "b", "c", "x"]))
+
+
 def test_accuracy_counts_only_rows_with_gold() -> None:
-    assert accuracy(["a", "b", None, "c"], ["a", "x", "c", None]) == pytest.approx(1 / 3)
-    assert accuracy(["a"], [None]) is None
+    assert mean(row_scores(LABELS_TASK, ["a", "b", None, "c"], ["a", "x", "c", None])) == pytest.approx(1 / 3)
+    assert row_scores(LABELS_TASK, ["a"], [None]) == []
 
 
 def test_agreement_needs_a_valid_shared_answer() -> None:
-    assert agreement(["a", None, "b", "c"], ["a", None, "x", "c"]) == pytest.approx(0.5)
+    assert mean(agreement(LABELS_TASK, ["a", None, "b", "c"], ["a", None, "x", "c"])) == pytest.approx(0.5)
 
 
 def test_latency_percentiles() -> None:

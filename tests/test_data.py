@@ -58,6 +58,9 @@ def test_truncation_happens_after_shuffling(tmp_path: Path) -> None:
     """BANKING77's train.csv is sorted by label: the first rows alone would cover only a few labels."""
     if not (SHARED_DATA / "banking77").exists():
         pytest.skip("../shared/data is absent")
-    config = _config(tmp_path, SHARED_DATA / "banking77" / "train.csv", max_inputs=300, test_size=50)
+    config = study_config("m", SHARED_DATA / "banking77" / "train.csv",
+                          task={"instruction": "x", "labels_file": str(SHARED_DATA / "banking77" / "categories.json")})
+    config["data"].update(max_inputs=300, test_size=50)
+    config = load_config(write_config(tmp_path / "c.yaml", config))
     labels = {e.gold for e in split_inputs(config).to_label}
     assert len(labels) > 60

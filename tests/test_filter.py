@@ -127,7 +127,7 @@ def test_label_cap_keeps_the_most_confident(tmp_path: Path) -> None:
 
 
 def test_output_from_another_label_set_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"labels \['lost_card'\] are not in the config's label set"):
+    with pytest.raises(UserError, match=r"answer 'lost_card' is not valid under the config's task"):
         _stage(tmp_path, [_row(0, "I lost my card", "lost_card")])
 
 

@@ -1,0 +1,38 @@
+"""Task types. Each module here defines one (see base.Task); defining it registers it, so a new type is one new
+file: its config keys, teacher prompt and constraint, parsing, student format and metrics."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Annotated, Any, Union
+
+from pydantic import Discriminator, Tag
+
+from distill.tasks.base import REGISTRY, Parsed, Task, TaskSettings
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+DEFAULT_TYPE = "classification"
+
+
+def _type_of(value: Any) -> str:
+    return (value.get("type", DEFAULT_TYPE) if isinstance(value, dict) else getattr(value, "type", DEFAULT_TYPE))
+
+
+def settings_union() -> Any:
+    """The `task` section's schema: the settings of whichever type its `type` key names."""
+    choices = tuple(Annotated[cls.Settings, Tag(name)] for name, cls in REGISTRY.items())
+    return Annotated[Union[choices], Discriminator(_type_of)]  # noqa: UP007 (a runtime-built union)
+
+
+def task_class(settings: TaskSettings) -> type[Task]:
+    return REGISTRY[settings.type]
+
+
+def make_task(settings: TaskSettings) -> Task:
+    return task_class(settings)(settings)
+
+
+__all__ = ["Parsed", "Task", "TaskSettings", "make_task", "settings_union", "task_class"]
