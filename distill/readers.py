@@ -26,7 +26,7 @@ def restaurant8k(path: Path) -> list[dict]:
                      for label in turn.get("labels", [])}
         except (KeyError, TypeError) as exc:
             raise UserError(f"{path}: turn {number}: not in Restaurant-8k's shape (missing {exc})") from exc
-        requested = (turn.get("context") or {}).get("requestedSlots") or []
+        requested = list(dict.fromkeys((turn.get("context") or {}).get("requestedSlots") or []))
         prefix = f"[asked for: {', '.join(requested)}] " if requested else ""
         rows.append({"text": prefix + text, "gold": json.dumps(slots, ensure_ascii=False)})
     return rows

@@ -41,6 +41,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def served_tiny(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One vLLM server on the tiny model, shared by the tests that only need a teacher at a URL."""
+    from distill.config import ServerConfig
+    from teacher.server import VLLMServer
+
+    server = ServerConfig(max_model_len=1024, cpu_kv_cache_gib=1)
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with VLLMServer(str(tiny_model), "tiny-teacher", server, log) as vllm:
+        yield vllm
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -22,14 +22,6 @@ from teacher.server import VLLMServer
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def served_tiny(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = ServerConfig(max_model_len=1024, cpu_kv_cache_gib=1)
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with VLLMServer(str(tiny_model), "tiny-teacher", server, log) as vllm:
-        yield vllm
-
-
 def _config(tmp_path: Path, served: VLLMServer, rows: int, **teacher: object):
     config = study_config("tiny-teacher", DEMO_INPUTS)
     config["data"]["max_inputs"] = rows
