@@ -23,7 +23,7 @@ from distill.recommend import recommendation
 from distill.report import write_reports
 from distill.stats import bootstrap_interval, confusion, mcnemar
 from distill.tasks import Task, make_task
-from student.serve import serve_adapter, serve_merged, student_request
+from student.serve import serve_adapter, serve_merged, student_requests
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.generate import teacher_request
 from teacher.server import open_teacher
@@ -104,9 +104,9 @@ def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: Stage
     measured["teacher"] = Measured(config.teacher.model, served_teacher, answers,
                                    [task.parse(a.text, config.teacher.rationale).value for a in answers],
                                    seconds, cost.teacher_price_per_hour)
-    student_requests = [student_request(task, config, t) for t in texts]
+    requests_for_student = student_requests(task, config, texts)
     with recorder.timed("student"), serve_adapter(config, run_dir, stage_dir / "student_server.log") as targets:
-        answers, seconds = asyncio.run(measure(targets[0], student_requests, "complete", concurrency, "student"))
+        answers, seconds = asyncio.run(measure(targets[0], requests_for_student, "complete", concurrency, "student"))
         measured["adapter"] = Measured(config.student.model, "base + LoRA adapter (vLLM --enable-lora)", answers,
                                        [task.parse(a.text).value for a in answers], seconds,
                                        cost.student_price_per_hour)
@@ -119,7 +119,7 @@ def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: Stage
                                             cost.student_price_per_hour)
     if (run_dir / "train" / "merged").is_dir():
         with recorder.timed("merged"), serve_merged(config, run_dir, stage_dir / "merged_server.log") as target:
-            answers, seconds = asyncio.run(measure(target, student_requests, "complete", concurrency, "merged"))
+            answers, seconds = asyncio.run(measure(target, requests_for_student, "complete", concurrency, "merged"))
         measured["merged"] = Measured(config.student.model, "merged weights (adapter folded in)", answers,
                                       [task.parse(a.text).value for a in answers], seconds,
                                       cost.student_price_per_hour)

@@ -125,6 +125,8 @@ class LoraConfig(Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (peft); slower steps, often better "
+                           "at low rank.")
 
 
 class StudentConfig(Strict):
@@ -138,6 +140,17 @@ class StudentConfig(Strict):
     mixed_precision: Literal["bf16", "no"] = Field(
         "bf16", description="bf16: matrix products in bfloat16 under autocast (CPUs with AVX512-BF16/AMX, "
         "Ampere+ GPUs); no: all in `dtype`.")
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="4bit: QLoRA, base weights in 4-bit NF4 (bitsandbytes; CUDA GPUs only).")
+    prompt_format: Literal["plain", "chat"] = Field(
+        "plain", description="plain: the task's student prompt as it is (base models); chat: that prompt as a "
+        "user turn in the student's own chat template. The same in training, serving and compare.")
+    evals_per_epoch: int = Field(1, ge=1, description="Evaluations on the eval split per epoch: loss, and the "
+                                 "task metric on answers the student generates.")
+    eval_max_rows: int = Field(200, gt=0, description="Eval rows the student answers at each evaluation.")
+    early_stopping_patience: int | None = Field(
+        2, ge=1, description="Stop after this many evaluations without a better task metric (null: train every "
+        "epoch). The checkpoint with the best task metric is the one kept either way.")
     packing: bool = Field(True, description="Pack each batch's examples into one row without cross-attention "
                           "(no compute on padding); false: padded batches.")
     seed: int = 0

@@ -110,13 +110,13 @@ def to_png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def new_figure(width: float = 6.5, height: float = 3.8) -> tuple[Any, Any]:
+def new_figure(width: float = 6.5, height: float = 3.8, columns: int = 1) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=100)
+    return plt.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
 def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:

@@ -12,6 +12,7 @@ from distill.config import Config
 from distill.errors import UserError
 from distill.models import resolve_model
 from distill.tasks import Task
+from student.prompts import StudentPrompter
 from teacher.client import Target
 from teacher.server import VLLMServer
 
@@ -19,9 +20,14 @@ STUDENT_NAME = "student"
 BASE_NAME = "student-base"
 
 
-def student_request(task: Task, config: Config, text: str) -> dict[str, Any]:
+def student_requests(task: Task, config: Config, texts: list[str]) -> list[dict[str, Any]]:
+    prompter = StudentPrompter(task, config.student)
+    return [student_request(task, config, prompter(text)) for text in texts]
+
+
+def student_request(task: Task, config: Config, prompt: str) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "prompt": task.student_prompt(text),
+        "prompt": prompt,
         "temperature": 0.0,
         "max_tokens": task.answer_token_budget(config.student.max_tokens),
         "logprobs": 1,

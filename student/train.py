@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import StageRecorder, read_manifest, read_rows, write_json
+from distill.artifacts import StageRecorder, read_manifest, read_rows, sha256_file, write_bytes, write_json
 from distill.config import Config, StudentConfig
 from distill.errors import UserError
 from distill.models import resolve_model
 from distill.tasks import Task, make_task
+from student.curves import curves, plot_curves
+from student.evaluate import SCORE_KEY, trainer_with_task_metric
+from student.prompts import StudentPrompter
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 TRAINED_IDS = "trained_ids.json"
@@ -31,9 +36,9 @@ def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> di
     return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
 
 
-def encode_rows(tokenizer: Any, task: Task, rows: list[dict], max_len: int) -> list[dict]:
-    return [encode_example(tokenizer, task.student_prompt(r["text"]), task.student_target(r["label"]), max_len)
-            for r in rows]
+def encode_rows(tokenizer: Any, task: Task, rows: list[dict], max_len: int, prompter: Any = None) -> list[dict]:
+    prompter = prompter or task.student_prompt
+    return [encode_example(tokenizer, prompter(r["text"]), task.student_target(r["label"]), max_len) for r in rows]
 
 
 class PadCollator:
@@ -75,27 +80,48 @@ def load_student(student: StudentConfig) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.eos_token_id is None:
         raise UserError(f"{student.model}: the tokenizer has no EOS token; the student cannot learn to stop")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, student.dtype))
+    options: dict[str, Any] = {"dtype": getattr(torch, student.dtype)}
+    if student.quantization == "4bit":
+        options["quantization_config"] = _four_bit_config(student)
+    model = AutoModelForCausalLM.from_pretrained(path, **options)
+    if student.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     # Training needs no KV cache, and with one transformers skips the packed-sequence mask: packed examples
     # would silently attend to each other.
     model.config.use_cache = False
     return tokenizer, model
 
 
+def _four_bit_config(student: StudentConfig) -> Any:
+    import importlib.util
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError("student.quantization: 4bit (QLoRA) needs a CUDA GPU and bitsandbytes "
+                        "(pip install bitsandbytes); on this machine use quantization: none")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def add_lora(model: Any, student: StudentConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = student.lora
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=lora.use_dora,
                         target_modules=lora.target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
-def _training_args(student: StudentConfig, output_dir: Path, n_rows: int) -> Any:
+def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evaluate: bool) -> Any:
     import torch
     from transformers import TrainingArguments
 
     steps_per_epoch = math.ceil(n_rows / student.batch_size)
+    every = max(1, steps_per_epoch // student.evals_per_epoch)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=student.epochs,
@@ -105,9 +131,18 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int) -> Any
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps_per_epoch // 10),
         logging_steps=max(1, steps_per_epoch // 4),
-        save_strategy="no",
+        # A checkpoint at every evaluation: the best one is kept, and a killed run resumes from the last.
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=every,
+        save_strategy="steps",
+        save_steps=every,
+        save_total_limit=2,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model=f"eval_{SCORE_KEY}" if evaluate else None,
+        greater_is_better=True,
         report_to=[],
         seed=student.seed,
+        data_seed=student.seed,
         # Weights stay in `student.dtype`; matrix products run in bfloat16 under autocast (2.35x with packing
         # over a padded float32 Trainer on this CPU, bench/train_throughput.py).
         bf16=student.mixed_precision == "bf16" and student.dtype == "float32",
@@ -117,48 +152,94 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int) -> Any
     )
 
 
+def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | None:
+    """The last checkpoint of an interrupted run of this same training; checkpoints of any other are removed."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    marker = folder / "fingerprint.json"
+    if folder.is_dir() and (not marker.exists() or json.loads(marker.read_text()) != fingerprint):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(marker, fingerprint)
+    return get_last_checkpoint(str(folder))
+
+
+def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
+                  train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
+    from transformers import EarlyStoppingCallback, Trainer
+
+    student = config.student
+    train_data = encode_rows(tokenizer, task, train_rows, student.max_seq_len, prompter)
+    eval_data = encode_rows(tokenizer, task, eval_rows, student.max_seq_len, prompter)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    args = _training_args(student, output_dir, len(train_data), evaluate=bool(eval_data))
+    if not eval_data:
+        return Trainer(model=model, args=args, train_dataset=train_data, data_collator=make_collator(student, pad_id))
+    scored = eval_rows[:student.eval_max_rows]
+    trainer_class = trainer_with_task_metric(task, tokenizer, [prompter(r["text"]) for r in scored],
+                                             [r["label"] for r in scored],
+                                             task.answer_token_budget(student.max_tokens), student.batch_size)
+    callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
+                 if student.early_stopping_patience else [])
+    return trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                         data_collator=make_collator(student, pad_id), callbacks=callbacks)
+
+
 def train(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Train a LoRA adapter on `filter/train.parquet`; write `train/adapter/` (PEFT format) and, if the
-    student is to be served merged, `train/merged/`."""
-    from transformers import Trainer
+    """Train a LoRA adapter on `filter/train.parquet`, keeping the checkpoint with the best task metric on
+    `filter/eval.parquet`; write `train/adapter/` (PEFT format), `curves.json` and `curves.png` and, if asked,
+    `train/merged/`. A killed run resumes from its last checkpoint."""
+    from transformers import set_seed
 
     read_manifest(run_dir / "filter", "distill filter")
     stage_dir = run_dir / "train"
     recorder = StageRecorder(stage_dir, "train", config)
     task = make_task(config.task)
-    train_rows = read_rows(run_dir / "filter" / "train.parquet")
-    eval_rows = read_rows(run_dir / "filter" / "eval.parquet")
+    sources = {"train": run_dir / "filter" / "train.parquet", "eval": run_dir / "filter" / "eval.parquet"}
+    train_rows, eval_rows = read_rows(sources["train"]), read_rows(sources["eval"])
     student = config.student
     tokenizer, model = load_student(student)
+    set_seed(student.seed)  # the adapter's initial weights come from the global RNG: seed it first
     model = add_lora(model, student)
-    train_data = encode_rows(tokenizer, task, train_rows, student.max_seq_len)
-    eval_data = encode_rows(tokenizer, task, eval_rows, student.max_seq_len)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = Trainer(model=model, args=_training_args(student, stage_dir / "checkpoints", len(train_data)),
-                      train_dataset=train_data, eval_dataset=eval_data or None,
-                      data_collator=make_collator(student, pad_id))
+    prompter = StudentPrompter(task, student, tokenizer)
+    trainer = _make_trainer(config, task, tokenizer, model, prompter, train_rows, eval_rows,
+                            stage_dir / "checkpoints")
+    fingerprint = {"student": student.model_dump(mode="json"), "task": config.task.model_dump(mode="json"),
+                   **{name: sha256_file(path) for name, path in sources.items()}}
+    resume = _checkpoint_to_resume(stage_dir / "checkpoints", fingerprint)
     with recorder.timed("train"):
-        result = trainer.train()
-    eval_loss = trainer.evaluate()["eval_loss"] if eval_data else None
+        result = trainer.train(resume_from_checkpoint=resume)
     model.save_pretrained(stage_dir / "adapter")
     if student.export_merged or config.compare.student_serving == "merged":
         with recorder.timed("merge"):
             save_merged(model, tokenizer, stage_dir / "merged")
-    history = [entry for entry in trainer.state.log_history if "loss" in entry]
-    write_json(stage_dir / "history.json", history)
+    history = curves(trainer.state.log_history)
+    best_step = _best_step(trainer.state)
+    write_json(stage_dir / "curves.json", history)
+    write_bytes(stage_dir / "curves.png", plot_curves(history, task.quality_name, best_step))
     write_json(stage_dir / TRAINED_IDS, [r["id"] for r in train_rows])
-    tokens = sum(len(x["input_ids"]) for x in train_data) * student.epochs
+    shutil.rmtree(stage_dir / "checkpoints")  # the adapter above is the kept checkpoint
+    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * student.epochs
     return recorder.finish(
-        inputs={"train": run_dir / "filter" / "train.parquet", "eval": run_dir / "filter" / "eval.parquet"},
-        outputs=[p for p in (stage_dir / "adapter", stage_dir / "merged", stage_dir / "history.json",
-                             stage_dir / TRAINED_IDS) if p.exists()],
-        counts={"train_rows": len(train_data), "eval_rows": len(eval_data), "steps": result.global_step},
+        inputs=sources,
+        outputs=[p for p in (stage_dir / "adapter", stage_dir / "merged", stage_dir / "curves.json",
+                             stage_dir / "curves.png", stage_dir / TRAINED_IDS) if p.exists()],
+        counts={"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step},
         train_loss=result.training_loss,
-        eval_loss=eval_loss,
+        eval_loss=history["eval"][-1]["loss"] if history["eval"] else None,
+        best_step=best_step,
+        best_eval_task_score=trainer.state.best_metric,
+        resumed_from=Path(resume).name if resume else None,
         tokens_per_s=round(tokens / recorder.timings["train"], 1),
         base_model=resolve_model(student.model),
         lora_rank=student.lora.r,
     )
+
+
+def _best_step(state: Any) -> int | None:
+    if state.best_model_checkpoint is None:
+        return None
+    return int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[1])
 
 
 def save_merged(model: Any, tokenizer: Any, out: Path) -> None:

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, t
         assert torch.equal(base[key].float(), merged[key].float()), key
     assert manifest["counts"] == {"train_rows": 12, "eval_rows": 4, "steps": 6}
     assert manifest["eval_loss"] is not None and manifest["tokens_per_s"] > 0
-    assert '"loss"' in (tmp_path / "train" / "history.json").read_text()
+    curves = json.loads((tmp_path / "train" / "curves.json").read_text())
+    assert len(curves["eval"]) == 2 and all(0 <= p["task_score"] <= 1 for p in curves["eval"])
+    assert (tmp_path / "train" / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "train" / "checkpoints").exists()
 
 
 def test_packed_and_padded_batches_give_the_same_loss(tokenizer, tiny_model: Path) -> None:
