@@ -209,6 +209,8 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
     resume = _checkpoint_to_resume(stage_dir / "checkpoints", fingerprint)
     with recorder.timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
+    if not trainer.is_world_process_zero():
+        return {}  # under `accelerate launch` (DDP) one process writes the outputs
     model.save_pretrained(stage_dir / "adapter")
     if student.export_merged or config.compare.student_serving == "merged":
         with recorder.timed("merge"):
