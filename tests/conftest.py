@@ -41,9 +41,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served_tiny(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One vLLM server on the tiny model, shared by the tests that only need a teacher at a URL."""
+    """One vLLM server on the tiny model for a module's tests that only need a teacher at a URL. Per module, so
+    none outlives its tests (a test elsewhere checks that no server of this model is left running)."""
     from distill.config import ServerConfig
     from teacher.server import VLLMServer
 
