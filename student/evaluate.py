@@ -7,7 +7,11 @@ from typing import Any
 
 from distill.tasks import Task
 
-SCORE_KEY = "task_score"  # logged as eval_task_score; also the metric that picks the best checkpoint
+SCORE_KEY = "task_score"  # logged as eval_task_score
+# What picks the best checkpoint and drives early stopping: the task score, ties going to the lower eval loss
+# (a small eval split often ties; the loss weight is far below one row's share of the score).
+SELECTION_KEY = "selection"
+LOSS_TIE_BREAK = 1e-6
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int
@@ -48,8 +52,11 @@ def trainer_with_task_metric(task: Task, tokenizer: Any, prompts: list[str], ref
         def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
             answers = generate_answers(self.model, tokenizer, prompts, max_new_tokens, batch_size)
-            for key, value in task_score(task, answers, references).items():
+            scores = task_score(task, answers, references)
+            for key, value in scores.items():
                 output.metrics[f"{metric_key_prefix}_{key}"] = value
+            loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)
+            output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = scores[SCORE_KEY] - LOSS_TIE_BREAK * loss
             return output
 
     return TaskMetricTrainer

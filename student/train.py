@@ -14,7 +14,7 @@ from distill.errors import UserError
 from distill.models import resolve_model
 from distill.tasks import Task, make_task
 from student.curves import curves, plot_curves
-from student.evaluate import SCORE_KEY, trainer_with_task_metric
+from student.evaluate import SCORE_KEY, SELECTION_KEY, trainer_with_task_metric
 from student.prompts import StudentPrompter
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
@@ -138,7 +138,7 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
         save_steps=every,
         save_total_limit=2,
         load_best_model_at_end=evaluate,
-        metric_for_best_model=f"eval_{SCORE_KEY}" if evaluate else None,
+        metric_for_best_model=f"eval_{SELECTION_KEY}" if evaluate else None,
         greater_is_better=True,
         report_to=[],
         seed=student.seed,
@@ -230,7 +230,7 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
         train_loss=result.training_loss,
         eval_loss=history["eval"][-1]["loss"] if history["eval"] else None,
         best_step=best_step,
-        best_eval_task_score=trainer.state.best_metric,
+        best_eval_task_score=next((p[SCORE_KEY] for p in history["eval"] if p["step"] == best_step), None),
         resumed_from=Path(resume).name if resume else None,
         tokens_per_s=round(tokens / recorder.timings["train"], 1),
         base_model=resolve_model(student.model),
