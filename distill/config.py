@@ -151,6 +151,10 @@ class StudentConfig(Strict):
     early_stopping_patience: int | None = Field(
         2, ge=1, description="Stop after this many evaluations without a better task metric (null: train every "
         "epoch). The checkpoint with the best task metric is the one kept either way.")
+    distill_weight: float = Field(
+        0.0, ge=0, le=1, description="Knowledge distillation: weight of the loss against the teacher's top-k "
+        "probabilities at the answer's first token (kept by generate), beside the hard-label loss (1 - weight). "
+        "Needs a teacher with the student's tokenizer.")
     packing: bool = Field(True, description="Pack each batch's examples into one row without cross-attention "
                           "(no compute on padding); false: padded batches.")
     seed: int = 0
@@ -241,6 +245,9 @@ class Config(Strict):
         task = make_task(self.task)
         if self.teacher.rationale and not task.supports_rationale:
             raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
+        if self.student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):
+            raise ValueError("student.distill_weight needs the teacher's top-k at the answer's first token: set "
+                             "teacher.top_logprobs > 0 and teacher.rationale: false")
         if self.filter.max_per_label is not None and not task.single_label:
             raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
         return self

@@ -14,6 +14,7 @@ from distill.errors import UserError
 from distill.models import resolve_model
 from distill.tasks import Task, make_task
 from student.curves import curves, plot_curves
+from student.distillation import DistillationMixin, SoftTargetCollator, check_shared_tokenizer, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY, trainer_with_task_metric
 from student.prompts import StudentPrompter
 
@@ -164,25 +165,40 @@ def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | No
     return get_last_checkpoint(str(folder))
 
 
+def _encode(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompter, rows: list[dict]) -> list[dict]:
+    encoded = encode_rows(tokenizer, task, rows, config.student.max_seq_len, prompter)
+    if config.student.distill_weight:
+        for example, row in zip(encoded, rows, strict=True):
+            example["kd_ids"], example["kd_probs"] = soft_target(row, task, tokenizer)
+    return encoded
+
+
 def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
                   train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
     from transformers import EarlyStoppingCallback, Trainer
 
     student = config.student
-    train_data = encode_rows(tokenizer, task, train_rows, student.max_seq_len, prompter)
-    eval_data = encode_rows(tokenizer, task, eval_rows, student.max_seq_len, prompter)
+    if student.distill_weight:
+        check_shared_tokenizer(config, tokenizer)
+    train_data = _encode(config, task, tokenizer, prompter, train_rows)
+    eval_data = _encode(config, task, tokenizer, prompter, eval_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    args = _training_args(student, output_dir, len(train_data), evaluate=bool(eval_data))
-    if not eval_data:
-        return Trainer(model=model, args=args, train_dataset=train_data, data_collator=make_collator(student, pad_id))
-    scored = eval_rows[:student.eval_max_rows]
-    trainer_class = trainer_with_task_metric(task, tokenizer, [prompter(r["text"]) for r in scored],
-                                             [r["label"] for r in scored],
-                                             task.answer_token_budget(student.max_tokens), student.batch_size)
+    collator = make_collator(student, pad_id)
+    trainer_class: type = Trainer
+    if eval_data:
+        scored = eval_rows[:student.eval_max_rows]
+        trainer_class = trainer_with_task_metric(task, tokenizer, [prompter(r["text"]) for r in scored],
+                                                 [r["label"] for r in scored],
+                                                 task.answer_token_budget(student.max_tokens), student.batch_size)
+    if student.distill_weight:
+        collator = SoftTargetCollator(collator, packed=student.packing)
+        trainer_class = type("DistillingTrainer", (DistillationMixin, trainer_class),
+                             {"distill_weight": student.distill_weight})
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
-                 if student.early_stopping_patience else [])
-    return trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                         data_collator=make_collator(student, pad_id), callbacks=callbacks)
+                 if eval_data and student.early_stopping_patience else [])
+    return trainer_class(model=model, args=_training_args(student, output_dir, len(train_data), bool(eval_data)),
+                         train_dataset=train_data, eval_dataset=eval_data or None, data_collator=collator,
+                         callbacks=callbacks)
 
 
 def train(config: Config, run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,125 @@
+"""Knowledge distillation from the teacher's top-k at the answer's first token: the mapping to student tokens,
+packing, its effect on training, and the shared-tokenizer requirement."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_INPUTS, study_config, write_config
+from distill.artifacts import write_json, write_rows
+from distill.config import StudentConfig, load_config
+from distill.errors import UserError
+from distill.tasks import make_task
+from student.distillation import SoftTargetCollator, soft_target, soft_target_loss
+from student.train import encode_example, load_student, make_collator, train
+
+LABELS = ["billing", "refund", "shipping"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def _task(tiny_model: Path):
+    config = study_config(tiny_model, DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
+    return make_task(load_config(write_config(tiny_model.parent / "kd.yaml", config)).task)
+
+
+def _alternatives(refund: float, billing: float) -> str:
+    return json.dumps([{"token": "refund", "logprob": math.log(refund)}, {"token": "billing",
+                                                                         "logprob": math.log(billing)}])
+
+
+def test_soft_target_maps_teacher_tokens_to_the_students_answer_start(tokenizer, tiny_model: Path) -> None:
+    ids, probs = soft_target({"top_logprobs": _alternatives(0.6, 0.2)}, _task(tiny_model), tokenizer)
+    # The student's target is " refund" (after "Label:"), the teacher's chat answer "refund": the space is added.
+    assert ids == [tokenizer(" refund", add_special_tokens=False)["input_ids"][0],
+                   tokenizer(" billing", add_special_tokens=False)["input_ids"][0]]
+    assert probs == pytest.approx([0.75, 0.25])
+    assert soft_target({"top_logprobs": "[]"}, _task(tiny_model), tokenizer) == ([], [])
+
+
+def test_packed_and_padded_batches_give_the_same_soft_target_loss(tokenizer, tiny_model: Path) -> None:
+    import torch
+
+    task = _task(tiny_model)
+    _, model = load_student(StudentConfig(model=str(tiny_model)))
+    model.eval()
+    batch = []
+    for text, label, alternatives in [("where is my parcel", "shipping", _alternatives(0.1, 0.2)),
+                                      ("refund it please, it broke on day one", "refund", _alternatives(0.7, 0.1)),
+                                      ("hi", "billing", "[]")]:
+        example = encode_example(tokenizer, f"Message: {text}\nCategory:", f" {label}", max_len=64)
+        example["kd_ids"], example["kd_probs"] = soft_target({"top_logprobs": alternatives}, task, tokenizer)
+        batch.append(example)
+    losses = []
+    for packing in (True, False):
+        collated = SoftTargetCollator(make_collator(StudentConfig(model="m", packing=packing), 0), packing)(batch)
+        soft = {k: collated.pop(k) for k in ("kd_rows", "kd_columns", "kd_ids", "kd_probs")}
+        with torch.no_grad():
+            losses.append(soft_target_loss(model(**collated).logits, soft))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+    assert losses[0] > 0
+
+
+def _first_token_preference(config, run_dir: Path, tokenizer) -> float:
+    """log P(" refund") - log P(" billing") for the first answer token of an unseen message."""
+    import torch
+    from peft import PeftModel
+
+    _, base = load_student(config.student)
+    model = PeftModel.from_pretrained(base, run_dir / "train" / "adapter").eval()
+    ids = tokenizer("Message: a brand new message\nCategory:", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+    refund, billing = (tokenizer(f" {w}", add_special_tokens=False)["input_ids"][0] for w in ("refund", "billing"))
+    return float(log_probs[refund] - log_probs[billing])
+
+
+@pytest.mark.slow
+def test_soft_labels_pull_the_student_towards_the_teachers_distribution(tmp_path: Path, tiny_model: Path,
+                                                                         tokenizer) -> None:
+    # Hard labels say "billing"; the teacher's soft labels put most of their mass on "refund".
+    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": "billing",
+             "top_logprobs": _alternatives(0.9, 0.1)} for i in range(24)]
+    preference = {}
+    for weight in (0.0, 1.0):
+        run_dir = tmp_path / str(weight)
+        write_rows(run_dir / "filter" / "train.parquet", rows[:20])
+        write_rows(run_dir / "filter" / "eval.parquet", rows[20:])
+        write_json(run_dir / "filter" / "manifest.json", {"stage": "filter"})
+        config = study_config(tiny_model, DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
+        config["teacher"]["model"] = str(tiny_model)
+        config["student"].update(epochs=3, batch_size=4, learning_rate=0.01, export_merged=False,
+                                 distill_weight=weight, early_stopping_patience=None)
+        loaded = load_config(write_config(run_dir / "c.yaml", config))
+        train(loaded, run_dir)
+        preference[weight] = _first_token_preference(loaded, run_dir, tokenizer)
+    assert preference[0.0] < 0 < preference[1.0], preference
+
+
+def test_distillation_needs_the_teachers_tokenizer(tmp_path: Path, tiny_model: Path, tokenizer) -> None:
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-teacher"
+    different = AutoTokenizer.from_pretrained(tiny_model)
+    different.add_tokens(["<a-token-only-the-teacher-has>"])
+    different.save_pretrained(other)
+    write_rows(tmp_path / "filter" / "train.parquet", [{"id": "inputs:0", "text": "hi", "label": "billing",
+                                                         "top_logprobs": "[]"}])
+    write_rows(tmp_path / "filter" / "eval.parquet", [])
+    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    config = study_config(tiny_model, DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
+    config["teacher"]["model"] = str(other)
+    config["student"]["distill_weight"] = 0.5
+    with pytest.raises(UserError, match="have different tokenizers"):
+        train(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+
+    config["teacher"].update(rationale=True, max_tokens=64)
+    with pytest.raises(UserError, match="student.distill_weight needs the teacher's top-k"):
+        load_config(write_config(tmp_path / "c.yaml", config))
