@@ -45,10 +45,10 @@ class Task:
 
     name: ClassVar[str]
     Settings: ClassVar[type[TaskSettings]]
-    quality_name: ClassVar[str] = "accuracy"  # what `score` measures, for reports
+    quality_name: str = "accuracy"  # what `score` measures, for reports
     binary_score: ClassVar[bool] = True  # per-row scores are 0 or 1, so a paired exact test applies
     supports_rationale: ClassVar[bool] = False
-    single_label: ClassVar[bool] = False  # answers are one label each (per-label caps, confusion matrix)
+    single_label: bool = False  # answers are one label each (per-label caps, confusion matrix)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

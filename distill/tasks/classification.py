@@ -64,9 +64,9 @@ class ClassificationTask(Task):
         self.labels = settings.label_set()
         self._order = {label: i for i, label in enumerate(self.labels)}
         self.multi = settings.multi_label
-        self.single_label = not self.multi  # type: ignore[misc]
+        self.single_label = not self.multi
         if self.multi:
-            self.quality_name = "exact set match"  # type: ignore[misc]
+            self.quality_name = "exact set match"
 
     def system_prompt(self) -> str:
         # The instruction and label list come first and are identical for every row, so vLLM's prefix
