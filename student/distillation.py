@@ -63,7 +63,7 @@ class SoftTargetCollator:
         rows, columns, ids, probs = [], [], [], []
         offset = 0
         for index, x in enumerate(batch):
-            first_answer = next(i for i, label in enumerate(x["labels"]) if label != -100)
+            first_answer = next(i for i, label in enumerate(x["labels"]) if label != -100)  # -100: not answer
             rows.append(0 if self.packed else index)
             columns.append(offset + first_answer - 1)  # the logits one position earlier predict that token
             offset += len(x["input_ids"]) if self.packed else 0
