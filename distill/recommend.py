@@ -26,14 +26,15 @@ def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
         interval = metrics.get("agreement_ci")
         span = f" (95% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
         return f"Without gold labels, the student agrees with the teacher on {agreement:.1%} of queries{span}.", False
+    name = metrics.get("task", {}).get("quality", "accuracy")
     interval = student["accuracy_ci"]
     span = f", 95% interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
     gap = student["accuracy"] - teacher["accuracy"]
     if test["significant"]:
         direction = "worse" if gap < 0 else "better"
-        return (f"The student is measurably {direction} than the teacher: accuracy {student['accuracy']:.3f}"
+        return (f"The student is measurably {direction} than the teacher: {name} {student['accuracy']:.3f}"
                 f"{span}, against {teacher['accuracy']:.3f} (McNemar p={test['p_value']:.3g}).", gap < 0)
-    return (f"On {metrics['n_queries']} queries the sample shows no significant quality difference: student accuracy "
+    return (f"On {metrics['n_queries']} queries the sample shows no significant quality difference: student {name} "
             f"{student['accuracy']:.3f}{span}, teacher {teacher['accuracy']:.3f} (McNemar p={test['p_value']:.3g}); "
             "a larger test set would narrow the interval.", False)
 

@@ -79,7 +79,8 @@ class ExtractionTask(Task):
 
     def system_prompt(self) -> str:
         return (f"{self.settings.instruction.strip()}\n\nReply with one JSON object that follows this JSON schema; "
-                "leave out fields the text does not give, or set them to null.\n" + json.dumps(self.schema, ensure_ascii=False))
+                "leave out fields the text does not give, or set them to null.\n"
+                + json.dumps(self.schema, ensure_ascii=False))
 
     def teacher_constraint(self, rationale: bool = False) -> dict[str, Any]:
         return {"json": self.schema}
