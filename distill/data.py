@@ -73,8 +73,9 @@ def load_examples(path: Path, data: DataConfig, source: str, canonical_gold: Cal
                 f"{path}: row {index + 1}: empty or missing {data.text_column!r}; fix or remove that row"
             )
         gold = row.get(data.gold_column) if data.gold_column else None
+        has_gold = gold is not None and str(gold).strip() != ""  # an empty cell: this row has no gold
         examples.append(Example(id=f"{source}:{index}", text=text.strip(),
-                                gold=None if gold is None else _gold(path, index, str(gold), canonical_gold)))
+                                gold=_gold(path, index, str(gold), canonical_gold) if has_gold else None))
     return examples
 
 

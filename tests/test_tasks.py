@@ -110,6 +110,12 @@ def test_bad_gold_names_file_and_row(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"in.jsonl: row 2: gold answer .* against the schema at people"):
         split_inputs(load_config(write_config(tmp_path / "c.yaml", config)))
 
+    inputs.write_text(json.dumps({"text": "table for 2", "gold": '{"people": 2}'}) + "\n"
+                      + json.dumps({"text": "table for two", "gold": ""}) + "\n")
+    splits = split_inputs(load_config(write_config(tmp_path / "c.yaml", config)))
+    golds = {e.text: e.gold for e in splits.test + splits.to_label}
+    assert golds == {"table for 2": '{"people":2}', "table for two": None}, "an empty cell is no gold, not bad gold"
+
 
 def test_restaurant8k_gold_from_spans(tmp_path: Path) -> None:
     path = tmp_path / "r8k.json"
