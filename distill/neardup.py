@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from functools import cache
 
 import numpy as np
 
@@ -23,6 +24,7 @@ def shingles(text: str) -> set[str]:
     return set(words) | {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)} or {""}
 
 
+@cache
 def _permutations() -> tuple[np.ndarray, np.ndarray]:
     from datasketch import MinHash
 

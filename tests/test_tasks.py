@@ -7,6 +7,7 @@ import pytest
 
 from conftest import DEMO_INPUTS, study_config, write_config
 from distill.config import load_config
+from distill.data import split_inputs
 from distill.errors import UserError
 from distill.readers import restaurant8k
 from distill.stats import multilabel_report
@@ -78,7 +79,7 @@ def test_generation_without_format_is_free_text() -> None:
 
 
 @pytest.mark.parametrize(("task", "message"), [
-    ({"type": "ranking", "instruction": "x"}, "task: Input tag 'ranking' found using _type_of"),
+    ({"type": "ranking", "instruction": "x"}, "task: unknown task type; give `type` as one of 'classification'"),
     ({"type": "extraction", "instruction": "x", "json_schema": {"type": "string"}},
      "task: the schema must describe an object with `properties`"),
     ({"type": "extraction", "instruction": "x", "json_schema": {"type": "object", "properties": {"a": {"type": 3}}}},
@@ -105,8 +106,6 @@ def test_bad_gold_names_file_and_row(tmp_path: Path) -> None:
                       + json.dumps({"text": "table for two", "gold": '{"people": "two"}'}) + "\n")
     config = study_config("m", inputs, task={"type": "extraction", "instruction": "x", "json_schema": SCHEMA})
     config["data"].update(gold_column="gold", test_size=1)
-    from distill.data import split_inputs
-
     with pytest.raises(UserError, match=r"in.jsonl: row 2: gold answer .* against the schema at people"):
         split_inputs(load_config(write_config(tmp_path / "c.yaml", config)))
 

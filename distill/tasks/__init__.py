@@ -24,15 +24,13 @@ def _type_of(value: Any) -> str:
 def settings_union() -> Any:
     """The `task` section's schema: the settings of whichever type its `type` key names."""
     choices = tuple(Annotated[cls.Settings, Tag(name)] for name, cls in REGISTRY.items())
-    return Annotated[Union[choices], Discriminator(_type_of)]  # noqa: UP007 (a runtime-built union)
-
-
-def task_class(settings: TaskSettings) -> type[Task]:
-    return REGISTRY[settings.type]
+    unknown = f"unknown task type; give `type` as one of {', '.join(map(repr, REGISTRY))}"
+    return Annotated[Union[choices], Discriminator(  # noqa: UP007 (a runtime-built union)
+        _type_of, custom_error_type="unknown_task_type", custom_error_message=unknown)]
 
 
 def make_task(settings: TaskSettings) -> Task:
-    return task_class(settings)(settings)
+    return REGISTRY[settings.type](settings)
 
 
-__all__ = ["Parsed", "Task", "TaskSettings", "make_task", "settings_union", "task_class"]
+__all__ = ["Parsed", "Task", "TaskSettings", "make_task", "settings_union"]

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from distill.errors import UserError
 from distill.stats import class_report, multilabel_report
-from distill.strict import resolve_existing
+from distill.strict import read_json_file, resolve_existing
 from distill.tasks.base import Parsed, Task, TaskSettings
 
 RATIONALE_INSTRUCTION = (
@@ -44,10 +44,7 @@ class ClassificationSettings(TaskSettings):
         if self.labels is not None:
             return list(self.labels)
         assert self.labels_file is not None
-        try:
-            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.labels_file}: cannot read the label list (task.labels_file): {exc}") from exc
+        labels = read_json_file(self.labels_file, "task.labels_file", "the label list")
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(set(labels)) < 2:
             raise UserError(f"{self.labels_file}: task.labels_file must hold a JSON list of at least two strings")
         return labels

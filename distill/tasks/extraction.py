@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.errors import UserError
-from distill.strict import resolve_existing
+from distill.strict import read_json_file, resolve_existing
 from distill.tasks.base import Parsed, Task, TaskSettings
 
 
@@ -48,10 +48,7 @@ class ExtractionSettings(TaskSettings):
         if self.json_schema is not None:
             return self.json_schema
         assert self.json_schema_file is not None
-        try:
-            schema = json.loads(self.json_schema_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.json_schema_file}: cannot read the schema (task.json_schema_file): {exc}") from exc
+        schema = read_json_file(self.json_schema_file, "task.json_schema_file", "the schema")
         if not isinstance(schema, dict):
             raise UserError(f"{self.json_schema_file}: task.json_schema_file must hold a JSON object")
         return schema
