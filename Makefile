@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/distill run -c configs/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check distill teacher student tests bench

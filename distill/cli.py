@@ -6,6 +6,7 @@ Exit codes, for schedulers: 0 success; 1 user or config error (one red message n
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import traceback
@@ -60,28 +61,31 @@ def _guarded(action: Callable[[], Any]) -> Any:
 
 
 def _stage_command(stage: str, config_path: Path, run_dir: Path | None, gates: list[str] | None = None) -> None:
-    from distill.gates import check_gates
-    from distill.pipeline import default_run_dir, run_lock, run_stage
+    from distill.compare.gates import check_gates, parse_gate
+    from distill.layout import RunLayout
+    from distill.pipeline import default_run_dir, get_stage, run_lock
 
     def action() -> None:
         config = load_config(config_path)
-        folder = run_dir or default_run_dir(config)
-        with run_lock(folder):
-            result = run_stage(stage, config, folder)
+        for gate in gates or []:
+            parse_gate(gate)
+        layout = RunLayout(run_dir or default_run_dir(config))
+        with run_lock(layout):
+            manifest = get_stage(stage).run(config, layout)
+        typer.echo(f"{stage}: done, {manifest['counts']} -> {layout.stage_dir(stage)}")
         if stage == "compare":
-            _print_report(result, folder)
-            _exit_on_failed_gates(check_gates(gates or [], result))
-        else:
-            typer.echo(f"{stage}: done, {result['counts']} -> {folder / stage}")
+            metrics = json.loads(layout.compare.metrics.read_text())
+            _print_report(metrics, layout)
+            _exit_on_failed_gates(check_gates(gates or [], metrics))
 
     _guarded(action)
 
 
-def _print_report(metrics: dict[str, Any], run_dir: Path) -> None:
-    from distill.report import print_summary
+def _print_report(metrics: dict[str, Any], layout: Any) -> None:
+    from distill.compare.report import print_summary
 
     print_summary(metrics)
-    typer.echo(f"report: {run_dir / 'compare' / 'report.html'} (also report.md, metrics.json)")
+    typer.echo(f"report: {layout.compare.report_html} (also report.md, metrics.json)")
 
 
 def _exit_on_failed_gates(results: list[dict[str, Any]]) -> None:
@@ -112,12 +116,13 @@ def generate(config: ConfigOption, run_dir: RunDirOption = None,
     if not dry_run:
         _stage_command("generate", config, run_dir)
         return
+    from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
     from teacher.generate import dry_run as estimate
 
     def action() -> None:
         loaded = load_config(config)
-        result = estimate(loaded, run_dir or default_run_dir(loaded))
+        result = estimate(loaded, RunLayout(run_dir or default_run_dir(loaded)))
         cost = result["estimated_cost"]
         typer.echo(f"{result['requests']} requests to send ({result['cached']} of {result['rows']} rows already "
                    f"cached, {result['oversize']} oversize); prompt tokens {result['prompt_tokens']:,}, completion "
@@ -150,6 +155,7 @@ def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = N
         force: Annotated[str | None, typer.Option("--force", help="Rerun from this stage on, even if "
                                                   "unchanged.")] = None) -> None:
     """Run generate, filter, train and compare in order, skipping stages whose config and inputs are unchanged."""
+    from distill.layout import RunLayout
     from distill.pipeline import default_run_dir, describe, run_pipeline
 
     def announce(outcome: Any) -> None:
@@ -157,11 +163,11 @@ def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = N
 
     def action() -> None:
         loaded = load_config(config)
-        folder = run_dir or default_run_dir(loaded)
-        summary = run_pipeline(loaded, folder, force=force, gates=tuple(gate or ()), on_stage=announce)
-        _print_report(summary.metrics, folder)
+        layout = RunLayout(run_dir or default_run_dir(loaded))
+        summary = run_pipeline(loaded, layout, force=force, gates=tuple(gate or ()), on_stage=announce)
+        _print_report(summary.metrics, layout)
         typer.echo(describe(summary))
-        typer.echo(f"summary: {folder / 'summary.json'}")
+        typer.echo(f"summary: {layout.summary}")
         _exit_on_failed_gates(summary.gates)
 
     _guarded(action)
@@ -173,8 +179,10 @@ def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
-    from distill.study import cell, run_study
+    from distill.present import fmt
+    from distill.study import run_study
 
     def announce(outcome: Any) -> None:
         typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
@@ -183,16 +191,16 @@ def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
         loaded = load_config(config)
         if not loaded.variants:
             raise UserError(f"{config}: no `variants` to study; add e.g. variants: {{r8: {{lora: {{r: 8}}}}}}")
-        folder = run_dir or default_run_dir(loaded)
-        result = run_study(loaded, folder, on_stage=announce)
-        table = Table(title=f"{loaded.name}: students (teacher accuracy {cell(result['teacher']['accuracy'])})")
+        layout = RunLayout(run_dir or default_run_dir(loaded))
+        result = run_study(loaded, layout, on_stage=announce)
+        table = Table(title=f"{loaded.name}: students (teacher accuracy {fmt(result['teacher']['accuracy'])})")
         for column in ("variant", "settings", "accuracy", "agreement", "queries/s", "cost per 1k ($)"):
             table.add_column(column)
         for row in result["variants"]:
-            table.add_row(row["variant"], row["settings"], cell(row["accuracy"]), cell(row["agreement"]),
-                          cell(row["queries_per_s"], 2), cell(row["cost_per_1k_queries"], 5))
+            table.add_row(row["variant"], row["settings"], fmt(row["accuracy"]), fmt(row["agreement"]),
+                          fmt(row["queries_per_s"], 2), fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
-        typer.echo(f"study report: {folder / 'study.html'} (also study.md, study.json)")
+        typer.echo(f"study report: {layout.root / 'study.html'} (also study.md, study.json)")
 
     _guarded(action)
 
@@ -200,26 +208,37 @@ def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
            config: Annotated[Path | None, typer.Option("--config", "-c", help="Also mark stages that this "
-                                                       "config would rerun as stale.")] = None) -> None:
+                                                       "config would rerun as stale.")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print {\"stages\": {stage: state}} and "
+                                                 "the details as JSON.")] = False) -> None:
     """Which stages of a run folder are complete, stale, damaged or missing, and what each cost."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from distill.layout import RunLayout
     from distill.status import stage_states
 
     def action() -> None:
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder")
-        table = Table(title=str(run_dir))
-        for column in ("stage", "state", "finished", "seconds", "cost ($)"):
-            table.add_column(column)
-        for entry in stage_states(run_dir, load_config(config) if config else None):
-            table.add_row(entry["stage"], entry["state"], entry["finished_at"] or "",
-                          "" if entry["seconds"] is None else f"{entry['seconds']:.0f}",
-                          "" if entry["cost"] is None else f"{entry['cost']:.5f}")
-        Console().print(table)
+        states = stage_states(RunLayout(run_dir), load_config(config) if config else None)
+        if as_json:
+            typer.echo(json.dumps({"stages": {e["stage"]: e["state"] for e in states}, "details": states}))
+        else:
+            _print_states(run_dir, states)
 
     _guarded(action)
+
+
+def _print_states(run_dir: Path, states: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(run_dir))
+    for column in ("stage", "state", "finished", "seconds", "cost ($)"):
+        table.add_column(column)
+    for entry in states:
+        table.add_row(entry["stage"], entry["state"], entry["finished_at"] or "",
+                      "" if entry["seconds"] is None else f"{entry['seconds']:.0f}",
+                      "" if entry["cost"] is None else f"{entry['cost']:.5f}")
+    Console().print(table)
 
 
 @models_app.command("list")

@@ -14,16 +14,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import MANIFEST, damaged_outputs, write_json
+from distill.artifacts import damaged_outputs, read_rows, write_json
 from distill.config import Config
 from distill.errors import UserError
-from distill.keys import config_key, stage_key
+from distill.layout import RunLayout
+from distill.stages import Manifest, Stage, config_key, stage_key
 
 STAGES = ("generate", "filter", "train", "compare")
-LOCK = "run.lock"
 
 
 class LockedError(Exception):
@@ -34,40 +35,41 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / config.name
 
 
-def run_stage(stage: str, config: Config, run_dir: Path) -> dict[str, Any]:
-    """Run one stage by name; heavy libraries are imported only here, when a stage really runs."""
-    if stage == "generate":
-        from teacher.generate import generate as stage_function
-    elif stage == "filter":
-        from distill.filter import filter_stage as stage_function
-    elif stage == "train":
-        from student.train import train as stage_function
-    elif stage == "compare":
-        from distill.compare import compare as stage_function
-    else:
-        raise UserError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return stage_function(config, run_dir)
+@cache
+def stage_registry() -> dict[str, Stage]:
+    """Each stage's own declaration, found where the stage is written."""
+    from distill.compare.stage import STAGE as compare
+    from distill.filter.stage import STAGE as filter_
+    from student.train import STAGE as train
+    from teacher.generate import STAGE as generate
+
+    return {stage.name: stage for stage in (generate, filter_, train, compare)}
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise UserError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    return stage_registry()[name]
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(layout: RunLayout) -> Iterator[None]:
     """Hold the run folder's lock, or raise `LockedError` naming the process that holds it."""
     from filelock import FileLock, Timeout
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    holder_file = run_dir / f"{LOCK}.holder.json"
-    lock = FileLock(run_dir / LOCK, timeout=0)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(layout.lock, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        holder = holder_file.read_text() if holder_file.exists() else "unknown"
-        raise LockedError(f"{run_dir} is in use by another distill process: {holder.strip()}") from None
+        holder = layout.lock_holder.read_text() if layout.lock_holder.exists() else "unknown"
+        raise LockedError(f"{layout.root} is in use by another distill process: {holder.strip()}") from None
     try:
-        holder_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                           "since": datetime.now(UTC).isoformat()}))
+        layout.lock_holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                  "since": datetime.now(UTC).isoformat()}))
         yield
     finally:
-        holder_file.unlink(missing_ok=True)
+        layout.lock_holder.unlink(missing_ok=True)
         lock.release()
 
 
@@ -79,33 +81,49 @@ class StageOutcome:
     seconds: float = 0.0
 
 
-def _new_training_rows(run_dir: Path) -> int:
-    from distill.artifacts import read_rows
-    from student.train import TRAINED_IDS
+@dataclass(frozen=True)
+class StageState:
+    """Where a stage of a run folder stands, and the manifest that says so."""
 
-    trained = set(json.loads((run_dir / "train" / TRAINED_IDS).read_text()))
-    return sum(row["id"] not in trained for row in read_rows(run_dir / "filter" / "train.parquet"))
+    state: str  # "complete", "stale", "damaged", "unfinished" or "missing"
+    reason: str
+    manifest: Manifest | None = None
 
 
-def decide(stage: str, config: Config, run_dir: Path, forced: bool) -> tuple[str, str]:
+def stage_state(stage: Stage, config: Config | None, layout: RunLayout) -> StageState:
+    """The one place that decides whether a stage's outputs are current: `run` and `status` both ask here."""
+    path = layout.manifest(stage.name)
+    if not path.exists():
+        return StageState("unfinished" if path.parent.exists() else "missing", "no finished output")
+    manifest = json.loads(path.read_text())
+    damaged = damaged_outputs(path.parent, manifest)
+    if damaged:
+        return StageState("damaged", f"outputs changed or missing since it finished ({', '.join(damaged[:3])})",
+                          manifest)
+    if config is not None and manifest.get("key") != stage_key(stage, config, layout):
+        return StageState("stale", "config or inputs changed", manifest)
+    return StageState("complete", "config and inputs unchanged", manifest)
+
+
+def _new_training_rows(layout: RunLayout) -> int:
+    trained = set(json.loads(layout.train.trained_ids.read_text()))
+    return sum(row["id"] not in trained for row in read_rows(layout.filter.train))
+
+
+def decide(stage: Stage, config: Config, layout: RunLayout, forced: bool) -> tuple[str, str]:
     """Whether a stage must run ("run"), is unchanged ("skipped"), or keeps the current student ("kept")."""
     if forced:
         return "run", "forced"
-    manifest_path = run_dir / stage / MANIFEST
-    if not manifest_path.exists():
-        return "run", "no finished output"
-    manifest = json.loads(manifest_path.read_text())
-    damaged = damaged_outputs(run_dir / stage, manifest)
-    if damaged:
-        return "run", f"outputs changed or missing since it finished ({', '.join(damaged[:3])}); rerunning"
-    if manifest.get("key") == stage_key(stage, config, run_dir):
-        return "skipped", "config and inputs unchanged"
+    state = stage_state(stage, config, layout)
+    if state.state == "complete":
+        return "skipped", state.reason
     threshold = config.student.retrain_min_new_rows
-    if stage == "train" and threshold and manifest.get("config_key") == config_key(stage, config):
-        new_rows = _new_training_rows(run_dir)
+    if (stage.name == "train" and threshold and state.state == "stale" and state.manifest is not None
+            and state.manifest.get("config_key") == config_key(stage, config)):
+        new_rows = _new_training_rows(layout)
         if new_rows < threshold:
             return "kept", f"{new_rows} new training rows < student.retrain_min_new_rows={threshold}"
-    return "run", "config or inputs changed"
+    return "run", state.reason + ("; rerunning" if state.state == "damaged" else "")
 
 
 @dataclass
@@ -122,35 +140,41 @@ class RunSummary:
         return all(g["passed"] for g in self.gates)
 
 
-def run_pipeline(config: Config, run_dir: Path, force: str | None = None, gates: tuple[str, ...] = (),
+def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, gates: tuple[str, ...] = (),
                  on_stage: Callable[[StageOutcome], None] | None = None) -> RunSummary:
     """Generate, filter, train and compare, skipping what is current; `force` reruns from that stage on."""
-    from distill.gates import check_gates
+    from distill.compare.gates import check_gates, parse_gate
 
-    if force is not None and force not in STAGES:
-        raise UserError(f"--force {force}: unknown stage; stages are {', '.join(STAGES)}")
-    summary = RunSummary(run_dir=str(run_dir), started_at=datetime.now(UTC).isoformat())
-    with run_lock(run_dir):
-        for index, stage in enumerate(STAGES):
+    if force is not None:
+        get_stage(force)
+    for gate in gates:  # a typo in a gate must not wait for hours of stages to surface
+        parse_gate(gate)
+    summary = RunSummary(run_dir=str(layout.root), started_at=datetime.now(UTC).isoformat())
+    with run_lock(layout):
+        for index, name in enumerate(STAGES):
             forced = force is not None and index >= STAGES.index(force)
-            action, reason = decide(stage, config, run_dir, forced)
-            start = time.perf_counter()
-            if action == "run":
-                run_stage(stage, config, run_dir)
-                action = "ran"
-            outcome = StageOutcome(stage, action, reason, round(time.perf_counter() - start, 2))
+            outcome = _advance(get_stage(name), config, layout, forced)
             summary.stages.append(outcome)
             if on_stage is not None:
                 on_stage(outcome)
-        summary.metrics = json.loads((run_dir / "compare" / "metrics.json").read_text())
+        summary.metrics = json.loads(layout.compare.metrics.read_text())
         summary.gates = check_gates(gates, summary.metrics)
         summary.finished_at = datetime.now(UTC).isoformat()
-        write_json(run_dir / "summary.json", asdict(summary) | {"gates_passed": summary.gates_passed})
+        write_json(layout.summary, asdict(summary) | {"gates_passed": summary.gates_passed})
         if config.tracking.mlflow_uri:
             from distill.tracking import log_run
 
-            log_run(config, run_dir, summary.metrics)
+            log_run(config, layout, summary.metrics)
     return summary
+
+
+def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool) -> StageOutcome:
+    action, reason = decide(stage, config, layout, forced)
+    start = time.perf_counter()
+    if action == "run":
+        stage.run(config, layout)
+        action = "ran"
+    return StageOutcome(stage.name, action, reason, round(time.perf_counter() - start, 2))
 
 
 def describe(summary: RunSummary) -> str:

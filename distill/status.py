@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from distill import cost as costs
-from distill.artifacts import MANIFEST, damaged_outputs
+from distill.compare import cost as costs
 from distill.config import Config, CostConfig
-from distill.keys import stage_key
-from distill.pipeline import STAGES
+from distill.layout import RunLayout
+from distill.pipeline import STAGES, get_stage, stage_state
+from distill.stages import Manifest
 
 
-def stage_cost(stage: str, manifest: dict[str, Any]) -> float:
+def stage_cost(stage: str, manifest: Manifest) -> float:
     """What the stage cost at the prices in the config it ran with."""
     price = CostConfig.model_validate(manifest["config"]["cost"])
-    timings = manifest.get("timings", {})
     if stage == "generate":
-        usage = manifest.get("usage", {})
-        return costs.labelling_cost(price, timings.get("teacher", 0.0), usage.get("prompt_tokens", 0),
-                                    usage.get("completion_tokens", 0))
+        return costs.labelling_cost_from_manifest(price, manifest)
     if stage == "train":
         return costs.training_cost(price, manifest["seconds"])
     if stage == "compare":
-        return (timings.get("teacher", 0.0) * price.teacher_price_per_hour
-                + timings.get("student", 0.0) * price.student_price_per_hour) / costs.SECONDS_PER_HOUR
+        return costs.measuring_cost(price, manifest.get("timings", {}))
     return 0.0
 
 
-def stage_states(run_dir: Path, config: Config | None = None) -> list[dict[str, Any]]:
+def stage_states(layout: RunLayout, config: Config | None = None) -> list[dict[str, Any]]:
     states = []
-    for stage in STAGES:
-        folder = run_dir / stage
-        entry: dict[str, Any] = {"stage": stage, "state": "missing", "finished_at": None, "seconds": None,
-                                 "cost": None}
-        if (folder / MANIFEST).exists():
-            manifest = json.loads((folder / MANIFEST).read_text())
-            entry.update(finished_at=manifest["finished_at"], seconds=manifest["seconds"],
-                         cost=stage_cost(stage, manifest), state="complete")
-            if damaged_outputs(folder, manifest):
-                entry["state"] = "damaged"
-            elif config is not None and manifest.get("key") != stage_key(stage, config, run_dir):
-                entry["state"] = "stale"
-        elif folder.exists():
-            entry["state"] = "unfinished"
-        states.append(entry)
+    for name in STAGES:
+        state = stage_state(get_stage(name), config, layout)
+        manifest = state.manifest or {}
+        states.append({"stage": name, "state": state.state, "finished_at": manifest.get("finished_at"),
+                       "seconds": manifest.get("seconds"),
+                       "cost": stage_cost(name, manifest) if manifest else None})
     return states

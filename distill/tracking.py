@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from distill.config import Config
 from distill.errors import UserError
+from distill.layout import RunLayout
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -18,7 +18,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): obj}
 
 
-def log_run(config: Config, run_dir: Path, metrics: dict[str, Any]) -> str:
+def log_run(config: Config, layout: RunLayout, metrics: dict[str, Any]) -> str:
     """Log to `tracking.mlflow_uri`; returns the MLflow run id."""
     try:
         import mlflow
@@ -31,7 +31,7 @@ def log_run(config: Config, run_dir: Path, metrics: dict[str, Any]) -> str:
     with mlflow.start_run(run_name=config.name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(config.model_dump(mode="json")).items()})
         mlflow.log_metrics(numbers)
-        for name in ("metrics.json", "report.html", "report.md"):
-            mlflow.log_artifact(str(run_dir / "compare" / name), artifact_path="compare")
-        mlflow.log_artifacts(str(run_dir / "train" / "adapter"), artifact_path="adapter")
+        for path in (layout.compare.metrics, layout.compare.report_html, layout.compare.report_md):
+            mlflow.log_artifact(str(path), artifact_path="compare")
+        mlflow.log_artifacts(str(layout.train.adapter), artifact_path="adapter")
         return run.info.run_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.report import new_figure, to_png
+from distill.present import new_figure, to_png
 from student.evaluate import SCORE_KEY
 
 

@@ -47,6 +47,9 @@ def soft_target(row: dict[str, Any], task: Task, tokenizer: Any) -> tuple[list[i
     return list(mass), [p / total for p in mass.values()]
 
 
+SOFT_KEYS = ("kd_rows", "kd_columns", "kd_ids", "kd_probs")  # what the collator adds to a batch
+
+
 class SoftTargetCollator:
     """Wraps a collator (packed or padded) and adds, per example, where its first answer token is predicted
     and the teacher's soft target there."""
@@ -86,17 +89,3 @@ def soft_target_loss(logits: Any, batch: dict[str, Any]) -> Any:
     if not has_target.any():
         return logits.new_zeros(())
     return per_example[has_target].mean()
-
-
-class DistillationMixin:
-    """A Trainer mixin mixing the soft-target loss into the hard-label loss by `distill_weight`."""
-
-    distill_weight: float = 0.0
-
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        soft = {key: inputs.pop(key) for key in ("kd_rows", "kd_columns", "kd_ids", "kd_probs")}
-        outputs = model(**inputs)
-        loss = ((1 - self.distill_weight) * outputs.loss
-                + self.distill_weight * soft_target_loss(outputs.logits, soft))
-        return (loss, outputs) if return_outputs else loss

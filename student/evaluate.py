@@ -40,23 +40,3 @@ def task_score(task: Task, answers: list[str], references: list[str]) -> dict[st
     parsed = [task.parse(answer).value for answer in answers]
     scores = [task.score(p, r) for p, r in zip(parsed, references, strict=True)]
     return {SCORE_KEY: sum(scores) / len(scores), "task_valid_rate": sum(p is not None for p in parsed) / len(parsed)}
-
-
-def trainer_with_task_metric(task: Task, tokenizer: Any, prompts: list[str], references: list[str],
-                             max_new_tokens: int, batch_size: int) -> type:
-    """A Trainer whose every evaluation also scores generated answers, so the score reaches the log, the
-    early-stopping callback and the best-checkpoint choice like any built-in metric."""
-    from transformers import Trainer
-
-    class TaskMetricTrainer(Trainer):
-        def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
-            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
-            answers = generate_answers(self.model, tokenizer, prompts, max_new_tokens, batch_size)
-            scores = task_score(task, answers, references)
-            for key, value in scores.items():
-                output.metrics[f"{metric_key_prefix}_{key}"] = value
-            loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)
-            output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = scores[SCORE_KEY] - LOSS_TIE_BREAK * loss
-            return output
-
-    return TaskMetricTrainer

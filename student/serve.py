@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import read_manifest
 from distill.config import Config
 from distill.errors import UserError
+from distill.layout import RunLayout
 from distill.models import resolve_model
+from distill.stages import read_manifest
 from distill.tasks import Task
 from student.prompts import StudentPrompter
 from teacher.client import Target
@@ -39,19 +40,19 @@ def student_request(task: Task, config: Config, prompt: str) -> dict[str, Any]:
 
 
 @contextmanager
-def serve_adapter(config: Config, run_dir: Path, log_path: Path) -> Iterator[tuple[Target, Target]]:
+def serve_adapter(config: Config, layout: RunLayout, log_path: Path) -> Iterator[tuple[Target, Target]]:
     """One server with the base weights and the adapter: targets for the student and for the bare base model."""
-    read_manifest(run_dir / "train", "distill train")
+    read_manifest(layout, "train")
     base = resolve_model(config.student.model)
     with VLLMServer(base, BASE_NAME, config.student.server, log_path,
-                    lora_modules={STUDENT_NAME: run_dir / "train" / "adapter"},
+                    lora_modules={STUDENT_NAME: layout.train.adapter},
                     max_lora_rank=config.student.lora.r) as vllm:
         yield Target((vllm.base_url,), STUDENT_NAME), Target((vllm.base_url,), BASE_NAME)
 
 
 @contextmanager
-def serve_merged(config: Config, run_dir: Path, log_path: Path) -> Iterator[Target]:
-    merged = run_dir / "train" / "merged"
+def serve_merged(config: Config, layout: RunLayout, log_path: Path) -> Iterator[Target]:
+    merged = layout.train.merged
     if not merged.is_dir():
         raise UserError(f"{merged.parent}: no merged student; rerun `distill train` with student.export_merged: true")
     with VLLMServer(str(merged), STUDENT_NAME, config.student.server, log_path) as vllm:

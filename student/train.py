@@ -1,4 +1,7 @@
-"""The train stage: LoRA fine-tuning of the student on the kept teacher labels, loss on the answer only."""
+"""The train stage (`distill train`): reads `filter/train.parquet` and `eval.parquet`, writes `train/adapter/`,
+`merged/`, `curves.json`/`.png` and `trained_ids.json`.
+
+LoRA fine-tuning of the student on the kept teacher labels, loss on the answer only."""
 
 from __future__ import annotations
 
@@ -8,18 +11,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import StageRecorder, read_manifest, read_rows, sha256_file, write_bytes, write_json
+from distill.artifacts import read_rows, write_bytes, write_json
 from distill.config import Config, StudentConfig
 from distill.errors import UserError
+from distill.layout import RunLayout, TrainFiles
 from distill.models import resolve_model
+from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from student.curves import curves, plot_curves
-from student.distillation import DistillationMixin, SoftTargetCollator, check_shared_tokenizer, soft_target
-from student.evaluate import SCORE_KEY, SELECTION_KEY, trainer_with_task_metric
+from student.distillation import SoftTargetCollator, check_shared_tokenizer, soft_target
+from student.evaluate import SCORE_KEY, SELECTION_KEY
 from student.prompts import StudentPrompter
+from teacher.generate import TEACHER_COLUMNS
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
-TRAINED_IDS = "trained_ids.json"
 
 
 def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> dict[str, list[int]]:
@@ -175,7 +180,9 @@ def _encode(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompte
 
 def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
                   train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
-    from transformers import EarlyStoppingCallback, Trainer
+    from transformers import EarlyStoppingCallback
+
+    from student.trainer import StudentTrainer, TaskEval
 
     student = config.student
     if student.distill_weight:
@@ -184,64 +191,52 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
     eval_data = _encode(config, task, tokenizer, prompter, eval_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collator = make_collator(student, pad_id)
-    trainer_class: type = Trainer
+    task_eval = None
     if eval_data:
         scored = eval_rows[:student.eval_max_rows]
-        trainer_class = trainer_with_task_metric(task, tokenizer, [prompter(r["text"]) for r in scored],
-                                                 [r["label"] for r in scored],
-                                                 task.answer_token_budget(student.max_tokens), student.batch_size)
+        task_eval = TaskEval(task, tokenizer, [prompter(r["text"]) for r in scored], [r["label"] for r in scored],
+                             task.answer_token_budget(student.max_tokens), student.batch_size)
     if student.distill_weight:
         collator = SoftTargetCollator(collator, packed=student.packing)
-        trainer_class = type("DistillingTrainer", (DistillationMixin, trainer_class),
-                             {"distill_weight": student.distill_weight})
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
                  if eval_data and student.early_stopping_patience else [])
-    return trainer_class(model=model, args=_training_args(student, output_dir, len(train_data), bool(eval_data)),
-                         train_dataset=train_data, eval_dataset=eval_data or None, data_collator=collator,
-                         callbacks=callbacks)
+    return StudentTrainer(model=model, args=_training_args(student, output_dir, len(train_data), bool(eval_data)),
+                          train_dataset=train_data, eval_dataset=eval_data or None, data_collator=collator,
+                          callbacks=callbacks, task_eval=task_eval, distill_weight=student.distill_weight)
 
 
-def train(config: Config, run_dir: Path) -> dict[str, Any]:
+def train(config: Config, layout: RunLayout) -> Manifest:
     """Train a LoRA adapter on `filter/train.parquet`, keeping the checkpoint with the best task metric on
     `filter/eval.parquet`; write `train/adapter/` (PEFT format), `curves.json` and `curves.png` and, if asked,
     `train/merged/`. A killed run resumes from its last checkpoint."""
     from transformers import set_seed
 
-    read_manifest(run_dir / "filter", "distill filter")
-    stage_dir = run_dir / "train"
-    recorder = StageRecorder(stage_dir, "train", config)
+    read_manifest(layout, "filter")
+    files = layout.train
+    recorder = StageRecorder(STAGE, config, layout)
     task = make_task(config.task)
-    sources = {"train": run_dir / "filter" / "train.parquet", "eval": run_dir / "filter" / "eval.parquet"}
-    train_rows, eval_rows = read_rows(sources["train"]), read_rows(sources["eval"])
+    train_rows = read_rows(layout.filter.train, TEACHER_COLUMNS)
+    eval_rows = read_rows(layout.filter.eval)
     student = config.student
     tokenizer, model = load_student(student)
     set_seed(student.seed)  # the adapter's initial weights come from the global RNG: seed it first
     model = add_lora(model, student)
-    prompter = StudentPrompter(task, student, tokenizer)
-    trainer = _make_trainer(config, task, tokenizer, model, prompter, train_rows, eval_rows,
-                            stage_dir / "checkpoints")
-    fingerprint = {"student": student.model_dump(mode="json"), "task": config.task.model_dump(mode="json"),
-                   **{name: sha256_file(path) for name, path in sources.items()}}
-    resume = _checkpoint_to_resume(stage_dir / "checkpoints", fingerprint)
+    trainer = _make_trainer(config, task, tokenizer, model, StudentPrompter(task, student, tokenizer), train_rows,
+                            eval_rows, files.checkpoints)
+    fingerprint = {"key": recorder.key, "student": student.model_dump(mode="json")}
+    resume = _checkpoint_to_resume(files.checkpoints, fingerprint)
     with recorder.timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     if not trainer.is_world_process_zero():
         return {}  # under `accelerate launch` (DDP) one process writes the outputs
-    model.save_pretrained(stage_dir / "adapter")
-    if student.export_merged or config.compare.student_serving == "merged":
-        with recorder.timed("merge"):
-            save_merged(model, tokenizer, stage_dir / "merged")
-    history = curves(trainer.state.log_history)
-    best_step = _best_step(trainer.state)
-    write_json(stage_dir / "curves.json", history)
-    write_bytes(stage_dir / "curves.png", plot_curves(history, task.quality_name, best_step))
-    write_json(stage_dir / TRAINED_IDS, [r["id"] for r in train_rows])
-    shutil.rmtree(stage_dir / "checkpoints")  # the adapter above is the kept checkpoint
+    best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
+    write_json(files.trained_ids, [r["id"] for r in train_rows])
+    shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
+    history = json.loads(files.curves_json.read_text())
     tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * student.epochs
     return recorder.finish(
-        inputs=sources,
-        outputs=[p for p in (stage_dir / "adapter", stage_dir / "merged", stage_dir / "curves.json",
-                             stage_dir / "curves.png", stage_dir / TRAINED_IDS) if p.exists()],
+        outputs=[p for p in (files.adapter, files.merged, files.curves_json, files.curves_png, files.trained_ids)
+                 if p.exists()],
         counts={"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step},
         train_loss=result.training_loss,
         eval_loss=history["eval"][-1]["loss"] if history["eval"] else None,
@@ -252,6 +247,20 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
         base_model=resolve_model(student.model),
         lora_rank=student.lora.r,
     )
+
+
+def _save_outputs(config: Config, task: Task, trainer: Any, model: Any, tokenizer: Any, files: TrainFiles,
+                  recorder: StageRecorder) -> int | None:
+    """The adapter, the merged copy where asked, and the training curves; returns the kept step."""
+    model.save_pretrained(files.adapter)
+    if config.student.export_merged or config.compare.student_serving == "merged":
+        with recorder.timed("merge"):
+            save_merged(model, tokenizer, files.merged)
+    history = curves(trainer.state.log_history)
+    best_step = _best_step(trainer.state)
+    write_json(files.curves_json, history)
+    write_bytes(files.curves_png, plot_curves(history, task.quality_name, best_step))
+    return best_step
 
 
 def _best_step(state: Any) -> int | None:
@@ -266,3 +275,7 @@ def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
     merged.config.use_cache = True  # for inference
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"), upstream="filter",
+              fingerprint=lambda config: config.teacher.model if config.student.distill_weight else None)

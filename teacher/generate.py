@@ -11,21 +11,21 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from distill import cost as costs
-from distill.artifacts import StageRecorder, write_rows
+from distill.artifacts import write_rows
+from distill.compare import cost as costs
 from distill.config import Config, TeacherConfig
-from distill.data import Example, split_inputs
+from distill.data.inputs import Example, split_inputs
+from distill.layout import GenerateFiles, RunLayout
+from distill.stages import Manifest, Stage, StageRecorder
 from distill.tasks import Parsed, Task, make_task
 from teacher.cache import ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.server import open_teacher, prefix_cache_counters
 from teacher.tokens import estimate, load_teacher_tokenizer, oversize_rows
 
-OUTPUTS = "outputs.parquet"
 NOT_SENT = "not sent: teacher.max_cost reached"
 
 
@@ -91,10 +91,10 @@ class Labelling:
 
 
 def _label_with_cache(config: Config, requests: list[dict[str, Any]], skipped: dict[int, str],
-                      stage_dir: Path) -> Labelling:
+                      files: GenerateFiles) -> Labelling:
     """Answers for every request; cached answers are reused, and the teacher is started only when something
     is missing. An answer is in the cache before the next one is accounted. Skipped requests are not sent."""
-    cache = ResponseCache(stage_dir / "cache.sqlite")
+    cache = ResponseCache(files.cache)
     budget = Budget(config)
     try:
         keys = [request_key(config.teacher.model, r) for r in requests]
@@ -109,7 +109,7 @@ def _label_with_cache(config: Config, requests: list[dict[str, Any]], skipped: d
                 cache.put(keys[missing[j]], answer)
                 budget.add(answer)
 
-            with open_teacher(config.teacher, stage_dir / "server.log") as target:
+            with open_teacher(config.teacher, files.server_log) as target:
                 before = prefix_cache_counters(target)
                 budget.started = time.monotonic()
                 asyncio.run(ask_teacher(target, config.teacher, [requests[i] for i in missing], "teacher labels",
@@ -140,34 +140,48 @@ def vote(parsed: list[Parsed]) -> tuple[Parsed, float | None]:
     return next(p for p in parsed if p.value == winner), count / len(parsed)
 
 
-def output_row(example: Example, answer: Answer | None, task: Task, rationale: bool
-               ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TeacherRow:
+    """One row of `generate/outputs.parquet`: an input and the teacher's answer to it."""
+
+    id: str
+    text: str
+    gold: str | None
+    raw: str | None  # the chosen sample's text as the teacher wrote it
+    label: str | None  # its canonical answer; None when invalid
+    error: str | None
+    rationale: str | None
+    vote_share: float | None  # share of samples agreeing with the label (None for one sample)
+    samples: str  # JSON list of every sample's canonical answer
+    logprob: float | None  # summed log-probability of the chosen sample's tokens
+    top_logprobs: str  # JSON: the top alternatives at each answer token
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+TEACHER_COLUMNS = tuple(f.name for f in fields(TeacherRow))
+TEST_COLUMNS = ("id", "text", "gold")  # `generate/test.parquet`: the held-out queries, split once, here
+
+
+def output_row(example: Example, answer: Answer | None, task: Task, rationale: bool) -> dict[str, Any]:
     answer = answer or Answer(error=NOT_SENT)
     parsed = [task.parse(s.text, rationale) for s in answer.samples] or [task.parse(None)]
     chosen, share = vote(parsed)
     sample = answer.samples[parsed.index(chosen)] if answer.samples else None
-    return {
-        "id": example.id,
-        "text": example.text,
-        "gold": example.gold,
-        "raw": sample.text if sample else None,
-        "label": chosen.value,
-        "error": answer.error or chosen.error,
-        "rationale": chosen.rationale,
-        "vote_share": share,
-        "samples": json.dumps([p.value for p in parsed]),
-        "logprob": sample.logprob if sample else None,
-        "top_logprobs": json.dumps(sample.top_logprobs if sample else []),
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "latency_ms": answer.latency_ms,
-    }
+    return asdict(TeacherRow(
+        id=example.id, text=example.text, gold=example.gold, raw=sample.text if sample else None,
+        label=chosen.value, error=answer.error or chosen.error, rationale=chosen.rationale, vote_share=share,
+        samples=json.dumps([p.value for p in parsed]), logprob=sample.logprob if sample else None,
+        top_logprobs=json.dumps(sample.top_logprobs if sample else []), prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms))
 
 
 @dataclass
 class Plan:
     task: Task
     examples: list[Example]
+    test: list[Example]
     requests: list[dict[str, Any]]
     oversize: dict[int, str]  # row index -> why it is not sent
     tokenizer: Any | None
@@ -176,17 +190,19 @@ class Plan:
 def make_plan(config: Config) -> Plan:
     """The rows to label and their requests, after checking every prompt fits the teacher's context."""
     task = make_task(config.task)
-    examples = split_inputs(config).to_label
+    splits = split_inputs(config)
+    examples = splits.to_label
     requests = [teacher_request(task, config.teacher, e.text) for e in examples]
     # Only a server we start has a context length known here; a running endpoint rejects what does not fit.
     tokenizer = None if config.teacher.urls else load_teacher_tokenizer(config)
-    return Plan(task, examples, requests, oversize_rows(config, examples, requests, tokenizer), tokenizer)
+    return Plan(task, examples, splits.test, requests, oversize_rows(config, examples, requests, tokenizer),
+                tokenizer)
 
 
-def dry_run(config: Config, run_dir: Path) -> dict[str, Any]:
+def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
     """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
     plan = make_plan(config)
-    cache_path = run_dir / "generate" / "cache.sqlite"
+    cache_path = layout.generate.cache
     cache = ResponseCache(cache_path) if cache_path.exists() else None
     try:
         to_send = [r for i, r in enumerate(plan.requests) if i not in plan.oversize
@@ -200,24 +216,25 @@ def dry_run(config: Config, run_dir: Path) -> dict[str, Any]:
             "oversize": len(plan.oversize)}
 
 
-def generate(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Label `data.inputs` (less the held-out test rows) with the teacher; write `generate/outputs.parquet`."""
-    stage_dir = run_dir / "generate"
-    recorder = StageRecorder(stage_dir, "generate", config)
+def generate(config: Config, layout: RunLayout) -> Manifest:
+    """Label `data.inputs` (less the held-out test rows) with the teacher; write `generate/outputs.parquet` and
+    the test split, `generate/test.parquet`, which filter and compare read."""
+    files = layout.generate
+    recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
     with recorder.timed("teacher"):
-        labelling = _label_with_cache(config, plan.requests, plan.oversize, stage_dir)
+        labelling = _label_with_cache(config, plan.requests, plan.oversize, files)
     rows = [output_row(e, a, plan.task, config.teacher.rationale)
             for e, a in zip(plan.examples, labelling.answers, strict=True)]
-    write_rows(stage_dir / OUTPUTS, rows)
+    write_rows(files.outputs, rows, TEACHER_COLUMNS)
+    write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
     not_sent = sum(r["error"] == NOT_SENT for r in rows)
     return recorder.finish(
-        inputs={"inputs": config.data.inputs},
-        outputs=[stage_dir / OUTPUTS],
+        outputs=[files.outputs, files.test],
         counts={"rows": len(rows), "labelled": sum(r["label"] is not None for r in rows),
                 "failed": sum(r["error"] is not None for r in rows) - not_sent - len(plan.oversize),
                 "oversize": len(plan.oversize), "not_sent": not_sent, "requests_sent": labelling.sent,
-                "from_cache": labelling.cached},
+                "from_cache": labelling.cached, "test": len(plan.test)},
         usage={"prompt_tokens": sum(r["prompt_tokens"] for r in rows),
                "completion_tokens": sum(r["completion_tokens"] for r in rows)},
         spent_this_run=round(labelling.budget.spent(), 6),
@@ -225,3 +242,6 @@ def generate(config: Config, run_dir: Path) -> dict[str, Any]:
         prefix_cache=labelling.prefix_cache,
         teacher={"model": config.teacher.model, "urls": config.teacher.urls},
     )
+
+
+STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None)

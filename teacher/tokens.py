@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.compare import cost as costs
 from distill.config import Config
-from distill.data import Example
+from distill.data.inputs import Example
 from distill.errors import UserError
 from distill.models import resolve_model
 
@@ -71,9 +72,6 @@ def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | No
         else:
             per_answer = sum(len(label) for label in labels) / len(labels) / 4 + 1
     completion_tokens = round(per_answer * config.teacher.samples * len(requests))
-    cost = config.cost
-    dollars = None
-    if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
-        dollars = (prompt_tokens * cost.teacher_input_per_1m + completion_tokens * cost.teacher_output_per_1m) / 1e6
+    dollars = costs.per_token_cost(config.cost, prompt_tokens, completion_tokens)
     return {"requests": len(requests), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "estimated_cost": dollars, "counted_with": method}

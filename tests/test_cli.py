@@ -1,10 +1,11 @@
+import dataclasses
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import DEMO_INPUTS, REPO, study_config, write_config
 from distill import pipeline
 from distill.cli import app
+from helpers import DEMO_INPUTS, REPO, study_config, write_config
 
 runner = CliRunner()
 
@@ -42,7 +43,8 @@ def test_internal_error_exits_2(tmp_path: Path, monkeypatch) -> None:
     def broken(*_args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pipeline, "run_stage", broken)
+    stage = pipeline.get_stage("generate")
+    monkeypatch.setitem(pipeline.stage_registry(), "generate", dataclasses.replace(stage, run=broken))
     config = write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS))
     result = runner.invoke(app, ["generate", "-c", str(config), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2

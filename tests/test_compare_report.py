@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
-from distill import cost
-from distill.cascade import cascade_curve, cheapest_meeting
-from distill.compare import Measured, build_metrics
+from distill.compare import cost
+from distill.compare.cascade import cascade_curve, cheapest_meeting
+from distill.compare.report import write_reports
+from distill.compare.stage import Measured, build_metrics
+from distill.compare.stats import bootstrap_interval, class_report, confusion, mcnemar
 from distill.config import load_config
-from distill.report import write_reports
-from distill.stats import bootstrap_interval, class_report, confusion, mcnemar
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
+from helpers import DEMO_INPUTS, study_config, write_config
 from teacher.client import Answer, Sample
 
 LABELS = ["a", "b", "c"]
@@ -151,6 +151,6 @@ def test_html_report_renders_in_headless_chromium(report_dir) -> None:
 
 
 def test_durations_read_naturally() -> None:
-    from distill.recommend import duration
+    from distill.present import duration
 
     assert [duration(d) for d in (None, 0.01, 0.5, 3.25)] == ["never", "under an hour", "12 hours", "3.2 days"]

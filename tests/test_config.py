@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, REPO, study_config, write_config
 from distill.config import load_config
-from distill.data import split_inputs
+from distill.data.inputs import split_inputs
 from distill.errors import UserError
+from helpers import DEMO_INPUTS, REPO, study_config, write_config
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

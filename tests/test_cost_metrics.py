@@ -1,9 +1,9 @@
 import pytest
 
-from distill import cost
-from distill.compare import agreement, row_scores
+from distill.compare import cost
+from distill.compare.metrics import latency_percentiles, mean
+from distill.compare.stage import agreement, row_scores
 from distill.config import CostConfig
-from distill.metrics import latency_percentiles, mean
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
 from distill.config import load_config
-from distill.data import load_examples, split_inputs
+from distill.data.inputs import load_examples, split_inputs
 from distill.errors import UserError
+from helpers import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
 
 
 def _config(tmp_path: Path, inputs: Path, **data: object):

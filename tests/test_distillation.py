@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import write_json, write_rows
 from distill.config import StudentConfig, load_config
 from distill.errors import UserError
+from distill.layout import RunLayout
 from distill.tasks import make_task
+from helpers import DEMO_INPUTS, study_config, write_config
 from student.distillation import SoftTargetCollator, soft_target, soft_target_loss
 from student.train import encode_example, load_student, make_collator, train
 
@@ -98,7 +99,7 @@ def test_soft_labels_pull_the_student_towards_the_teachers_distribution(tmp_path
         config["student"].update(epochs=3, batch_size=4, learning_rate=0.01, export_merged=False,
                                  distill_weight=weight, early_stopping_patience=None)
         loaded = load_config(write_config(run_dir / "c.yaml", config))
-        train(loaded, run_dir)
+        train(loaded, RunLayout(run_dir))
         preference[weight] = _first_token_preference(loaded, run_dir, tokenizer)
     assert preference[0.0] < 0 < preference[1.0], preference
 
@@ -118,7 +119,7 @@ def test_distillation_needs_the_teachers_tokenizer(tmp_path: Path, tiny_model: P
     config["teacher"]["model"] = str(other)
     config["student"]["distill_weight"] = 0.5
     with pytest.raises(UserError, match="have different tokenizers"):
-        train(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+        train(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
 
     config["teacher"].update(rationale=True, max_tokens=64)
     with pytest.raises(UserError, match="student.distill_weight needs the teacher's top-k"):

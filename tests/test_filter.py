@@ -6,22 +6,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
 from distill.artifacts import read_rows, write_json, write_rows
 from distill.config import load_config
 from distill.errors import UserError
-from distill.filter import filter_stage, normalise
+from distill.filter.stage import filter_stage, normalise
+from distill.layout import RunLayout
+from helpers import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
+from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
 
 
-def _generate_output(run_dir: Path, rows: list[dict]) -> None:
-    write_rows(run_dir / "generate" / "outputs.parquet", rows)
-    write_json(run_dir / "generate" / "manifest.json", {"stage": "generate"})
+def _generate_output(run_dir: Path, rows: list[dict], test_texts: tuple[str, ...] = ()) -> None:
+    """What a finished generate stage leaves: the teacher's rows and the held-out test split."""
+    layout = RunLayout(run_dir)
+    write_rows(layout.generate.outputs, rows, TEACHER_COLUMNS)
+    write_rows(layout.generate.test, [{"id": f"test:{i}", "text": t, "gold": None} for i, t in enumerate(test_texts)],
+               TEST_COLUMNS)
+    write_json(layout.manifest("generate"), {"stage": "generate"})
 
 
 def _row(i: int, text: str, label: str | None, error: str | None = None) -> dict:
     return {"id": f"inputs:{i}", "text": text, "gold": None, "raw": label, "label": label, "error": error,
-            "logprob": -0.1, "top_logprobs": "[]", "prompt_tokens": 10, "completion_tokens": 2,
-            "latency_ms": 5.0}
+            "rationale": None, "vote_share": None, "samples": "[]", "logprob": -0.1, "top_logprobs": "[]",
+            "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0}
 
 
 def test_filter_drops_invalid_duplicates_and_test_leaks(tmp_path: Path) -> None:
@@ -33,7 +39,7 @@ def test_filter_drops_invalid_duplicates_and_test_leaks(tmp_path: Path) -> None:
     config["data"] = {"inputs": str(inputs), "test_size": 1, "seed": 0}
     config["filter"] = {"eval_fraction": 0.25}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
-    from distill.data import split_inputs
+    from distill.data.inputs import split_inputs
 
     test_text = split_inputs(loaded).test[0].text
     _generate_output(tmp_path, [
@@ -44,8 +50,8 @@ def test_filter_drops_invalid_duplicates_and_test_leaks(tmp_path: Path) -> None:
         _row(4, "Refund me", "refund"),
         _row(5, "Cancel my plan", "cancellation"),
         _row(6, "Invoice is wrong", "billing"),
-    ])
-    manifest = filter_stage(loaded, tmp_path)
+    ], test_texts=(test_text,))
+    manifest = filter_stage(loaded, RunLayout(tmp_path))
     dropped = {r["id"]: r["drop_reason"] for r in read_rows(tmp_path / "filter" / "dropped.parquet")}
     assert dropped == {"inputs:1": "duplicate", "inputs:2": "invalid", "inputs:3": "leaks_test"}
     train = read_rows(tmp_path / "filter" / "train.parquet")
@@ -63,15 +69,15 @@ def test_filter_refuses_output_missing_columns(tmp_path: Path) -> None:
     loaded = load_config(write_config(tmp_path / "c.yaml", study_config("m", inputs)))
     write_rows(tmp_path / "generate" / "outputs.parquet", [{"id": "inputs:0", "text": "x"}])
     write_json(tmp_path / "generate" / "manifest.json", {"stage": "generate"})
-    with pytest.raises(UserError, match=r"outputs.parquet: missing columns \['label', 'error', 'raw', 'logprob'\]"):
-        filter_stage(loaded, tmp_path)
+    with pytest.raises(UserError, match=r"outputs.parquet: missing column\(s\) \['gold', 'raw', 'label', 'error'"):
+        filter_stage(loaded, RunLayout(tmp_path))
 
 
 def test_filter_needs_a_finished_generate_stage(tmp_path: Path) -> None:
     inputs = write_csv(tmp_path / "in.csv", [{"text": f"m{i}", "category": "a"} for i in range(20)])
     loaded = load_config(write_config(tmp_path / "c.yaml", study_config("m", inputs)))
     with pytest.raises(UserError, match="run `distill generate` first"):
-        filter_stage(loaded, tmp_path)
+        filter_stage(loaded, RunLayout(tmp_path))
 
 
 def _stage(tmp_path: Path, rows: list[dict], test_texts: list[str] | None = None, **rules: object):
@@ -83,8 +89,8 @@ def _stage(tmp_path: Path, rows: list[dict], test_texts: list[str] | None = None
     config["data"] = {"inputs": str(inputs), "test": str(test)}
     config["filter"] = {"eval_fraction": 0.0, **rules}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
-    _generate_output(tmp_path, rows)
-    filter_stage(loaded, tmp_path)
+    _generate_output(tmp_path, rows, tuple(test_texts or ["an unrelated held out question"]))
+    filter_stage(loaded, RunLayout(tmp_path))
     dropped = {r["id"]: r["drop_reason"] for r in read_rows(tmp_path / "filter" / "dropped.parquet")}
     kept = [r["id"] for r in read_rows(tmp_path / "filter" / "train.parquet")]
     return dropped, kept
@@ -136,7 +142,7 @@ def test_output_from_another_label_set_is_refused(tmp_path: Path) -> None:
                           st.sampled_from(["billing", "refund", None]), st.floats(-5, 0)), max_size=30),
        st.sampled_from([None, 0.5, 0.9]), st.sampled_from([None, 1, 3]))
 def test_every_row_is_kept_or_dropped_exactly_once(rows, threshold, cap) -> None:
-    from distill.filter import drop_reasons
+    from distill.filter.stage import drop_reasons
 
     data = [{**_row(i, text, label), "logprob": logprob} for i, (text, label, logprob) in enumerate(rows)]
     config = load_config_inline(near_dup_threshold=threshold, max_per_label=cap)
@@ -173,7 +179,7 @@ def test_banking77_with_injected_duplicates_and_invalid_labels(tmp_path: Path) -
     config["data"] = {"inputs": str(test), "test": str(test)}
     config["filter"] = {"eval_fraction": 0.1, "near_dup_threshold": None}
     _generate_output(tmp_path, rows + copies + invalid)
-    manifest = filter_stage(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+    manifest = filter_stage(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
     drops = manifest["drops"]
     assert drops["invalid"] == 15 and drops["duplicate"] >= 20
     assert manifest["counts"]["rows_in"] == 335

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import read_rows
 from distill.config import load_config
 from distill.errors import UserError
+from distill.layout import RunLayout
 from distill.tasks import Parsed
 from fake_openai import FakeEndpoint
+from helpers import DEMO_INPUTS, study_config, write_config
 from teacher.generate import NOT_SENT, dry_run, generate, vote
 
 
@@ -27,7 +28,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def test_429_and_500_are_retried_until_they_succeed(tmp_path: Path) -> None:
     with FakeEndpoint(failures=2, status=429) as fake:
-        manifest = generate(_config(tmp_path, fake.url, rows=1, max_retries=3), tmp_path)
+        manifest = generate(_config(tmp_path, fake.url, rows=1, max_retries=3), RunLayout(tmp_path))
         assert len(fake.requests) == 3
     assert _rows(tmp_path)[0]["label"] == "billing"
     assert manifest["counts"]["failed"] == 0
@@ -35,24 +36,24 @@ def test_429_and_500_are_retried_until_they_succeed(tmp_path: Path) -> None:
 
 def test_persistent_errors_are_recorded_then_retried_by_the_next_run(tmp_path: Path) -> None:
     with FakeEndpoint(failures=1000, status=500) as fake:
-        manifest = generate(_config(tmp_path, fake.url), tmp_path)
+        manifest = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
     rows = _rows(tmp_path)
     assert len(rows) == 6 and all(r["label"] is None and "InternalServerError" in r["error"] for r in rows)
     assert manifest["counts"]["failed"] == 6
     with FakeEndpoint() as fake:
-        rerun = generate(_config(tmp_path, fake.url), tmp_path)
+        rerun = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
     assert rerun["counts"]["requests_sent"] == 6 and all(r["label"] == "billing" for r in _rows(tmp_path))
 
 
 def test_a_server_dying_mid_run_loses_no_row(tmp_path: Path) -> None:
     with FakeEndpoint(stop_after=4) as fake:
-        generate(_config(tmp_path, fake.url, rows=10), tmp_path)
+        generate(_config(tmp_path, fake.url, rows=10), RunLayout(tmp_path))
     rows = _rows(tmp_path)
     assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
     assert sum(r["label"] == "billing" for r in rows) == 4
     assert all(r["error"] for r in rows if r["label"] is None)
     with FakeEndpoint() as fake:
-        rerun = generate(_config(tmp_path, fake.url, rows=10), tmp_path)
+        rerun = generate(_config(tmp_path, fake.url, rows=10), RunLayout(tmp_path))
     assert rerun["counts"]["requests_sent"] == 6 and rerun["counts"]["from_cache"] == 4
     assert [r["id"] for r in _rows(tmp_path)] == [r["id"] for r in rows]
 
@@ -64,7 +65,7 @@ def test_max_cost_stops_cleanly_and_a_later_run_continues(tmp_path: Path) -> Non
     config = study_config("fake-model", DEMO_INPUTS, cost=prices)
     with FakeEndpoint() as fake:
         config["teacher"] = {"model": "fake-model", "url": fake.url, "concurrency": 1, "max_cost": 0.03}
-        manifest = generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+        manifest = generate(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
         assert len(fake.requests) == 3
     assert manifest["stopped_by_max_cost"] and manifest["counts"]["not_sent"] == 37
     assert manifest["spent_this_run"] == pytest.approx(0.036)
@@ -72,7 +73,7 @@ def test_max_cost_stops_cleanly_and_a_later_run_continues(tmp_path: Path) -> Non
     with FakeEndpoint() as fake:
         del config["teacher"]["max_cost"]
         config["teacher"]["url"] = fake.url
-        rerun = generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+        rerun = generate(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
     assert rerun["counts"]["requests_sent"] == 37 and rerun["counts"]["labelled"] == 40
 
 
@@ -80,7 +81,7 @@ def test_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.M
     secret = "sk-test-0123456789abcdef"
     monkeypatch.setenv("DISTILL_TEST_KEY", secret)
     with FakeEndpoint(failures=1, status=401) as fake:
-        generate(_config(tmp_path, fake.url, rows=2, api_key_env="DISTILL_TEST_KEY"), tmp_path)
+        generate(_config(tmp_path, fake.url, rows=2, api_key_env="DISTILL_TEST_KEY"), RunLayout(tmp_path))
         assert fake.auth_headers[0] == f"Bearer {secret}"
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -90,12 +91,12 @@ def test_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_api_key_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISTILL_ABSENT_KEY", raising=False)
     with FakeEndpoint() as fake, pytest.raises(UserError, match="DISTILL_ABSENT_KEY"):
-        generate(_config(tmp_path, fake.url, api_key_env="DISTILL_ABSENT_KEY"), tmp_path)
+        generate(_config(tmp_path, fake.url, api_key_env="DISTILL_ABSENT_KEY"), RunLayout(tmp_path))
 
 
 def test_samples_are_voted(tmp_path: Path) -> None:
     with FakeEndpoint() as fake:
-        generate(_config(tmp_path, fake.url, rows=2, samples=3, temperature=0.8), tmp_path)
+        generate(_config(tmp_path, fake.url, rows=2, samples=3, temperature=0.8), RunLayout(tmp_path))
         assert fake.requests[0]["n"] == 3
     row = _rows(tmp_path)[0]
     assert row["vote_share"] == 1.0 and json.loads(row["samples"]) == ["billing"] * 3
@@ -115,10 +116,10 @@ def test_dry_run_counts_with_the_teacher_tokenizer_and_sends_nothing(tmp_path: P
     with FakeEndpoint() as fake:
         config["teacher"] = {"model": str(tiny_model), "url": fake.url}
         loaded = load_config(write_config(tmp_path / "c.yaml", config))
-        before = dry_run(loaded, tmp_path)
+        before = dry_run(loaded, RunLayout(tmp_path))
         assert fake.requests == []
-        generate(loaded, tmp_path)
-        after = dry_run(loaded, tmp_path)
+        generate(loaded, RunLayout(tmp_path))
+        after = dry_run(loaded, RunLayout(tmp_path))
     assert before["requests"] == 40 and before["counted_with"] == "teacher tokenizer"
     assert before["prompt_tokens"] > 40 * 50 and before["completion_tokens"] >= 40
     assert before["estimated_cost"] == pytest.approx(
@@ -131,7 +132,7 @@ def test_oversize_prompt_names_file_and_row(tmp_path: Path, tiny_model: Path) ->
     config["teacher"]["server"]["max_model_len"] = 64
     message = r"support_inbox.csv: row \d+: prompt of \d+ tokens .* exceeds max_model_len 64"
     with pytest.raises(UserError, match=message):
-        generate(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+        generate(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
 
 
 def test_lora_rank_is_rounded_up_to_one_vllm_accepts() -> None:
@@ -143,8 +144,8 @@ def test_lora_rank_is_rounded_up_to_one_vllm_accepts() -> None:
 
 
 def test_rows_appended_to_the_input_are_labelled_without_relabelling_old_ones(tmp_path: Path) -> None:
-    from conftest import write_csv
-    from distill.data import split_inputs
+    from distill.data.inputs import split_inputs
+    from helpers import write_csv
 
     rows = [{"text": f"customer message number {i}", "category": "billing"} for i in range(30)]
     config = study_config("fake-model", write_csv(tmp_path / "in.csv", rows[:20]))
@@ -152,12 +153,12 @@ def test_rows_appended_to_the_input_are_labelled_without_relabelling_old_ones(tm
     with FakeEndpoint() as fake:
         config["teacher"] = {"model": "fake-model", "url": fake.url}
         first = load_config(write_config(tmp_path / "c.yaml", config))
-        generate(first, tmp_path)
+        generate(first, RunLayout(tmp_path))
         old_test = {e.text for e in split_inputs(first).test}
         old_labelled = {e.text for e in split_inputs(first).to_label}
         write_csv(tmp_path / "in.csv", rows)
         grown = load_config(write_config(tmp_path / "c.yaml", config))
-        manifest = generate(grown, tmp_path)
+        manifest = generate(grown, RunLayout(tmp_path))
     new_split = split_inputs(grown)
     assert not old_labelled & {e.text for e in new_split.test}, "no labelled row may move into the test split"
     assert manifest["counts"]["rows"] == 25 and manifest["counts"]["requests_sent"] == 25 - len(

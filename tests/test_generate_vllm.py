@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 from distill.artifacts import read_rows
 from distill.config import ServerConfig, load_config
 from distill.errors import UserError
+from distill.layout import RunLayout
+from helpers import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 from teacher.generate import generate
 from teacher.server import VLLMServer
 
@@ -32,7 +33,7 @@ def _config(tmp_path: Path, served: VLLMServer, rows: int, **teacher: object):
 
 def test_choice_outputs_logprobs_and_samples(tmp_path: Path, served_tiny: VLLMServer) -> None:
     config = load_config(_config(tmp_path, served_tiny, 8, samples=3, temperature=1.0, top_logprobs=3))
-    manifest = generate(config, tmp_path)
+    manifest = generate(config, RunLayout(tmp_path))
     rows = read_rows(tmp_path / "generate" / "outputs.parquet")
     for row in rows:
         samples = json.loads(row["samples"])
@@ -46,7 +47,7 @@ def test_choice_outputs_logprobs_and_samples(tmp_path: Path, served_tiny: VLLMSe
 
 def test_json_constrained_rationale_parses(tmp_path: Path, served_tiny: VLLMServer) -> None:
     config = load_config(_config(tmp_path, served_tiny, 4, rationale=True, max_tokens=400))
-    generate(config, tmp_path)
+    generate(config, RunLayout(tmp_path))
     for row in read_rows(tmp_path / "generate" / "outputs.parquet"):
         assert row["error"] is None, row["raw"]
         assert row["label"] in DEMO_LABELS and isinstance(row["rationale"], str)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 from distill.artifacts import read_rows
 from distill.pipeline import STAGES
+from helpers import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 
 
 def _distill(*args: str | Path) -> subprocess.CompletedProcess:

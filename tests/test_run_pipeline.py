@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import read_rows
 from distill.cli import EXIT_GATE_FAILED
+from helpers import DEMO_INPUTS, study_config, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import write_json, write_rows
 from distill.cli import EXIT_LOCKED, app
+from distill.compare.gates import check_gates
 from distill.config import load_config
 from distill.errors import UserError
-from distill.filter import filter_stage
-from distill.gates import check_gates
-from distill.pipeline import LockedError, decide, run_lock
+from distill.filter.stage import filter_stage
+from distill.layout import RunLayout
+from distill.pipeline import LockedError, decide, get_stage, run_lock
 from distill.status import stage_states
 from fake_openai import FakeEndpoint
+from helpers import DEMO_INPUTS, study_config, write_config
 from teacher.generate import generate
 
 
@@ -36,22 +37,23 @@ def labelled(tmp_path: Path):
     """A run folder with finished generate and filter stages, labelled by a scripted teacher."""
     with FakeEndpoint() as fake:
         config = _config(tmp_path, fake.url)
-        generate(config, tmp_path / "run")
-        filter_stage(config, tmp_path / "run")
+        generate(config, RunLayout(tmp_path / "run"))
+        filter_stage(config, RunLayout(tmp_path / "run"))
         yield config, fake
 
 
 def test_unchanged_stages_are_skipped_and_a_filter_change_reruns_only_downstream(tmp_path: Path, labelled) -> None:
     config, fake = labelled
     run_dir = tmp_path / "run"
-    assert decide("generate", config, run_dir, forced=False)[0] == "skipped"
-    assert decide("filter", config, run_dir, forced=False)[0] == "skipped"
-    assert decide("train", config, run_dir, forced=False) == ("run", "no finished output")
-    assert decide("generate", config, run_dir, forced=True) == ("run", "forced")
+    assert decide(get_stage("generate"), config, RunLayout(run_dir), forced=False)[0] == "skipped"
+    assert decide(get_stage("filter"), config, RunLayout(run_dir), forced=False)[0] == "skipped"
+    assert decide(get_stage("train"), config, RunLayout(run_dir), forced=False) == ("run", "no finished output")
+    assert decide(get_stage("generate"), config, RunLayout(run_dir), forced=True) == ("run", "forced")
 
     stricter = _config(tmp_path, fake.url, eval_fraction=0.3)
-    assert decide("generate", stricter, run_dir, forced=False)[0] == "skipped"
-    assert decide("filter", stricter, run_dir, forced=False) == ("run", "config or inputs changed")
+    assert decide(get_stage("generate"), stricter, RunLayout(run_dir), forced=False)[0] == "skipped"
+    assert decide(get_stage("filter"), stricter, RunLayout(run_dir), forced=False) == ("run",
+                                                                                       "config or inputs changed")
 
 
 def test_a_damaged_artifact_is_detected_and_rerun(tmp_path: Path, labelled) -> None:
@@ -59,15 +61,15 @@ def test_a_damaged_artifact_is_detected_and_rerun(tmp_path: Path, labelled) -> N
     run_dir = tmp_path / "run"
     train = run_dir / "filter" / "train.parquet"
     train.write_bytes(train.read_bytes()[:-10])
-    action, reason = decide("filter", config, run_dir, forced=False)
+    action, reason = decide(get_stage("filter"), config, RunLayout(run_dir), forced=False)
     assert action == "run" and "train.parquet" in reason
-    assert [s["state"] for s in stage_states(run_dir)][:2] == ["complete", "damaged"]
+    assert [s["state"] for s in stage_states(RunLayout(run_dir))][:2] == ["complete", "damaged"]
 
 
 def test_status_marks_stale_stages_and_prices_them(tmp_path: Path, labelled) -> None:
     config, fake = labelled
     run_dir = tmp_path / "run"
-    states = {s["stage"]: s for s in stage_states(run_dir, _config(tmp_path, fake.url, eval_fraction=0.3))}
+    states = {s["stage"]: s for s in stage_states(RunLayout(run_dir), _config(tmp_path, fake.url, eval_fraction=0.3))}
     assert states["generate"]["state"] == "complete" and states["filter"]["state"] == "stale"
     assert states["train"]["state"] == "missing" and states["compare"]["state"] == "missing"
     assert states["generate"]["cost"] >= 0 and states["generate"]["seconds"] > 0
@@ -78,11 +80,12 @@ def test_status_marks_stale_stages_and_prices_them(tmp_path: Path, labelled) -> 
 def test_a_second_process_is_refused_the_lock_until_the_holder_dies(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from distill.pipeline import run_lock\n"
-        f"with run_lock(Path({str(tmp_path)!r})):\n    print('locked', flush=True); time.sleep(60)")],
+            "from distill.layout import RunLayout\n"
+        f"with run_lock(RunLayout(Path({str(tmp_path)!r}))):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(LockedError, match=f'"pid": {holder.pid}'):
-        with run_lock(tmp_path):
+        with run_lock(RunLayout(tmp_path)):
             pass
     config = write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS))
     result = CliRunner().invoke(app, ["filter", "-c", str(config), "--run-dir", str(tmp_path)])
@@ -90,7 +93,7 @@ def test_a_second_process_is_refused_the_lock_until_the_holder_dies(tmp_path: Pa
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     time.sleep(0.1)
-    with run_lock(tmp_path):  # the kernel released the dead holder's lock: nothing stale remains
+    with run_lock(RunLayout(tmp_path)):  # the kernel released the dead holder's lock: nothing stale remains
         assert json.loads((tmp_path / "run.lock.holder.json").read_text())["pid"] == os.getpid()
 
 
@@ -119,7 +122,7 @@ def test_mlflow_logs_params_metrics_and_artifacts(tmp_path: Path, monkeypatch: p
     for name in ("report.html", "report.md"):
         (run_dir / "compare" / name).write_text("report")
     write_rows(run_dir / "train" / "adapter" / "rows.parquet", [{"a": 1}])
-    run_id = log_run(loaded, run_dir, metrics)
+    run_id = log_run(loaded, RunLayout(run_dir), metrics)
     run = mlflow.get_run(run_id)
     assert run.data.metrics == {"agreement": 0.8, "student.accuracy": 0.7}
     assert run.data.params["student.lora.r"] == "8"

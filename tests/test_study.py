@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.config import load_config
 from distill.errors import UserError
-from distill.study import study_markdown, variant_dir
+from distill.layout import RunLayout
+from distill.study import study_markdown, variant_layout
+from helpers import DEMO_INPUTS, study_config, write_config
 
 
 def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None:
@@ -26,9 +27,9 @@ def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None
 def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
     (tmp_path / "generate").mkdir()
     (tmp_path / "generate" / "outputs.parquet").write_text("x")
-    folder = variant_dir(tmp_path, "r4")
-    assert (folder / "generate" / "outputs.parquet").read_text() == "x"
-    assert variant_dir(tmp_path, "r4") == folder  # idempotent
+    variant = variant_layout(RunLayout(tmp_path), "r4")
+    assert variant.generate.outputs.read_text() == "x"
+    assert variant_layout(RunLayout(tmp_path), "r4") == variant  # idempotent
 
 
 def test_study_markdown_lists_every_variant() -> None:

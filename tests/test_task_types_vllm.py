@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, study_config, write_config, write_csv
 from distill.artifacts import read_rows
 from distill.config import load_config
+from distill.layout import RunLayout
 from distill.pipeline import run_pipeline
 from distill.tasks import make_task
+from helpers import REPO, study_config, write_config, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def test_task_type_end_to_end(kind: str, tmp_path: Path, tiny_model: Path, serve
     config["student"].update(max_tokens=80, max_seq_len=256, export_merged=False)
     config["compare"] = {"concurrency": 8, "prompt_baseline": False}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
-    run_pipeline(loaded, tmp_path / "run")
+    run_pipeline(loaded, RunLayout(tmp_path / "run"))
 
     task_type = make_task(loaded.task)
     outputs = read_rows(tmp_path / "run" / "generate" / "outputs.parquet")

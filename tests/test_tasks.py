@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
+from distill.compare.stats import multilabel_report
 from distill.config import load_config
-from distill.data import split_inputs
+from distill.data.inputs import split_inputs
+from distill.data.readers import restaurant8k
 from distill.errors import UserError
-from distill.readers import restaurant8k
-from distill.stats import multilabel_report
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 from distill.tasks.extraction import ExtractionSettings
 from distill.tasks.generation import GenerationSettings
+from helpers import DEMO_INPUTS, study_config, write_config
 
 SCHEMA = {"type": "object", "properties": {"date": {"type": ["string", "null"]}, "people": {"type": "integer"}}}
 

@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import write_json, write_rows
 from distill.config import load_config
 from distill.errors import UserError
+from distill.layout import RunLayout
+from helpers import DEMO_INPUTS, study_config, write_config
 from student.train import IGNORE_INDEX, encode_example, train
 
 
@@ -50,7 +51,7 @@ def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, t
     config = study_config(tiny_model, DEMO_INPUTS)
     config["student"].update({"epochs": 2, "batch_size": 4, "learning_rate": 0.01})
     config["compare"] = {"student_serving": "merged"}
-    manifest = train(load_config(write_config(tmp_path / "c.yaml", config)), tmp_path)
+    manifest = train(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
 
     adapter = load_file(tmp_path / "train" / "adapter" / "adapter_model.safetensors")
     lora_b = {k: v for k, v in adapter.items() if "lora_B" in k}

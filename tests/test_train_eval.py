@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_INPUTS, study_config, write_config
 from distill.artifacts import write_json, write_rows
 from distill.config import StudentConfig, load_config
 from distill.errors import UserError
+from distill.layout import RunLayout
 from distill.tasks import make_task
+from helpers import DEMO_INPUTS, study_config, write_config
 from student.prompts import StudentPrompter
 from student.train import load_student, train
 
@@ -38,7 +39,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tiny_model: Pa
     # first evaluation, so training stops one evaluation later and keeps the first.
     config = _study(tmp_path, tiny_model, ["billing"] * 16, ["refund"] * 4, epochs=4, evals_per_epoch=2,
                     early_stopping_patience=1)
-    manifest = train(load_config(config), tmp_path)
+    manifest = train(load_config(config), RunLayout(tmp_path))
     curves = json.loads((tmp_path / "train" / "curves.json").read_text())
     assert [p["step"] for p in curves["eval"]] == [2, 4]
     assert manifest["counts"]["steps"] == 4 < 16, "stopped early"
@@ -53,7 +54,7 @@ def test_the_kept_adapter_is_the_best_scoring_one(tmp_path: Path, tiny_model: Pa
     labels = ["billing", "refund"] * 8
     config = load_config(_study(tmp_path, tiny_model, labels, labels[:6], epochs=3, evals_per_epoch=2,
                                 early_stopping_patience=None))
-    manifest = train(config, tmp_path)
+    manifest = train(config, RunLayout(tmp_path))
     curves = json.loads((tmp_path / "train" / "curves.json").read_text())
     best = max(curves["eval"], key=lambda p: p["task_score"])
     assert manifest["best_eval_task_score"] == best["task_score"]
@@ -71,7 +72,8 @@ def test_same_seed_same_adapter(tmp_path: Path, tiny_model: Path) -> None:
     adapters = []
     for run in ("a", "b"):
         folder = tmp_path / run
-        train(load_config(_study(folder, tiny_model, ["billing", "refund"] * 6, ["refund"] * 2, epochs=1)), folder)
+        config = load_config(_study(folder, tiny_model, ["billing", "refund"] * 6, ["refund"] * 2, epochs=1))
+        train(config, RunLayout(folder))
         adapters.append(load_file(folder / "train" / "adapter" / "adapter_model.safetensors"))
     assert adapters[0].keys() == adapters[1].keys()
     assert all((adapters[0][k] == adapters[1][k]).all() for k in adapters[0])
@@ -100,7 +102,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, tiny
 def test_dora_adapter_trains(tmp_path: Path, tiny_model: Path) -> None:
     config = _study(tmp_path, tiny_model, ["billing", "refund"] * 4, ["refund"] * 2, epochs=1,
                     lora={"r": 8, "alpha": 16, "use_dora": True})
-    train(load_config(config), tmp_path)
+    train(load_config(config), RunLayout(tmp_path))
     assert json.loads((tmp_path / "train" / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
 
 

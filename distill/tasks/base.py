@@ -32,6 +32,10 @@ class TaskSettings(Strict):
     student_prompt: str = Field("{text}\nAnswer:\n", description="The student's short prompt; `{text}` is "
                                 "replaced by the input.")
 
+    def content(self) -> dict[str, Any]:
+        """The settings as the stages use them; a type with side files puts their content in their place."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
     @field_validator("student_prompt")
     @classmethod
     def _has_text_slot(cls, value: str) -> str:

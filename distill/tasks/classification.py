@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from distill.compare.stats import class_report, multilabel_report
 from distill.errors import UserError
-from distill.stats import class_report, multilabel_report
 from distill.strict import read_json_file, resolve_existing
 from distill.tasks.base import Parsed, Task, TaskSettings
 
@@ -39,6 +39,11 @@ class ClassificationSettings(TaskSettings):
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError("`labels` needs at least two distinct labels")
         return self
+
+    def content(self) -> dict[str, Any]:
+        view = super().content()
+        view.pop("labels_file")
+        return view | {"labels": self.label_set()}
 
     def label_set(self) -> list[str]:
         if self.labels is not None:

@@ -44,6 +44,11 @@ class ExtractionSettings(TaskSettings):
             raise ValueError("the schema must describe an object with `properties` (the fields to extract)")
         return self
 
+    def content(self) -> dict[str, Any]:
+        view = super().content()
+        view.pop("json_schema_file")
+        return view | {"json_schema": self.schema()}
+
     def schema(self) -> dict[str, Any]:
         if self.json_schema is not None:
             return self.json_schema

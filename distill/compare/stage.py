@@ -1,4 +1,7 @@
-"""The compare stage: teacher and student answer the same held-out queries on the same engine, one model at a
+"""The compare stage (`distill compare`): reads `generate/test.parquet`, the generate and train manifests and
+`train/adapter/` (and `merged/`); writes `compare/metrics.json`, `answers.parquet`, `report.md` and `report.html`.
+
+Teacher and student answer the same held-out queries on the same engine, one model at a
 time (so neither slows the other), and the measured speed becomes cost per 1k queries and a break-even volume.
 
 Measured: the teacher; the student through its adapter and, where a merged copy exists, merged; and the
@@ -10,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from distill import cost as costs
-from distill.artifacts import StageRecorder, read_manifest, write_json, write_rows
-from distill.cascade import cascade_curve, cheapest_meeting
+from distill.artifacts import read_rows, write_json, write_rows
+from distill.compare import cost as costs
+from distill.compare.cascade import cascade_curve, cheapest_meeting
+from distill.compare.decision import recommendation
+from distill.compare.metrics import latency_percentiles, mean
+from distill.compare.report import write_reports
+from distill.compare.stats import bootstrap_interval, confusion, mcnemar
 from distill.config import Config
-from distill.data import split_inputs
-from distill.metrics import latency_percentiles, mean
-from distill.recommend import recommendation
-from distill.report import write_reports
-from distill.stats import bootstrap_interval, confusion, mcnemar
+from distill.layout import RunLayout
+from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from student.serve import serve_adapter, serve_merged, student_requests
 from teacher.client import Answer, Endpoint, Target, map_concurrent
-from teacher.generate import teacher_request
+from teacher.generate import TEST_COLUMNS, teacher_request
 from teacher.server import open_teacher
 
 
@@ -82,30 +85,30 @@ def agreement(task: Task, first: list[str | None], second: list[str | None]) -> 
     return [task.agree(a, b) for a, b in zip(first, second, strict=True)]
 
 
-def _one_off_cost(config: Config, run_dir: Path) -> dict[str, float]:
-    generate = read_manifest(run_dir / "generate", "distill generate")
-    train = read_manifest(run_dir / "train", "distill train")
+def _one_off_cost(config: Config, layout: RunLayout) -> dict[str, float]:
+    generate = read_manifest(layout, "generate")
+    train = read_manifest(layout, "train")
     labelling = costs.labelling_cost(config.cost, generate["timings"]["teacher"], generate["usage"]["prompt_tokens"],
                                      generate["usage"]["completion_tokens"])
     training = costs.training_cost(config.cost, train["seconds"])
     return {"labelling": labelling, "training": training, "total": labelling + training}
 
 
-def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: StageRecorder,
-                 texts: list[str]) -> dict[str, Measured]:
+def _measure_all(config: Config, layout: RunLayout, recorder: StageRecorder, texts: list[str]
+                 ) -> dict[str, Measured]:
     task = make_task(config.task)
     concurrency, cost = config.compare.concurrency, config.cost
     measured: dict[str, Measured] = {}
     served_teacher = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
     # The teacher answers as it would in production: one sample per query.
     teacher_requests = [teacher_request(task, config.teacher, t, samples=1) for t in texts]
-    with recorder.timed("teacher"), open_teacher(config.teacher, stage_dir / "teacher_server.log") as target:
+    with recorder.timed("teacher"), open_teacher(config.teacher, layout.compare.server_log("teacher")) as target:
         answers, seconds = asyncio.run(measure(target, teacher_requests, "chat", concurrency, "teacher"))
     measured["teacher"] = Measured(config.teacher.model, served_teacher, answers,
                                    [task.parse(a.text, config.teacher.rationale).value for a in answers],
                                    seconds, cost.teacher_price_per_hour)
     requests_for_student = student_requests(task, config, texts)
-    with recorder.timed("student"), serve_adapter(config, run_dir, stage_dir / "student_server.log") as targets:
+    with recorder.timed("student"), serve_adapter(config, layout, layout.compare.server_log("student")) as targets:
         answers, seconds = asyncio.run(measure(targets[0], requests_for_student, "complete", concurrency, "student"))
         measured["adapter"] = Measured(config.student.model, "base + LoRA adapter (vLLM --enable-lora)", answers,
                                        [task.parse(a.text).value for a in answers], seconds,
@@ -117,8 +120,8 @@ def _measure_all(config: Config, run_dir: Path, stage_dir: Path, recorder: Stage
             measured["baseline"] = Measured(config.student.model, "base model with the teacher's prompt", answers,
                                             [task.parse(a.text).value for a in answers], seconds,
                                             cost.student_price_per_hour)
-    if (run_dir / "train" / "merged").is_dir():
-        with recorder.timed("merged"), serve_merged(config, run_dir, stage_dir / "merged_server.log") as target:
+    if layout.train.merged.is_dir():
+        with recorder.timed("merged"), serve_merged(config, layout, layout.compare.server_log("merged")) as target:
             answers, seconds = asyncio.run(measure(target, requests_for_student, "complete", concurrency, "merged"))
         measured["merged"] = Measured(config.student.model, "merged weights (adapter folded in)", answers,
                                       [task.parse(a.text).value for a in answers], seconds,
@@ -179,26 +182,27 @@ def build_metrics(config: Config, measured: dict[str, Measured], gold: list[str 
     return metrics
 
 
-def compare(config: Config, run_dir: Path) -> dict[str, Any]:
+def compare(config: Config, layout: RunLayout) -> Manifest:
     """Write `compare/metrics.json`, `answers.parquet`, `report.md` and `report.html` (with plots)."""
-    read_manifest(run_dir / "train", "distill train")
-    stage_dir = run_dir / "compare"
-    recorder = StageRecorder(stage_dir, "compare", config)
+    read_manifest(layout, "train")
+    files = layout.compare
+    recorder = StageRecorder(STAGE, config, layout)
     task = make_task(config.task)
-    test = split_inputs(config).test
-    gold = [e.gold for e in test]
-    measured = _measure_all(config, run_dir, stage_dir, recorder, [e.text for e in test])
-    metrics = build_metrics(config, measured, gold, task, _one_off_cost(config, run_dir))
+    test = read_rows(layout.generate.test, TEST_COLUMNS)
+    gold = [row["gold"] for row in test]
+    measured = _measure_all(config, layout, recorder, [row["text"] for row in test])
+    metrics = build_metrics(config, measured, gold, task, _one_off_cost(config, layout))
     latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
-    write_rows(stage_dir / "answers.parquet", [
-        {"id": e.id, "text": e.text, "gold": e.gold,
+    write_rows(files.answers, [
+        {"id": row["id"], "text": row["text"], "gold": row["gold"],
          **{name: m.predictions[i] for name, m in measured.items()},
          **{f"{name}_logprob": m.answers[i].logprob for name, m in measured.items()}}
-        for i, e in enumerate(test)
+        for i, row in enumerate(test)
     ])
-    write_json(stage_dir / "metrics.json", metrics)
-    write_reports(metrics, latencies, stage_dir, config.name)
-    recorder.finish(inputs={"adapter_config": run_dir / "train" / "adapter" / "adapter_config.json"},
-                    outputs=[stage_dir / n for n in ("metrics.json", "answers.parquet", "report.md", "report.html")],
-                    counts={"queries": len(test)})
-    return metrics
+    write_json(files.metrics, metrics)
+    write_reports(metrics, latencies, files.folder, config.name)
+    return recorder.finish(outputs=[files.metrics, files.answers, files.report_md, files.report_html],
+                           counts={"queries": len(test)})
+
+
+STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train")

@@ -1,4 +1,7 @@
-"""The filter stage: keep only teacher labels worth learning from, and record why every other row was dropped.
+"""The filter stage (`distill filter`): reads `generate/outputs.parquet` and `generate/test.parquet`, writes
+`filter/train.parquet`, `eval.parquet`, `dropped.parquet` and `report.json`/`report.md`.
+
+Keep only teacher labels worth learning from, and record why every other row was dropped.
 
 Checks run in a fixed order and the first that fails names the row's reason: invalid, too_short, too_long,
 output_too_long, low_confidence, low_vote_share, leaks_test (exact or near copy of a held-out test query),
@@ -13,13 +16,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import StageRecorder, read_manifest, read_rows, write_json, write_rows, write_text
+from distill.artifacts import read_rows, write_json, write_rows, write_text
 from distill.config import Config, FilterConfig
-from distill.data import split_inputs
 from distill.errors import UserError
+from distill.layout import RunLayout
+from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
-
-REQUIRED_COLUMNS = ("id", "text", "label", "error", "raw", "logprob")
+from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
 
 
 def normalise(text: str) -> str:
@@ -64,7 +67,7 @@ def near_reasons(rows: list[dict[str, Any]], reasons: list[str | None], test_tex
 
     Test queries and kept rows share one index, so each row costs a single LSH query.
     """
-    from distill.neardup import NearIndex, signatures
+    from distill.filter.neardup import NearIndex, signatures
 
     index = NearIndex(threshold)
     for j, signature in enumerate(signatures(test_texts)):
@@ -105,10 +108,7 @@ def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[st
 
 
 def check_contract(rows: list[dict[str, Any]], path: Path, task: Task) -> None:
-    """Refuse, before any work, an output missing columns or made under another label set or schema."""
-    missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
-    if missing:
-        raise UserError(f"{path}: missing columns {missing}; rerun `distill generate`")
+    """Refuse, before any work, outputs made under another label set or schema."""
     for value in sorted({r["label"] for r in rows if r["label"] is not None}):
         parsed = task.parse(value)
         if parsed.value != value:
@@ -153,38 +153,44 @@ def _counts(task: Task, values: list[str]) -> dict[str, int]:
     return dict(Counter(c for value in values for c in task.categories(value)).most_common())
 
 
-def filter_stage(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Read `generate/outputs.parquet`; write `filter/train.parquet`, `eval.parquet`, `dropped.parquet`, a report."""
-    read_manifest(run_dir / "generate", "distill generate")
-    source = run_dir / "generate" / "outputs.parquet"
-    rows = read_rows(source)
+def filter_stage(config: Config, layout: RunLayout) -> Manifest:
+    """Read `generate/outputs.parquet` and the test split; write `filter/train.parquet`, `eval.parquet`,
+    `dropped.parquet` and a report."""
+    read_manifest(layout, "generate")
+    source = layout.generate.outputs
+    rows = read_rows(source, TEACHER_COLUMNS)
+    test_texts = [row["text"] for row in read_rows(layout.generate.test, TEST_COLUMNS)]
     task = make_task(config.task)
     check_contract(rows, source, task)
-    stage_dir = run_dir / "filter"
-    recorder = StageRecorder(stage_dir, "filter", config)
+    files = layout.filter
+    recorder = StageRecorder(STAGE, config, layout)
     with recorder.timed("filters"):
-        reasons = drop_reasons(rows, config, [e.text for e in split_inputs(config).test])
+        reasons = drop_reasons(rows, config, test_texts)
     kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
     dropped = [{**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason]
     if not kept:
         raise UserError(f"{source}: the filter kept no rows (drops: {dict(Counter(reasons))}); loosen `filter`")
     train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
-    write_rows(stage_dir / "train.parquet", train)
-    write_rows(stage_dir / "eval.parquet", evaluation)
-    write_rows(stage_dir / "dropped.parquet", dropped)
-    report = {
+    write_rows(files.train, train, TEACHER_COLUMNS)
+    write_rows(files.eval, evaluation, TEACHER_COLUMNS)
+    write_rows(files.dropped, dropped, (*TEACHER_COLUMNS, "drop_reason"))
+    report = build_report(rows, kept, train, evaluation, dropped, task, config)
+    write_json(files.report_json, report)
+    write_text(files.report_md, report_markdown(report))
+    return recorder.finish(outputs=[files.train, files.eval, files.dropped, files.report_json],
+                           counts={k: report[k] for k in ("rows_in", "rows_kept", "train", "eval")},
+                           drops=report["drops"])
+
+
+def build_report(rows: list[dict], kept: list[dict], train: list[dict], evaluation: list[dict],
+                 dropped: list[dict], task: Task, config: Config) -> dict[str, Any]:
+    return {
         "rows_in": len(rows), "rows_kept": len(kept), "train": len(train), "eval": len(evaluation),
         "drops": dict(Counter(r["drop_reason"] for r in dropped).most_common()),
         "labels_before": _counts(task, [r["label"] for r in rows if r["label"] is not None]),
         "labels_after": _counts(task, [r["label"] for r in kept]),
         "audit": audit(rows, task, config.filter.audit_samples, config.filter.seed),
     }
-    write_json(stage_dir / "report.json", report)
-    write_text(stage_dir / "report.md", report_markdown(report))
-    outputs = [stage_dir / name for name in ("train.parquet", "eval.parquet", "dropped.parquet", "report.json")]
-    return recorder.finish(inputs={"generate_outputs": source}, outputs=outputs,
-                           counts={k: report[k] for k in ("rows_in", "rows_kept", "train", "eval")},
-                           drops=report["drops"])
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -214,3 +220,6 @@ def report_markdown(report: dict[str, Any]) -> str:
                   *[f"- {d['id']}: \"{d['text']}\" (gold {d['gold']}, teacher {d['teacher']})"
                     for d in audit_part["disagreements"]]]
     return "\n".join(lines) + "\n"
+
+
+STAGE = Stage("filter", filter_stage, reads=("task", "filter"), upstream="generate")

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill import readers
 from distill.config import Config, DataConfig
+from distill.data import readers
 from distill.errors import UserError
 from distill.tasks import make_task
 

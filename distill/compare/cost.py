@@ -21,6 +21,13 @@ def token_cost(prompt_tokens: float, completion_tokens: float, input_per_1m: flo
     return (prompt_tokens * input_per_1m + completion_tokens * output_per_1m) / 1e6
 
 
+def per_token_cost(cost: CostConfig, prompt_tokens: float, completion_tokens: float) -> float | None:
+    """The teacher's price for these tokens where it is priced per token (an API teacher), else None."""
+    if cost.teacher_input_per_1m is None or cost.teacher_output_per_1m is None:
+        return None
+    return token_cost(prompt_tokens, completion_tokens, cost.teacher_input_per_1m, cost.teacher_output_per_1m)
+
+
 def teacher_cost_per_1k(cost: CostConfig, queries_per_s: float, prompt_tokens_per_query: float,
                         completion_tokens_per_query: float) -> float | None:
     """Per-token API prices when configured (an API teacher), else the machine's hourly price."""
@@ -71,3 +78,17 @@ def sensitivity(one_off_cost: float, teacher_per_1k: float | None, student_per_1
             rows.append({"teacher_price_factor": price, "monthly_queries": monthly_queries * traffic,
                          "break_even_queries": even, "payback_days": None if even is None else even / per_day})
     return rows
+
+
+def labelling_cost_from_manifest(cost: CostConfig, manifest: dict) -> float:
+    """What the generate stage recorded paying the teacher, at the given prices."""
+    usage = manifest.get("usage", {})
+    return labelling_cost(cost, manifest.get("timings", {}).get("teacher", 0.0), usage.get("prompt_tokens", 0),
+                          usage.get("completion_tokens", 0))
+
+
+def measuring_cost(cost: CostConfig, timings: dict[str, float]) -> float:
+    """The serving time compare spent measuring the teacher and the students."""
+    student_seconds = sum(timings.get(name, 0.0) for name in ("student", "merged"))
+    return (timings.get("teacher", 0.0) * cost.teacher_price_per_hour
+            + student_seconds * cost.student_price_per_hour) / SECONDS_PER_HOUR

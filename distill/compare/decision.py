@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.present import duration
+
 PAYBACK_DAYS_LIMIT = 90  # a saving that takes longer to repay its set-up cost is not worth the risk
-
-
-def duration(days: float | None) -> str:
-    if days is None:
-        return "never"
-    if days < 1 / 24:
-        return "under an hour"
-    return f"{days * 24:.0f} hours" if days < 1 else f"{days:,.1f} days"
 
 
 def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:

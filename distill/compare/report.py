@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_text
-from distill.recommend import duration
+from distill.present import duration, fmt, html_page, new_figure, to_png, with_interval
 
 COLUMN_NAMES = {"teacher": "teacher", "adapter": "student (adapter)", "merged": "student (merged)",
                 "baseline": "base, prompted"}
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def models(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -53,14 +36,14 @@ def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = [
         ["served as", *[m["served_as"] for m in columns.values()]],
         [f"{quality_name(metrics)} vs gold [95% CI]",
-         *[_with_interval(m["accuracy"], m.get("accuracy_ci")) for m in columns.values()]],
-        *[[title, *[_fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
-        ["valid answers (label set / schema / format)", *[_fmt(m.get("valid_rate")) for m in columns.values()]],
-        ["queries/s", *[_fmt(m["queries_per_s"], 2) for m in columns.values()]],
+         *[with_interval(m["accuracy"], m.get("accuracy_ci")) for m in columns.values()]],
+        *[[title, *[fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
+        ["valid answers (label set / schema / format)", *[fmt(m.get("valid_rate")) for m in columns.values()]],
+        ["queries/s", *[fmt(m["queries_per_s"], 2) for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
-        ["prompt tokens / query", *[_fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],
-        ["cost per 1k queries ($)", *[_fmt(m["cost_per_1k_queries"], 5) for m in columns.values()]],
+        ["prompt tokens / query", *[fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],
+        ["cost per 1k queries ($)", *[fmt(m["cost_per_1k_queries"], 5) for m in columns.values()]],
     ]
     return list(columns), rows
 
@@ -88,35 +71,16 @@ def print_summary(metrics: dict[str, Any]) -> None:
     for row in (
         ("model", t["model"], s["model"]),
         ("served as", t["served_as"], s["served_as"]),
-        (f"{quality_name(metrics)} vs gold", _fmt(t["accuracy"]), _fmt(s["accuracy"])),
-        ("agreement with teacher", "1", _fmt(metrics["agreement"])),
-        ("queries/s", _fmt(t["queries_per_s"], 2), _fmt(s["queries_per_s"], 2)),
-        ("cost per 1k queries ($)", _fmt(t["cost_per_1k_queries"], 5), _fmt(s["cost_per_1k_queries"], 5)),
+        (f"{quality_name(metrics)} vs gold", fmt(t["accuracy"]), fmt(s["accuracy"])),
+        ("agreement with teacher", "1", fmt(metrics["agreement"])),
+        ("queries/s", fmt(t["queries_per_s"], 2), fmt(s["queries_per_s"], 2)),
+        ("cost per 1k queries ($)", fmt(t["cost_per_1k_queries"], 5), fmt(s["cost_per_1k_queries"], 5)),
         ("break-even volume", "", "never" if even is None else f"{even:,.0f} queries"),
     ):
         table.add_row(*row)
     console = Console()
     console.print(table)
     console.print(metrics["recommendation"])
-
-
-def to_png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def new_figure(width: float = 6.5, height: float = 3.8, columns: int = 1) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
 def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:
@@ -213,7 +177,7 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
              headline(metrics), "",
              "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
              *["| " + " | ".join(row) + " |" for row in rows], "",
-             f"Agreement with the teacher: {_with_interval(metrics['agreement'], metrics.get('agreement_ci'))}."]
+             f"Agreement with the teacher: {with_interval(metrics['agreement'], metrics.get('agreement_ci'))}."]
     if metrics.get("adapter_merged_agreement") is not None:
         lines.append(f"Adapter and merged student agree on {metrics['adapter_merged_agreement']:.3f} of queries.")
     if metrics.get("mcnemar"):
@@ -225,14 +189,14 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
               "time. Headline student: " + metrics["student"]["served_as"] + ".",
               f"One-off: labelling ${metrics['one_off_cost']['labelling']:.5f}, training "
               f"${metrics['one_off_cost']['training']:.5f}.",
-              f"At {monthly['queries']:,} queries a month: teacher ${_fmt(monthly['teacher'], 2)}, student "
-              f"${_fmt(monthly['student'], 2)}.",
+              f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
+              f"${fmt(monthly['student'], 2)}.",
               f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
               f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
               + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
                  if prices["teacher_input_per_1m"] is not None else "") + ".", "",
               "| teacher price | monthly queries | break-even queries | payback |", "|---|---|---|---|",
-              *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {_fmt(r['break_even_queries'], 0)} "
+              *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {fmt(r['break_even_queries'], 0)} "
                 f"| {duration(r['payback_days'])} |" for r in metrics["sensitivity"]]]
     best = metrics["cascade"]["best"]
     if best:
@@ -249,27 +213,9 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
     if per_field:
         teacher_fields = metrics["teacher"].get("per_field", {})
         lines += ["", "## Accuracy per field", "", "| field | teacher | student |", "|---|---|---|",
-                  *[f"| {field} | {_fmt(teacher_fields.get(field))} | {_fmt(value)} |"
+                  *[f"| {field} | {fmt(teacher_fields.get(field))} | {fmt(value)} |"
                     for field, value in per_field.items()]]
     return "\n".join(lines) + "\n"
-
-
-def _html(markdown_text: str, name: str, plots: dict[str, bytes | None]) -> str:
-    """The markdown's content as HTML (tables included) with every plot embedded: one file, no network."""
-    import markdown as md
-
-    body = md.markdown(markdown_text, extensions=["tables"])
-    figures = "".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(title)}</figcaption></figure>"
-        for title, png in plots.items() if png)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}: teacher vs student</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-table{{border-collapse:collapse;margin:1rem 0}}th,td{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
-figure{{margin:1.5rem 0}}img{{max-width:100%}}</style>
-</head><body>{body}<h2>Plots</h2>{figures}</body></html>
-"""
 
 
 def write_reports(metrics: dict[str, Any], latencies: dict[str, list[float]], stage_dir: Path, name: str) -> None:
@@ -282,4 +228,4 @@ def write_reports(metrics: dict[str, Any], latencies: dict[str, list[float]], st
         "Confusion matrix": plot_confusion(metrics),
     }
     write_text(stage_dir / "report.md", markdown_text)
-    write_text(stage_dir / "report.html", _html(markdown_text, name, plots))
+    write_text(stage_dir / "report.html", html_page(markdown_text, f"{name}: teacher vs student", plots))

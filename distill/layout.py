@@ -1,0 +1,149 @@
+"""Every path of a run folder, in one place: stages name the files they read and write through `RunLayout`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class GenerateFiles:
+    folder: Path
+
+    @property
+    def outputs(self) -> Path:  # the teacher's answer to every row to label
+        return self.folder / "outputs.parquet"
+
+    @property
+    def test(self) -> Path:  # the held-out test queries, written once by the stage that splits
+        return self.folder / "test.parquet"
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "cache.sqlite"
+
+    @property
+    def server_log(self) -> Path:
+        return self.folder / "server.log"
+
+
+@dataclass(frozen=True)
+class FilterFiles:
+    folder: Path
+
+    @property
+    def train(self) -> Path:
+        return self.folder / "train.parquet"
+
+    @property
+    def eval(self) -> Path:
+        return self.folder / "eval.parquet"
+
+    @property
+    def dropped(self) -> Path:
+        return self.folder / "dropped.parquet"
+
+    @property
+    def report_json(self) -> Path:
+        return self.folder / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.folder / "report.md"
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    folder: Path
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def merged(self) -> Path:
+        return self.folder / "merged"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def curves_json(self) -> Path:
+        return self.folder / "curves.json"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.folder / "curves.png"
+
+    @property
+    def trained_ids(self) -> Path:
+        return self.folder / "trained_ids.json"
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    folder: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.json"
+
+    @property
+    def answers(self) -> Path:
+        return self.folder / "answers.parquet"
+
+    @property
+    def report_md(self) -> Path:
+        return self.folder / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.folder / "report.html"
+
+    def server_log(self, model: str) -> Path:
+        return self.folder / f"{model}_server.log"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def manifest(self, stage: str) -> Path:
+        return self.stage_dir(stage) / MANIFEST
+
+    @property
+    def generate(self) -> GenerateFiles:
+        return GenerateFiles(self.root / "generate")
+
+    @property
+    def filter(self) -> FilterFiles:
+        return FilterFiles(self.root / "filter")
+
+    @property
+    def train(self) -> TrainFiles:
+        return TrainFiles(self.root / "train")
+
+    @property
+    def compare(self) -> CompareFiles:
+        return CompareFiles(self.root / "compare")
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
+
+    @property
+    def lock_holder(self) -> Path:
+        return self.root / "run.lock.holder.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def variant(self, name: str) -> RunLayout:
+        return RunLayout(self.root / "variants" / name)

@@ -1,0 +1,59 @@
+"""`StudentTrainer`: the transformers Trainer of the student, named once (the way TRL writes its trainers).
+
+It adds two things to the stock Trainer: the hard-label loss mixed with the teacher's soft targets by
+`distill_weight`, and every evaluation scored by the task's own metric on generated answers, so that score
+reaches the log, early stopping and the best-checkpoint choice like any built-in metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import Trainer
+
+from distill.tasks import Task
+from student.distillation import SOFT_KEYS, soft_target_loss
+from student.evaluate import LOSS_TIE_BREAK, SCORE_KEY, SELECTION_KEY, generate_answers, task_score
+
+
+@dataclass(frozen=True)
+class TaskEval:
+    """What an evaluation generates and scores: prompts of the eval split and the teacher's answers to them."""
+
+    task: Task
+    tokenizer: Any
+    prompts: list[str]
+    references: list[str]
+    max_new_tokens: int
+    batch_size: int
+
+
+class StudentTrainer(Trainer):
+    def __init__(self, *args: Any, task_eval: TaskEval | None = None, distill_weight: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task_eval = task_eval
+        self.distill_weight = distill_weight
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if not self.distill_weight:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        soft = {key: inputs.pop(key) for key in SOFT_KEYS}
+        outputs = model(**inputs)
+        loss = (1 - self.distill_weight) * outputs.loss + self.distill_weight * soft_target_loss(outputs.logits, soft)
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if self.task_eval is None:
+            return output
+        spec = self.task_eval
+        answers = generate_answers(self.model, spec.tokenizer, spec.prompts, spec.max_new_tokens, spec.batch_size)
+        scores = task_score(spec.task, answers, spec.references)
+        for key, value in scores.items():
+            output.metrics[f"{metric_key_prefix}_{key}"] = value
+        loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)
+        output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = scores[SCORE_KEY] - LOSS_TIE_BREAK * loss
+        return output

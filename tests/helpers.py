@@ -1,0 +1,47 @@
+"""What tests share: paths, the demo's labels and small builders of configs and data files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEMO_INPUTS = REPO / "configs" / "data" / "support_inbox.csv"
+DEMO_LABELS = ["billing", "refund", "shipping", "account_access", "technical_issue", "cancellation",
+               "product_question", "feedback"]
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def study_config(model: str | Path, inputs: Path, **overrides: dict) -> dict:
+    """A complete config dict for a small study; `overrides` replace whole sections."""
+    server = {"max_model_len": 512, "cpu_kv_cache_gib": 1, "startup_timeout_s": 600}
+    config = {
+        "name": "tiny",
+        "task": {"type": "classification", "instruction": "Route the support message.",
+                 "labels": DEMO_LABELS, "student_prompt": "Message: {text}\nCategory:"},
+        "data": {"inputs": str(inputs), "text_column": "text", "gold_column": "category", "test_size": 12,
+                 "max_inputs": 40},
+        "teacher": {"model": str(model), "concurrency": 8, "max_tokens": 8, "server": server},
+        "filter": {"eval_fraction": 0.1},
+        "student": {"model": str(model), "lora": {"r": 8, "alpha": 16}, "epochs": 1, "batch_size": 8,
+                    "max_seq_len": 96, "server": server},
+        "compare": {"concurrency": 8},
+        "cost": {"teacher_price_per_hour": 2.0, "student_price_per_hour": 1.0, "train_price_per_hour": 1.0},
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
