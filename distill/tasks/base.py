@@ -14,8 +14,6 @@ from pydantic import Field, field_validator
 
 from distill.strict import Strict
 
-REGISTRY: dict[str, type[Task]] = {}
-
 
 @dataclass(frozen=True)
 class Parsed:
@@ -53,10 +51,6 @@ class Task:
     binary_score: ClassVar[bool] = True  # per-row scores are 0 or 1, so a paired exact test applies
     supports_rationale: ClassVar[bool] = False
     single_label: bool = False  # answers are one label each (per-label caps, confusion matrix)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        REGISTRY[cls.name] = cls
 
     def __init__(self, settings: TaskSettings) -> None:
         self.settings = settings

@@ -1,0 +1,85 @@
+"""Stage keys cover what a stage reads, by content: moving a project keeps it complete, editing a side file in
+place makes the stages that read it stale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from distill.cli import app
+from distill.config import load_config
+from distill.filter.stage import filter_stage
+from distill.layout import RunLayout
+from fake_openai import FakeEndpoint
+from helpers import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
+from teacher.generate import generate
+
+
+def _project(folder: Path, url: str, labels_file: bool = False) -> Path:
+    """A project folder whose config names its data and labels by relative paths, as users write them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEMO_INPUTS, folder / "inbox.csv")
+    config = study_config("fake-model", Path("inbox.csv"))
+    config["teacher"] = {"model": "fake-model", "url": url, "concurrency": 4}
+    if labels_file:
+        (folder / "labels.json").write_text(json.dumps(DEMO_LABELS))
+        config["task"] = {k: v for k, v in config["task"].items() if k != "labels"} | {"labels_file": "labels.json"}
+    return write_config(folder / "distill.yaml", config)
+
+
+def _states(run_dir: Path, config: Path) -> dict[str, str]:
+    result = CliRunner().invoke(app, ["status", str(run_dir), "-c", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["stages"]
+
+
+def _label_and_filter(config_path: Path, run_dir: Path) -> None:
+    config = load_config(config_path)
+    generate(config, RunLayout(run_dir))
+    filter_stage(config, RunLayout(run_dir))
+
+
+def test_a_copied_project_is_still_complete(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path / "a", fake.url)
+        _label_and_filter(config, tmp_path / "a" / "run")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    states = _states(tmp_path / "b" / "run", tmp_path / "b" / "distill.yaml")
+    assert states == {"generate": "complete", "filter": "complete", "train": "missing", "compare": "missing"}
+
+
+def test_labels_moved_to_a_file_keep_the_key_and_a_renamed_label_makes_generate_stale(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        inline = _project(tmp_path, fake.url)
+        _label_and_filter(inline, tmp_path / "run")
+        in_file = _project(tmp_path, fake.url, labels_file=True)  # same labels, now in labels.json
+    assert _states(tmp_path / "run", in_file)["generate"] == "complete"
+
+    renamed = [("billing_question" if label == "billing" else label) for label in DEMO_LABELS]
+    (tmp_path / "labels.json").write_text(json.dumps(renamed))  # edited in place: the config is unchanged
+    states = _states(tmp_path / "run", in_file)
+    assert states["generate"] == "stale" and states["filter"] == "stale"
+
+
+def test_an_input_file_edited_in_place_makes_generate_stale(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake.url)
+        _label_and_filter(config, tmp_path / "run")
+    with open(tmp_path / "inbox.csv", "a", encoding="utf-8") as handle:
+        handle.write("My parcel never arrived,shipping\n")
+    assert _states(tmp_path / "run", config)["generate"] == "stale"
+
+
+def test_a_setting_no_stage_reads_changes_no_key(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake.url)
+        _label_and_filter(config, tmp_path / "run")
+    raw = yaml.safe_load(config.read_text())
+    raw["compare"]["concurrency"] = 2  # read by compare only
+    write_config(config, raw)
+    states = _states(tmp_path / "run", config)
+    assert states["generate"] == "complete" and states["filter"] == "complete"
