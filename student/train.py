@@ -232,21 +232,28 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
     write_json(files.trained_ids, [r["id"] for r in train_rows])
     shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
-    history = json.loads(files.curves_json.read_text())
-    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * student.epochs
     return recorder.finish(
         outputs=[p for p in (files.adapter, files.merged, files.curves_json, files.curves_png, files.trained_ids)
                  if p.exists()],
         counts={"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step},
-        train_loss=result.training_loss,
-        eval_loss=history["eval"][-1]["loss"] if history["eval"] else None,
-        best_step=best_step,
-        best_eval_task_score=next((p[SCORE_KEY] for p in history["eval"] if p["step"] == best_step), None),
+        **_training_summary(config, trainer, result, files, best_step, recorder.timings["train"]),
         resumed_from=Path(resume).name if resume else None,
-        tokens_per_s=round(tokens / recorder.timings["train"], 1),
-        base_model=resolve_model(student.model),
-        lora_rank=student.lora.r,
     )
+
+
+def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFiles, best_step: int | None,
+                      seconds: float) -> dict[str, Any]:
+    history = json.loads(files.curves_json.read_text())
+    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * config.student.epochs
+    return {
+        "train_loss": result.training_loss,
+        "eval_loss": history["eval"][-1]["loss"] if history["eval"] else None,
+        "best_step": best_step,
+        "best_eval_task_score": next((p[SCORE_KEY] for p in history["eval"] if p["step"] == best_step), None),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "base_model": resolve_model(config.student.model),
+        "lora_rank": config.student.lora.r,
+    }
 
 
 def _save_outputs(config: Config, task: Task, trainer: Any, model: Any, tokenizer: Any, files: TrainFiles,

@@ -1,0 +1,65 @@
+"""The shape the code keeps: a small top level, short functions, and dependencies that flow one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+from helpers import REPO
+
+PACKAGES = ("distill", "teacher", "student")
+MAX_TOP_LEVEL_MODULES = 14
+MAX_FUNCTION_LINES = 40
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Project modules imported anywhere in the file (lazy imports inside functions count too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            candidates = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        names.update(c for c in candidates if c in modules)
+    return names
+
+
+def test_distill_top_level_is_small() -> None:
+    top = [p for p in (REPO / "distill").glob("*.py")]
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(p.name for p in top)
+
+
+def test_no_function_is_long() -> None:
+    long = []
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        graph.add_node(name)
+        # A package's __init__ importing its own submodules is how a package exposes them, not a cycle.
+        graph.add_edges_from((name, target) for target in _imports(path, modules)
+                             if not target.startswith(name + "."))
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, cycles
