@@ -16,6 +16,12 @@ def curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]
     return {"train": train, "eval": evaluation}
 
 
+def still_rising(data: dict[str, list[dict[str, float]]]) -> bool:
+    """Whether the task score peaked at the last evaluation after rising: training ended before the peak."""
+    scores = [p[SCORE_KEY] for p in data["eval"] if p[SCORE_KEY] is not None]
+    return len(scores) >= 2 and scores[-1] >= max(scores) and scores[-1] > scores[0]
+
+
 def plot_curves(data: dict[str, list[dict[str, float]]], quality_name: str, best_step: int | None) -> bytes:
     fig, (loss_ax, score_ax) = new_figure(10, 3.6, columns=2)
     loss_ax.plot([p["step"] for p in data["train"]], [p["loss"] for p in data["train"]], label="train")
@@ -29,6 +35,11 @@ def plot_curves(data: dict[str, list[dict[str, float]]], quality_name: str, best
         score_ax.legend(fontsize=8)
     score_ax.set(xlabel="step", ylabel=f"{quality_name} vs teacher", ylim=(-0.02, 1.02),
                  title="Task metric on the eval split")
+    if still_rising(data):
+        last = (scored[-1]["step"], scored[-1][SCORE_KEY])
+        score_ax.annotate("still rising at the end:\nmore epochs may help", xy=last, xytext=(0.35, 0.12),
+                          textcoords="axes fraction", fontsize=8, color="tab:red",
+                          arrowprops={"arrowstyle": "->", "color": "tab:red"})
     for ax in (loss_ax, score_ax):
         ax.grid(alpha=0.3)
     return to_png(fig)

@@ -6,6 +6,7 @@ LoRA fine-tuning of the student on the kept teacher labels, loss on the answer o
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -18,12 +19,13 @@ from distill.layout import RunLayout, TrainFiles
 from distill.models import resolve_model
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
-from student.curves import curves, plot_curves
+from student.curves import curves, plot_curves, still_rising
 from student.distillation import SoftTargetCollator, check_shared_tokenizer, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
 from student.prompts import StudentPrompter
 from teacher.generate import TEACHER_COLUMNS
 
+log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 
 
@@ -245,7 +247,12 @@ def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFil
                       seconds: float) -> dict[str, Any]:
     history = json.loads(files.curves_json.read_text())
     tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * config.student.epochs
+    rising = still_rising(history)
+    if rising:
+        log.warning("the task score on the eval split was still rising at the last evaluation (the kept "
+                    "checkpoint is the last one): more epochs may help (student.epochs)")
     return {
+        "still_rising": rising,
         "train_loss": result.training_loss,
         "eval_loss": history["eval"][-1]["loss"] if history["eval"] else None,
         "best_step": best_step,

@@ -98,3 +98,15 @@ def test_packed_and_padded_batches_give_the_same_loss(tokenizer, tiny_model: Pat
         leaky = {k: v for k, v in packed.items() if k != "position_ids"}
         assert not torch.allclose(model(**leaky).loss, model(**padded).loss, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(model(**packed, use_cache=True).loss, model(**padded).loss, rtol=1e-4, atol=1e-5)
+
+
+def test_a_score_still_rising_at_the_end_is_flagged() -> None:
+    from student.curves import still_rising
+
+    def history(*scores: float) -> dict:
+        return {"train": [], "eval": [{"step": i, "task_score": s} for i, s in enumerate(scores)]}
+
+    assert still_rising(history(0.3, 0.4, 0.5))
+    assert not still_rising(history(0.3, 0.5, 0.4))  # peaked before the end
+    assert not still_rising(history(0.5, 0.5))  # flat: nothing suggests more epochs help
+    assert not still_rising(history(0.5))
