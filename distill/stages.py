@@ -90,6 +90,22 @@ def stage_key(stage: Stage, config: Config, layout: RunLayout) -> str:
     return digest({"config": config_key(stage, config), "upstream": upstream})
 
 
+def input_files(stage: Stage, config: Config) -> dict[str, dict[str, str]]:
+    """Every file the stage's config sections name, by config key, with its path and content hash."""
+    found: dict[str, dict[str, str]] = {}
+
+    def visit(value: Any, key: str) -> None:
+        if isinstance(value, Path) and value.is_file():
+            found[key] = {"path": str(value), "sha256": sha256_file(value)}
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name), f"{key}.{name}")
+
+    for name in stage.reads:
+        visit(_dotted(config, name), name)
+    return found
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in _TRACKED_PACKAGES:
@@ -131,6 +147,7 @@ class StageRecorder:
             "seconds": round(time.time() - self.started, 3),
             "timings": self.timings,
             "counts": counts,
+            "inputs": {"files": input_files(self.stage, self.config), "upstream": self.stage.upstream},
             "outputs": hash_outputs(self.stage_dir, outputs),
             "packages": package_versions(),
             "config": self.config.model_dump(mode="json"),

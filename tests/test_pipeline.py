@@ -31,8 +31,10 @@ def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["stage"] == stage
         assert {"config", "inputs", "packages", "counts", "timings", "seconds"} <= manifest.keys()
-        assert all(len(entry["sha256"]) == 64 for entry in manifest["inputs"].values())
+        assert all(len(entry["sha256"]) == 64 for entry in manifest["inputs"]["files"].values())
         assert "torch" in manifest["packages"] and manifest["config"]["name"] == "tiny"
+    assert json.loads((run_dir / "generate" / "manifest.json").read_text())["inputs"]["files"].keys() == {
+        "data.inputs"}
 
     outputs = read_rows(run_dir / "generate" / "outputs.parquet")
     assert len(outputs) == 40 and len({r["id"] for r in outputs}) == 40
