@@ -16,10 +16,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def with_interval(value: float | None, interval: list[float] | None, digits: int = 3) -> str:
+def with_interval(value: float | None, interval: list[float] | None, digits: int = 3, signed: bool = False) -> str:
+    """`0.750 [0.612, 0.861]`; `signed` writes differences with their sign (`-0.042 [-0.120, +0.031]`)."""
     if value is None:
         return "n/a"
-    return f"{value:.{digits}f}" + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"{value:{spec}}" + (f" [{interval[0]:{spec}}, {interval[1]:{spec}}]" if interval else "")
 
 
 def duration(days: float | None) -> str:

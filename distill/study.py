@@ -14,7 +14,7 @@ from distill.artifacts import write_json, write_text
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
-from distill.present import fmt, html_page, new_figure, to_png
+from distill.present import fmt, html_page, new_figure, to_png, with_interval
 
 SHARED_STAGES = ("generate", "filter")
 
@@ -37,11 +37,14 @@ def study_row(name: str, config: Config, metrics: dict[str, Any]) -> dict[str, A
         "student_model": student.model,
         "settings": f"r={lora.r} alpha={lora.alpha} epochs={student.epochs:g} lr={student.learning_rate:g}",
         "served_as": metrics["student"]["served_as"],
-        "accuracy": metrics["student"]["accuracy"],
-        "accuracy_ci": metrics["student"]["accuracy_ci"],
+        "verdict": metrics["recommendation"]["verdict"],
+        "quality": metrics["student"].get("quality"),
+        "quality_ci": metrics["student"].get("quality_ci"),
+        "quality_diff_ci": metrics.get("quality_diff_ci"),
         "agreement": metrics["agreement"],
-        "queries_per_s": metrics["student"]["queries_per_s"],
-        "cost_per_1k_queries": metrics["student"]["cost_per_1k_queries"],
+        "concurrency": metrics["student"].get("concurrency"),
+        "queries_per_s": metrics["student"].get("queries_per_s"),
+        "cost_per_1k_queries": metrics["student"].get("cost_per_1k_queries"),
         "break_even_queries": metrics["break_even_queries"],
     }
 
@@ -52,8 +55,11 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
     for name in config.variants:
         variant = config.variant(name)
         runs[name] = (variant, run_pipeline(variant, variant_layout(layout, name), on_stage=on_stage))
-    teacher = runs["main"][1].metrics["teacher"]
-    study = {"teacher": {k: teacher[k] for k in ("model", "accuracy", "queries_per_s", "cost_per_1k_queries")},
+    main = runs["main"][1].metrics
+    teacher = main["teacher"]
+    study = {"quality_name": main["task"]["quality_name"],
+             "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
+                                                     "cost_per_1k_queries")},
              "variants": [study_row(name, cfg, summary.metrics) for name, (cfg, summary) in runs.items()]}
     write_json(layout.root / "study.json", study)
     markdown_text = study_markdown(study, config.name)
@@ -64,34 +70,38 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
 
 
 def study_markdown(study: dict[str, Any], name: str) -> str:
-    teacher = study["teacher"]
+    teacher, quality = study["teacher"], study.get("quality_name", "quality")
     lines = [f"# {name}: student settings compared", "",
-             f"Teacher {teacher['model']}: accuracy {fmt(teacher['accuracy'])}, "
-             f"${fmt(teacher['cost_per_1k_queries'], 5)} per 1k queries.", "",
-             "| variant | student | settings | served as | accuracy [95% CI] | agreement | queries/s | "
-             "cost per 1k ($) | break-even queries |", "|---|---|---|---|---|---|---|---|---|"]
+             f"Teacher {teacher['model']}: {quality} {fmt(teacher['quality'])}, "
+             f"${fmt(teacher['cost_per_1k_queries'], 5)} per 1k queries at {fmt(teacher.get('concurrency'))} "
+             "requests in flight.", "",
+             f"| variant | student | settings | served as | verdict | {quality} [95% CI] | student - teacher "
+             "[95% CI] | agreement | queries/s | cost per 1k ($) | break-even queries |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in study["variants"]:
-        interval = row["accuracy_ci"]
-        accuracy = fmt(row["accuracy"]) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+        diff = row.get("quality_diff_ci")
         lines.append(f"| {row['variant']} | {row['student_model']} | {row['settings']} | {row['served_as']} | "
-                     f"{accuracy} | {fmt(row['agreement'])} | {fmt(row['queries_per_s'], 2)} | "
-                     f"{fmt(row['cost_per_1k_queries'], 5)} | {fmt(row['break_even_queries'], 0)} |")
+                     f"{row.get('verdict', 'n/a')} | {with_interval(row['quality'], row['quality_ci'])} | "
+                     f"{f'[{diff[0]:+.3f}, {diff[1]:+.3f}]' if diff else 'n/a'} | {fmt(row['agreement'])} | "
+                     f"{fmt(row['queries_per_s'], 2)} | {fmt(row['cost_per_1k_queries'], 5)} | "
+                     f"{fmt(row['break_even_queries'], 0)} |")
     return "\n".join(lines) + "\n"
 
 
 def study_plot(study: dict[str, Any]) -> bytes:
-    use_accuracy = all(row["accuracy"] is not None for row in study["variants"])
+    use_quality = all(row["quality"] is not None for row in study["variants"])
     fig, ax = new_figure()
     points = [("teacher", study["teacher"]["cost_per_1k_queries"],
-               study["teacher"]["accuracy"] if use_accuracy else 1.0)]
-    points += [(row["variant"], row["cost_per_1k_queries"], row["accuracy"] if use_accuracy else row["agreement"])
+               study["teacher"]["quality"] if use_quality else 1.0)]
+    points += [(row["variant"], row["cost_per_1k_queries"], row["quality"] if use_quality else row["agreement"])
                for row in study["variants"]]
     for label, cost, quality in points:
         if cost is None or quality is None:
             continue
         ax.scatter(cost, quality, s=40, zorder=3)
         ax.annotate(label, (cost, quality), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel="cost per 1k queries ($)", ylabel="accuracy" if use_accuracy else "agreement with the teacher",
+    ax.set(xlabel="cost per 1k queries ($)",
+           ylabel=study.get("quality_name", "quality") if use_quality else "agreement with the teacher",
            title="Students against the teacher")
     ax.grid(alpha=0.3)
     return to_png(fig)

@@ -35,7 +35,7 @@ def study_config(model: str | Path, inputs: Path, **overrides: dict) -> dict:
         "filter": {"eval_fraction": 0.1},
         "student": {"model": str(model), "lora": {"r": 8, "alpha": 16}, "epochs": 1, "batch_size": 8,
                     "max_seq_len": 96, "server": server},
-        "compare": {"concurrency": 8},
+        "compare": {"max_concurrency": 16},
         "cost": {"teacher_price_per_hour": 2.0, "student_price_per_hour": 1.0, "train_price_per_hour": 1.0},
     }
     config.update(overrides)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from distill.compare import cost
-from distill.compare.cascade import cascade_curve, cheapest_meeting
+from distill.compare.build import build_metrics
+from distill.compare.cascade import cascade_curve, cheapest_meeting, cross_fitted_cascade
+from distill.compare.measure import Measured, SweepPoint
 from distill.compare.report import write_reports
-from distill.compare.stage import Measured, build_metrics
-from distill.compare.stats import bootstrap_interval, class_report, confusion, mcnemar
+from distill.compare.stats import class_report, confusion, mcnemar
 from distill.config import load_config
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
@@ -20,21 +21,6 @@ from teacher.client import Answer, Sample
 
 LABELS = ["a", "b", "c"]
 LABELS_TASK = make_task(ClassificationSettings(instruction="Classify.", labels=LABELS))
-
-
-def test_bootstrap_interval_covers_the_true_share() -> None:
-    rng = np.random.default_rng(1)
-    trials, covered = 100, 0
-    for trial in range(trials):
-        sample = rng.random(200) < 0.7
-        low, high = bootstrap_interval(sample.tolist(), seed=trial, resamples=1000)
-        covered += low <= 0.7 <= high
-    assert 0.88 <= covered / trials <= 0.995
-
-
-def test_bootstrap_interval_edge_cases() -> None:
-    assert bootstrap_interval([]) is None
-    assert bootstrap_interval([True, True, True]) == [1.0, 1.0]
 
 
 def test_mcnemar_counts_only_discordant_pairs() -> None:
@@ -59,18 +45,44 @@ def test_class_report_and_confusion() -> None:
 
 
 def test_cascade_curve_and_cheapest_threshold() -> None:
-    student = ["a", "b", "c", "a"]
-    teacher = ["a", "a", "c", "b"]
-    gold = ["a", "a", "c", "b"]
-    confidence = [-0.1, -2.0, -0.5, -3.0]
-    curve = cascade_curve(student, teacher, gold, confidence, student_per_1k=1.0, teacher_per_1k=10.0,
-                          quality=LABELS_TASK.score)
-    by_share = {p["student_share"]: p for p in curve}
-    assert by_share[0.0]["quality"] == 1.0 and by_share[0.0]["cost_per_1k"] == 11.0
-    assert by_share[0.5]["quality"] == 1.0 and by_share[0.5]["cost_per_1k"] == 6.0  # the two sure ones are right
-    assert by_share[1.0]["quality"] == 0.5 and by_share[1.0]["cost_per_1k"] == 1.0
-    assert cheapest_meeting(curve, 1.0)["student_share"] == 0.5
-    assert cheapest_meeting(curve, None) is None
+    # Row quality when the student's answer is used, and when the teacher's is.
+    kept, deferred = np.array([1.0, 0.0, 1.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0])
+    confidence = np.array([-0.1, -2.0, -0.5, -3.0])
+    curve = cascade_curve(kept, deferred, confidence, student_per_1k=1.0, teacher_per_1k=10.0)
+    by_share = {p.student_share: p for p in curve}
+    assert by_share[0.0].quality == 1.0 and by_share[0.0].cost_per_1k == 11.0
+    assert by_share[0.5].quality == 1.0 and by_share[0.5].cost_per_1k == 6.0  # the two sure ones are right
+    assert by_share[1.0].quality == 0.5 and by_share[1.0].cost_per_1k == 1.0
+    assert cheapest_meeting(curve, 1.0).student_share == 0.5
+
+
+def test_cascade_quality_is_reported_out_of_sample() -> None:
+    """Confidence carries no information here: a threshold tuned in sample keeps lucky rows and looks as good as
+    the teacher, but rows answered by thresholds chosen on other folds show the real loss."""
+    rng = np.random.default_rng(3)
+    n = 200
+    kept = (rng.random(n) < 0.6).astype(float)  # the student is right 60% of the time, whatever its confidence
+    deferred = np.ones(n)
+    noise = {"mean_token_logprob": rng.normal(size=n), "answer_logprob": rng.normal(size=n)}
+    result = cross_fitted_cascade(kept, deferred, noise, lambda rows: 0.9, 1.0, 10.0)
+    in_sample = cheapest_meeting(result.curve, 0.9)
+    assert in_sample is not None and in_sample.quality >= 0.9
+    assert result.folds == 5
+    assert result.quality == pytest.approx(np.mean(result.blended))
+    # Out of sample, each kept row is right only 60% of the time: the blend falls short of what it was tuned to.
+    kept_rows = np.asarray(result.blended) != 1.0
+    assert result.student_share > 0 and kept_rows.any()
+
+
+def test_cascade_prefers_the_informative_confidence() -> None:
+    rng = np.random.default_rng(4)
+    n = 120
+    kept = (rng.random(n) < 0.7).astype(float)
+    informative = kept + rng.normal(scale=0.1, size=n)  # high exactly where the student is right
+    scores = {"mean_token_logprob": informative, "answer_logprob": rng.normal(size=n)}
+    result = cross_fitted_cascade(kept, np.ones(n), scores, lambda rows: 0.98, 1.0, 10.0)
+    assert result.confidence == "mean_token_logprob"
+    assert result.student_share > 0.5 and result.quality >= 0.97
 
 
 def test_monthly_cost_and_sensitivity() -> None:
@@ -85,10 +97,15 @@ def test_monthly_cost_and_sensitivity() -> None:
 
 
 def _measured(predictions: list[str], seconds: float, price: float, prompt_tokens: int) -> Measured:
+    """A model measured at 1 and 4 requests in flight; at 4 it answers the test set in `seconds`."""
     rng = random.Random(len(predictions) + prompt_tokens)
     answers = [Answer(samples=[Sample(p, logprob=-rng.random())], prompt_tokens=prompt_tokens, completion_tokens=2,
                       latency_ms=rng.uniform(50, 500)) for p in predictions]
-    return Measured("m", "vLLM", answers, list(predictions), seconds, price)
+    n = len(predictions)
+    points = [SweepPoint(1, n, seconds * 3, n / seconds / 3, {"p50": 90.0, "p95": 200.0, "p99": 250.0}, 0),
+              SweepPoint(4, n, seconds, n / seconds, {"p50": 100.0, "p95": 300.0, "p99": 400.0}, 0,
+                         [a.latency_ms for a in answers])]
+    return Measured("m", "vLLM", price, answers, list(predictions), points)
 
 
 @pytest.fixture
@@ -103,7 +120,8 @@ def report_dir(tmp_path: Path) -> tuple[Path, dict]:
     measured = {"teacher": _measured(noisy(0.9), 60, 2.0, 400), "adapter": _measured(noisy(0.8), 10, 1.0, 20),
                 "merged": _measured(noisy(0.8), 6, 1.0, 20), "baseline": _measured(noisy(0.4), 30, 1.0, 400)}
     config = load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS)))
-    metrics = build_metrics(config, measured, gold, LABELS_TASK, {"labelling": 0.5, "training": 0.25, "total": 0.75})
+    metrics = build_metrics(config, measured, gold, LABELS_TASK,
+                            {"labelling": 0.5, "training": 0.25, "total": 0.75}).to_json()
     latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
     write_reports(metrics, latencies, tmp_path, "synthetic")
     return tmp_path, metrics
@@ -113,20 +131,27 @@ def test_metrics_keep_the_foundation_keys_and_add_the_study(report_dir) -> None:
     _, metrics = report_dir
     for key in ("n_queries", "agreement", "cost_ratio", "break_even_queries", "teacher", "student"):
         assert key in metrics
-    assert set(metrics["students"]) == {"adapter", "merged"} and metrics["baseline"]["accuracy"] < 0.7
-    assert metrics["student"]["cost_per_1k_queries"] == pytest.approx(1.0 / 3600 / 12 * 1000)
+    assert set(metrics["students"]) == {"adapter", "merged"} and metrics["baseline"]["quality"] < 0.7
+    assert metrics["student"]["cost_per_1k_queries"] == pytest.approx(1.0 / 3600 / 12 * 1000)  # 120 q in 10 s
+    assert metrics["student"]["concurrency"] == 4 and metrics["concurrency"]["teacher"] == 4
     low, high = metrics["agreement_ci"]
     assert low <= metrics["agreement"] <= high
-    assert metrics["mcnemar"]["p_value"] < 1 and metrics["recommendation"]
+    low, high = metrics["quality_diff_ci"]
+    assert low <= metrics["quality_diff"] <= high
+    assert metrics["recommendation"]["verdict"] in ("distil", "cascade", "keep_teacher", "insufficient_evidence")
+    assert metrics["mcnemar"]["p_value"] < 1 and metrics["recommendation"]["rule"]
     assert len(metrics["cascade"]["curve"]) >= 2
 
 
 def test_report_markdown_has_recommendation_table_and_statistics(report_dir) -> None:
     folder, _ = report_dir
     text = (folder / "report.md").read_text()
-    for needle in ("**Recommendation.**", "student (merged)", "base, prompted", "McNemar", "| payback |",
-                   "accuracy vs gold [95% CI]", "cost per 1k queries", "## Student per class"):
+    for needle in ("**Verdict (", "student (merged)", "base, prompted", "McNemar", "| payback |",
+                   "accuracy vs gold [95% CI]", "cost per 1k queries", "## Student per class",
+                   "costed at (requests in flight)"):
         assert needle in text, needle
+    order = [text.index(h) for h in ("**Verdict (", "## Quality", "## Cost at saturation", "## Payback")]
+    assert order == sorted(order), "verdict first, then quality, cost at saturation and payback"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
@@ -154,3 +179,13 @@ def test_durations_read_naturally() -> None:
     from distill.present import duration
 
     assert [duration(d) for d in (None, 0.01, 0.5, 3.25)] == ["never", "under an hour", "12 hours", "3.2 days"]
+
+
+def test_macro_f1_counts_labels_predicted_but_absent_from_gold() -> None:
+    """A student that answers 'c' where gold never has it gets F1 0 for 'c', and macro-F1 averages it in."""
+    gold = ["a", "a", "b", "b"]
+    predictions = ["a", "c", "b", "c"]
+    report = class_report(predictions, gold, LABELS)
+    assert set(report["per_class"]) == {"a", "b", "c"} and report["per_class"]["c"]["support"] == 0
+    f1_a = f1_b = 2 * 1.0 * 0.5 / 1.5
+    assert report["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)

@@ -1,8 +1,8 @@
 import pytest
 
 from distill.compare import cost
+from distill.compare.build import agreement, row_scores
 from distill.compare.metrics import latency_percentiles, mean
-from distill.compare.stage import agreement, row_scores
 from distill.config import CostConfig
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings

@@ -79,7 +79,7 @@ def test_a_setting_no_stage_reads_changes_no_key(tmp_path: Path) -> None:
         config = _project(tmp_path, fake.url)
         _label_and_filter(config, tmp_path / "run")
     raw = yaml.safe_load(config.read_text())
-    raw["compare"]["concurrency"] = 2  # read by compare only
+    raw["compare"]["max_concurrency"] = 2  # read by compare only
     write_config(config, raw)
     states = _states(tmp_path / "run", config)
     assert states["generate"] == "complete" and states["filter"] == "complete"

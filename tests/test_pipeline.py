@@ -48,7 +48,10 @@ def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     for side in ("teacher", "student"):
         summary = metrics[side]
         assert isinstance(summary["model"], str)
-        assert isinstance(summary["accuracy"], float) and 0 <= summary["accuracy"] <= 1
+        assert isinstance(summary["quality"], float) and 0 <= summary["quality"] <= 1
+        low, high = summary["quality_ci"]
+        assert low <= summary["quality"] <= high
+        assert summary["concurrency"] in (1, 4, 16) and summary["sweep"][0]["concurrency"] == 1
         assert set(summary["latency_ms"]) == {"p50", "p95", "p99"}
         assert all(v > 0 for v in summary["latency_ms"].values())
         assert summary["queries_per_s"] > 0 and summary["prompt_tokens_per_query"] > 0
@@ -58,7 +61,11 @@ def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     assert isinstance(metrics["cost_ratio"], float)
     assert metrics["break_even_queries"] is None or metrics["break_even_queries"] > 0
     html = (run_dir / "compare" / "report.html").read_text()
-    assert "Recommendation." in html and "accuracy vs gold" in html and "cost per 1k queries" in html
+    assert metrics["recommendation"]["verdict"] in ("distil", "cascade", "keep_teacher", "insufficient_evidence")
+    assert metrics["recommendation"]["quality_diff_ci"] == metrics["quality_diff_ci"]
+    assert metrics["agreement_ci"][0] <= metrics["agreement"] <= metrics["agreement_ci"][1]
+    assert set(metrics["concurrency"]) == {"teacher", "adapter", "merged", "baseline"}
+    assert "Verdict (" in html and "accuracy vs gold" in html and "cost per 1k queries" in html
     assert html.count("data:image/png;base64,") == 5
     assert set(metrics["students"]) == {"adapter", "merged"} and metrics["baseline"]["queries_per_s"] > 0
     assert metrics["adapter_merged_agreement"] >= 0.9, "merging the adapter must not change the answers"

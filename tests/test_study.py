@@ -33,13 +33,18 @@ def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
 
 
 def test_study_markdown_lists_every_variant() -> None:
-    row = {"variant": "main", "student_model": "s", "settings": "r=16", "served_as": "adapter", "accuracy": 0.5,
-           "accuracy_ci": [0.4, 0.6], "agreement": 0.7, "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
+    row = {"variant": "main", "student_model": "s", "settings": "r=16", "served_as": "adapter",
+           "verdict": "insufficient_evidence", "quality": 0.5, "quality_ci": [0.4, 0.6],
+           "quality_diff_ci": [-0.2, 0.05], "agreement": 0.7, "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
            "break_even_queries": 1234.0}
-    study = {"teacher": {"model": "t", "accuracy": 0.8, "queries_per_s": 1.0, "cost_per_1k_queries": 0.02},
-             "variants": [row, {**row, "variant": "r4", "accuracy": None, "accuracy_ci": None}]}
+    study = {"quality_name": "accuracy",
+             "teacher": {"model": "t", "quality": 0.8, "concurrency": 16, "queries_per_s": 1.0,
+                         "cost_per_1k_queries": 0.02},
+             "variants": [row, {**row, "variant": "r4", "quality": None, "quality_ci": None}]}
     text = study_markdown(study, "demo")
-    assert "| main | s | r=16 | adapter | 0.500 [0.400, 0.600] | 0.700 | 9.00 | 0.00100 | 1,234 |" in text
+    assert "| main | s | r=16 | adapter | insufficient_evidence | 0.500 [0.400, 0.600] | [-0.200, +0.050] | 0.700 | " \
+           "9.00 | 0.00100 | 1,234 |" in text
+    assert "| accuracy [95% CI] |" in text and "at 16 requests in flight" in text
     assert "| r4 |" in text and "n/a" in text
 
 
@@ -50,7 +55,7 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
     from distill.cli import app
 
     config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8}}})
-    config["compare"] = {"concurrency": 8, "prompt_baseline": False}
+    config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
     path = write_config(tmp_path / "study.yaml", config)
     result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output

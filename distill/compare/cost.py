@@ -1,18 +1,35 @@
 """The cost model: measured serving time and tokens times configured prices.
 
-Self-hosted cost per query is the machine's price per second divided by the measured queries per second:
-the machine is assumed busy serving at the measured concurrency, which is how a batch job runs it.
+Self-hosted cost per query is the machine's price per second divided by the queries per second it sustains at
+saturation (compare raises the requests in flight until throughput stops rising): a busy machine, which is how a
+batch job or a well-loaded service runs it. Every cost formula of the project lives here.
 """
 
 from __future__ import annotations
 
-from distill.config import CostConfig
+from distill.config import CostConfig, TeacherConfig
 
 SECONDS_PER_HOUR = 3600.0
 
 
-def hourly_cost_per_1k(price_per_hour: float, queries_per_s: float) -> float | None:
-    if queries_per_s <= 0:
+def teacher_gpus(cost: CostConfig, teacher: TeacherConfig | None = None) -> int:
+    """Accelerators serving the teacher: `cost.teacher_gpus`, else what the server distill starts uses
+    (tensor x pipeline x data parallel), else 1."""
+    if cost.teacher_gpus is not None:
+        return cost.teacher_gpus
+    if teacher is None or teacher.urls:
+        return 1
+    server = teacher.server
+    return server.tensor_parallel_size * server.pipeline_parallel_size * server.data_parallel_size
+
+
+def teacher_hourly(cost: CostConfig, teacher: TeacherConfig | None = None) -> float:
+    """The teacher's price per hour: the price of one accelerator times the accelerators it uses."""
+    return cost.teacher_price_per_hour * teacher_gpus(cost, teacher)
+
+
+def hourly_cost_per_1k(price_per_hour: float, queries_per_s: float | None) -> float | None:
+    if queries_per_s is None or queries_per_s <= 0:
         return None
     return price_per_hour / SECONDS_PER_HOUR / queries_per_s * 1000
 
@@ -28,19 +45,48 @@ def per_token_cost(cost: CostConfig, prompt_tokens: float, completion_tokens: fl
     return token_cost(prompt_tokens, completion_tokens, cost.teacher_input_per_1m, cost.teacher_output_per_1m)
 
 
-def teacher_cost_per_1k(cost: CostConfig, queries_per_s: float, prompt_tokens_per_query: float,
+def priced_per_token(cost: CostConfig) -> bool:
+    """An API teacher: its price follows its tokens, not a machine's time."""
+    return cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None
+
+
+def teacher_cost_per_1k(cost: CostConfig, queries_per_s: float | None, prompt_tokens_per_query: float,
                         completion_tokens_per_query: float) -> float | None:
     """Per-token API prices when configured (an API teacher), else the machine's hourly price."""
     if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
         return 1000 * token_cost(prompt_tokens_per_query, completion_tokens_per_query,
                                  cost.teacher_input_per_1m, cost.teacher_output_per_1m)
-    return hourly_cost_per_1k(cost.teacher_price_per_hour, queries_per_s)
+    return hourly_cost_per_1k(teacher_hourly(cost), queries_per_s)
 
 
-def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int, completion_tokens: int) -> float:
+def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int, completion_tokens: int,
+                   teacher: TeacherConfig | None = None) -> float:
     if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
         return token_cost(prompt_tokens, completion_tokens, cost.teacher_input_per_1m, cost.teacher_output_per_1m)
-    return cost.teacher_price_per_hour * teacher_seconds / SECONDS_PER_HOUR
+    return teacher_hourly(cost, teacher) * teacher_seconds / SECONDS_PER_HOUR
+
+
+def labelling_cost_of_rows(cost: CostConfig, rows: list[dict]) -> float:
+    """What the labelled rows cost when each answer was paid for, whichever run paid: tokens at per-token prices,
+    else the seconds of teacher serving each answer recorded (`serving_s`, 0 where absent). Both modes count the
+    same rows."""
+    return labelling_cost(cost, sum(r.get("serving_s") or 0.0 for r in rows),
+                          sum(r.get("prompt_tokens") or 0 for r in rows),
+                          sum(r.get("completion_tokens") or 0 for r in rows))
+
+
+def training_seconds(manifest: dict) -> float:
+    """Seconds of training across every attempt (a resumed run records its earlier attempts' time too)."""
+    return float(manifest.get("train_seconds_total", manifest.get("seconds", 0.0)))
+
+
+def cascade_cost_per_1k(student_per_1k: float, teacher_per_1k: float, student_share: float) -> float:
+    """Every query pays the student; the share it does not keep pays the teacher too."""
+    return student_per_1k + (1 - student_share) * teacher_per_1k
+
+
+def payback_days(break_even: float | None, monthly_queries: int) -> float | None:
+    return None if break_even is None else break_even / (monthly_queries / 30)
 
 
 def training_cost(cost: CostConfig, train_seconds: float) -> float:
@@ -74,9 +120,8 @@ def sensitivity(one_off_cost: float, teacher_per_1k: float | None, student_per_1
         scaled = None if teacher_per_1k is None else teacher_per_1k * price
         even = break_even_queries(one_off_cost, scaled, student_per_1k)
         for traffic in traffic_factors:
-            per_day = monthly_queries * traffic / 30
             rows.append({"teacher_price_factor": price, "monthly_queries": monthly_queries * traffic,
-                         "break_even_queries": even, "payback_days": None if even is None else even / per_day})
+                         "break_even_queries": even, "payback_days": payback_days(even, monthly_queries * traffic)})
     return rows
 
 
@@ -89,6 +134,6 @@ def labelling_cost_from_manifest(cost: CostConfig, manifest: dict) -> float:
 
 def measuring_cost(cost: CostConfig, timings: dict[str, float]) -> float:
     """The serving time compare spent measuring the teacher and the students."""
-    student_seconds = sum(timings.get(name, 0.0) for name in ("student", "merged"))
-    return (timings.get("teacher", 0.0) * cost.teacher_price_per_hour
+    student_seconds = sum(timings.get(name, 0.0) for name in ("student", "merged", "baseline"))
+    return (timings.get("teacher", 0.0) * teacher_hourly(cost)
             + student_seconds * cost.student_price_per_hour) / SECONDS_PER_HOUR

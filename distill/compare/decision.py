@@ -1,69 +1,146 @@
-"""The recommendation at the top of a report: distil or not at the configured volume, and why, in plain words."""
+"""The verdict at the top of a report, decided by a stated rule and never by the absence of evidence.
+
+The user says what "as good" means: `compare.max_quality_drop` (against gold) or `compare.min_agreement` (with
+no gold, agreement with the teacher). It is a non-inferiority test: the student may replace the teacher only when
+the lower 95% bound of the paired difference (student - teacher) is above -max_quality_drop, or the lower bound
+of agreement is above min_agreement. "No significant difference" on a small test set is not "as good".
+
+Verdicts: `distil`; `cascade` (the student answers what it is sure of, the teacher the rest, and that blend
+passes the same test out of sample at lower cost); `keep_teacher` (the student is confidently below the bar, or
+saves nothing, or saves too slowly to repay its set-up); `insufficient_evidence`, with the test queries that would
+decide it if the observed rates hold.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from distill.present import duration
+from distill.compare.stats import queries_to_decide
+from distill.present import duration, fmt, with_interval
 
 PAYBACK_DAYS_LIMIT = 90  # a saving that takes longer to repay its set-up cost is not worth the risk
+VERDICTS = ("distil", "cascade", "keep_teacher", "insufficient_evidence")
+HEADLINES = {"distil": "Distil: the student can replace the teacher.",
+             "cascade": "Distil with a cascade: the student answers what it is sure of, the teacher the rest.",
+             "keep_teacher": "Keep the teacher.",
+             "insufficient_evidence": "Not enough evidence to decide yet."}
 
 
-def _quality_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
-    """What the sample can say about the quality gap, and whether the student is measurably worse."""
-    teacher, student, test = metrics["teacher"], metrics["student"], metrics.get("mcnemar")
-    has_gold = student["accuracy"] is not None and teacher["accuracy"] is not None
-    if test is None and has_gold:
-        return _graded_sentence(metrics)
-    if test is None or not has_gold:
-        agreement = metrics["agreement"]
-        interval = metrics.get("agreement_ci")
-        span = f" (95% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
-        return f"Without gold labels, the student agrees with the teacher on {agreement:.1%} of queries{span}.", False
-    name = metrics.get("task", {}).get("quality", "accuracy")
-    interval = student["accuracy_ci"]
-    span = f", 95% interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
-    gap = student["accuracy"] - teacher["accuracy"]
-    if test["significant"]:
-        direction = "worse" if gap < 0 else "better"
-        return (f"The student is measurably {direction} than the teacher: {name} {student['accuracy']:.3f}"
-                f"{span}, against {teacher['accuracy']:.3f} (McNemar p={test['p_value']:.3g}).", gap < 0)
-    return (f"On {metrics['n_queries']} queries the sample shows no significant quality difference: student {name} "
-            f"{student['accuracy']:.3f}{span}, teacher {teacher['accuracy']:.3f} (McNemar p={test['p_value']:.3g}); "
-            "a larger test set would narrow the interval.", False)
+@dataclass(frozen=True)
+class Rule:
+    measure: str  # the task's quality name against gold, or "agreement with the teacher"
+    against_gold: bool
+    bar: float  # -max_quality_drop on the difference, or min_agreement on agreement
+
+    def text(self) -> str:
+        if self.against_gold:
+            return (f"distil only if the lower 95% bound of the paired difference in {self.measure} (student - "
+                    f"teacher) is above {self.bar:+.3f} (compare.max_quality_drop {-self.bar:g})")
+        return (f"distil only if the lower 95% bound of the student's agreement with the teacher is above "
+                f"{self.bar:g} (compare.min_agreement; no gold labels)")
 
 
-def _graded_sentence(metrics: dict[str, Any]) -> tuple[str, bool]:
-    """A graded score (ROUGE) has no paired exact test: the student is worse when its whole 95% interval lies
-    below the teacher's score."""
-    teacher, student = metrics["teacher"], metrics["student"]
-    name = metrics.get("task", {}).get("quality", "quality")
-    interval = student["accuracy_ci"]
-    span = f", 95% interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
-    worse = interval is not None and interval[1] < teacher["accuracy"]
-    verdict = "measurably below the teacher's" if worse else "not measurably below the teacher's"
-    return (f"The student's {name} is {student['accuracy']:.3f}{span}, {verdict} {teacher['accuracy']:.3f}.", worse)
+@dataclass(frozen=True)
+class Evidence:
+    """What the test queries say of one way to serve (the student alone, or the cascade) against the rule."""
+
+    estimate: float  # paired difference in quality, or agreement
+    interval: list[float]
+    sd: float  # spread per query, for the power estimate
+    n: int
+
+    def passes(self, rule: Rule) -> bool:
+        return self.interval[0] > rule.bar
+
+    def fails(self, rule: Rule) -> bool:
+        return self.interval[1] < rule.bar
 
 
-def recommendation(metrics: dict[str, Any]) -> str:
-    quality, worse = _quality_sentence(metrics)
-    teacher_cost, student_cost = metrics["teacher"]["cost_per_1k_queries"], metrics["student"]["cost_per_1k_queries"]
-    even, monthly = metrics["break_even_queries"], metrics["monthly"]
-    if even is None or teacher_cost is None or student_cost is None:
-        return f"Do not distil: the student is not cheaper per query than the teacher. {quality}"
-    payback_days = even / (monthly["queries"] / 30)
-    cost = (f"The student costs ${student_cost:.4f} per 1k queries against ${teacher_cost:.4f} for the teacher; "
-            f"labelling and training (${metrics['one_off_cost']['total']:.4f}) pay for themselves after "
-            f"{even:,.0f} queries, {duration(payback_days)} at {monthly['queries']:,} queries a month, then save "
-            f"${monthly['saving']:,.2f} a month.")
-    best = metrics["cascade"]["best"]
-    if worse and best is not None and best["student_share"] > 0:
-        return (f"Distil with a cascade: the student answers the {best['student_share']:.0%} of queries it is most "
-                f"sure of and the teacher the rest, which reaches the target {metrics['cascade']['quality']} "
-                f"{metrics['cascade']['target']} at ${best['cost_per_1k']:.4f} per 1k queries. {quality} {cost}")
-    if worse:
-        return f"Do not replace the teacher yet: {quality[0].lower()}{quality[1:]} {cost}"
-    if payback_days > PAYBACK_DAYS_LIMIT:
-        return (f"Not at this volume: the saving takes {duration(payback_days)} to repay the set-up cost. "
-                f"{quality} {cost}")
-    return f"Distil: the student can replace the teacher for this traffic. {quality} {cost}"
+@dataclass(frozen=True)
+class Option:
+    evidence: Evidence
+    cost_per_1k: float | None
+    payback_days: float | None  # None: never pays back
+
+
+@dataclass
+class Recommendation:
+    verdict: str
+    rule: str
+    reason: str
+    measure: str
+    against_gold: bool
+    bar: float
+    n_queries: int
+    quality_diff: float | None  # with gold: student - teacher
+    quality_diff_ci: list[float] | None
+    agreement: float | None
+    agreement_ci: list[float] | None
+    queries_needed: int | None  # test queries that would decide it, if the observed rates hold
+    cascade: dict[str, Any] | None
+    student_cost_per_1k: float | None
+    teacher_cost_per_1k: float | None
+    payback_days: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _saves(option: Option, teacher_per_1k: float | None) -> bool:
+    return (option.cost_per_1k is not None and teacher_per_1k is not None and option.cost_per_1k < teacher_per_1k
+            and option.payback_days is not None)
+
+
+def decide(rule: Rule, student: Option, cascade: Option | None, teacher_per_1k: float | None
+           ) -> tuple[str, str, int | None]:
+    """The verdict, why, and the test queries that would decide it (only for insufficient evidence)."""
+    evidence = student.evidence
+    if evidence.passes(rule):
+        if not _saves(student, teacher_per_1k):
+            return "keep_teacher", "the student is as good but not cheaper per query than the teacher", None
+        if student.payback_days > PAYBACK_DAYS_LIMIT:
+            return "keep_teacher", (f"the saving takes {duration(student.payback_days)} to repay labelling and "
+                                    f"training, over the {PAYBACK_DAYS_LIMIT}-day limit, at this volume"), None
+        return "distil", "the student passes the rule and pays back quickly", None
+    if cascade is not None and cascade.evidence.passes(rule) and _saves(cascade, teacher_per_1k) \
+            and cascade.payback_days <= PAYBACK_DAYS_LIMIT:
+        return "cascade", "the student alone does not pass the rule, but the cascade does, out of sample", None
+    if not _saves(student, teacher_per_1k):
+        return "keep_teacher", "the student is not cheaper per query than the teacher", None
+    if evidence.fails(rule):
+        return "keep_teacher", "the student is confidently below the bar (the whole interval is under it)", None
+    needed = queries_to_decide(evidence.estimate, evidence.sd, rule.bar)
+    return "insufficient_evidence", "the interval straddles the bar", needed
+
+
+def failed_recommendation(rule: Rule, n: int, why: str) -> Recommendation:
+    """A verdict where a measurement failed: nothing is compared with a number that was never measured."""
+    return Recommendation("insufficient_evidence", rule.text(), why, rule.measure, rule.against_gold, rule.bar, n,
+                          None, None, None, None, None, None, None, None, None)
+
+
+def render(rec: dict[str, Any]) -> str:
+    """The recommendation in plain words, from `metrics.json`'s `recommendation`: verdict and rule first, then the
+    quality difference against the bar, then cost and payback."""
+    parts = [f"{HEADLINES[rec['verdict']]} Why: {rec['reason']}. Rule: {rec['rule']}."]
+    if rec["quality_diff"] is not None:
+        parts.append(f"On {rec['n_queries']} test queries the student's {rec['measure']} differs from the teacher's "
+                     f"by {with_interval(rec['quality_diff'], rec['quality_diff_ci'], signed=True)} (95% interval), "
+                     f"against a bar of {rec['bar']:+.3f}.")
+    elif rec["agreement"] is not None:
+        parts.append(f"On {rec['n_queries']} test queries the student agrees with the teacher on "
+                     f"{with_interval(rec['agreement'], rec['agreement_ci'])} (95% interval), against a bar of "
+                     f"{rec['bar']:g}.")
+    if rec["queries_needed"] is not None:
+        parts.append(f"If the observed rates hold, about {rec['queries_needed']:,} test queries would decide it "
+                     f"({max(0, rec['queries_needed'] - rec['n_queries']):,} more than now).")
+    cascade = rec.get("cascade")
+    if cascade and rec["verdict"] == "cascade":
+        parts.append(f"The cascade keeps {cascade['student_share']:.0%} of queries with the student (out of sample) "
+                     f"at ${fmt(cascade['cost_per_1k'], 5)} per 1k queries.")
+    if rec["student_cost_per_1k"] is not None and rec["teacher_cost_per_1k"] is not None:
+        parts.append(f"At saturation the student costs ${fmt(rec['student_cost_per_1k'], 5)} per 1k queries, the "
+                     f"teacher ${fmt(rec['teacher_cost_per_1k'], 5)}; labelling and training pay back in "
+                     f"{duration(rec['payback_days'])}.")
+    return " ".join(parts)

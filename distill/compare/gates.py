@@ -1,4 +1,4 @@
-"""Quality gates such as `agreement>=0.95` or `student.accuracy>0.8`, checked against compare's metrics."""
+"""Quality gates such as `agreement>=0.95` or `student.quality>0.8`, checked against compare's metrics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def parse_gate(text: str) -> tuple[str, str, float]:
     match = _GATE.match(text)
     if not match:
         raise UserError(f"gate {text!r}: expected METRIC OP NUMBER, e.g. 'agreement>=0.95' or "
-                        "'student.accuracy>0.8' (OP one of >=, <=, >, <, ==)")
+                        "'student.quality>0.8' (OP one of >=, <=, >, <, ==)")
     return match.group(1), match.group(2), float(match.group(3))
 
 
@@ -25,7 +25,7 @@ def metric_value(metrics: dict[str, Any], path: str) -> float:
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
             raise UserError(f"gate metric {path!r} is not in metrics.json; e.g. agreement, cost_ratio, "
-                            "student.accuracy, student.latency_ms.p95")
+                            "student.quality, student.concurrency, student.latency_ms.p95")
         value = value[part]
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise UserError(f"gate metric {path!r} is {value!r}, not a number")

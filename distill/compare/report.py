@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_text
+from distill.compare.decision import render
 from distill.present import duration, fmt, html_page, new_figure, to_png, with_interval
 
 COLUMN_NAMES = {"teacher": "teacher", "adapter": "student (adapter)", "merged": "student (merged)",
@@ -13,15 +14,19 @@ COLUMN_NAMES = {"teacher": "teacher", "adapter": "student (adapter)", "merged": 
 
 
 def models(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every measured model, teacher first, by column name."""
+    """Every model compare measured or tried, teacher first, by column name."""
     found = {"teacher": metrics["teacher"], **metrics.get("students", {"adapter": metrics["student"]})}
     if metrics.get("baseline"):
         found["baseline"] = metrics["baseline"]
     return {COLUMN_NAMES[name]: summary for name, summary in found.items()}
 
 
+def measured(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: m for name, m in models(metrics).items() if m.get("status", "measured") == "measured"}
+
+
 def quality_name(metrics: dict[str, Any]) -> str:
-    return metrics.get("task", {}).get("quality", "accuracy")
+    return metrics.get("task", {}).get("quality_name", "quality")
 
 
 # Type-specific numbers shown when the task reports them: (metrics key, row title).
@@ -31,32 +36,23 @@ DETAIL_ROWS = (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("field_accur
 
 
 def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    columns = models(metrics)
+    columns = measured(metrics)
     shown = [(key, title) for key, title in DETAIL_ROWS if any(m.get(key) is not None for m in columns.values())]
     rows = [
         ["served as", *[m["served_as"] for m in columns.values()]],
         [f"{quality_name(metrics)} vs gold [95% CI]",
-         *[with_interval(m["accuracy"], m.get("accuracy_ci")) for m in columns.values()]],
+         *[with_interval(m["quality"], m.get("quality_ci")) for m in columns.values()]],
         *[[title, *[fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
+        ["agreement with the teacher", *[fmt(m.get("agreement_with_teacher")) for m in columns.values()]],
         ["valid answers (label set / schema / format)", *[fmt(m.get("valid_rate")) for m in columns.values()]],
-        ["queries/s", *[fmt(m["queries_per_s"], 2) for m in columns.values()]],
+        ["costed at (requests in flight)", *[fmt(m.get("concurrency")) for m in columns.values()]],
+        ["queries/s at saturation", *[fmt(m.get("queries_per_s"), 2) for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
         ["prompt tokens / query", *[fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],
         ["cost per 1k queries ($)", *[fmt(m["cost_per_1k_queries"], 5) for m in columns.values()]],
     ]
     return list(columns), rows
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    ratio, even = metrics["cost_ratio"], metrics["break_even_queries"]
-    interval = metrics.get("agreement_ci")
-    span = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
-    cost_part = f"the student costs {ratio:.3f}x the teacher per query" if ratio is not None else "no cost ratio"
-    even_part = (f"labelling + training (${metrics['one_off_cost']['total']:.4f}) pays for itself after "
-                 f"{even:,.0f} queries" if even is not None else "training never pays for itself")
-    return (f"On {metrics['n_queries']} held-out queries the student agrees with the teacher on "
-            f"{metrics['agreement']:.3f}{span}; {cost_part}; {even_part}.")
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
@@ -67,25 +63,25 @@ def print_summary(metrics: dict[str, Any]) -> None:
     table = Table(title="teacher vs student")
     for column in ("", "teacher", "student"):
         table.add_column(column)
-    even = metrics["break_even_queries"]
     for row in (
         ("model", t["model"], s["model"]),
         ("served as", t["served_as"], s["served_as"]),
-        (f"{quality_name(metrics)} vs gold", fmt(t["accuracy"]), fmt(s["accuracy"])),
+        (f"{quality_name(metrics)} vs gold", fmt(t.get("quality")), fmt(s.get("quality"))),
         ("agreement with teacher", "1", fmt(metrics["agreement"])),
-        ("queries/s", fmt(t["queries_per_s"], 2), fmt(s["queries_per_s"], 2)),
-        ("cost per 1k queries ($)", fmt(t["cost_per_1k_queries"], 5), fmt(s["cost_per_1k_queries"], 5)),
-        ("break-even volume", "", "never" if even is None else f"{even:,.0f} queries"),
+        ("costed at (requests in flight)", fmt(t.get("concurrency")), fmt(s.get("concurrency"))),
+        ("queries/s", fmt(t.get("queries_per_s"), 2), fmt(s.get("queries_per_s"), 2)),
+        ("cost per 1k queries ($)", fmt(t.get("cost_per_1k_queries"), 5), fmt(s.get("cost_per_1k_queries"), 5)),
+        ("payback", "", duration(metrics.get("payback_days"))),
     ):
         table.add_row(*row)
     console = Console()
     console.print(table)
-    console.print(metrics["recommendation"])
+    console.print(f"[bold]{metrics['recommendation']['verdict']}[/bold]: {render(metrics['recommendation'])}")
 
 
 def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:
     """Total cost against queries served: teacher alone, and student with its one-off cost."""
-    t, s = metrics["teacher"]["cost_per_1k_queries"], metrics["student"]["cost_per_1k_queries"]
+    t, s = metrics["teacher"].get("cost_per_1k_queries"), metrics["student"].get("cost_per_1k_queries")
     if t is None or s is None:
         return None
     import numpy as np
@@ -106,20 +102,22 @@ def plot_cost_vs_volume(metrics: dict[str, Any]) -> bytes | None:
 
 
 def plot_quality_vs_cost(metrics: dict[str, Any]) -> bytes:
-    cascade = metrics["cascade"]
-    key = "accuracy" if cascade["quality"] == "accuracy" else "agreement_with_teacher"
+    cascade = metrics["cascade"] or {"measure": quality_name(metrics), "curve": []}
+    gold = metrics["recommendation"]["against_gold"]
+    key = "quality" if gold else "agreement_with_teacher"
     fig, ax = new_figure()
-    for name, summary in models(metrics).items():
+    for name, summary in measured(metrics).items():
         quality, cost = summary.get(key), summary["cost_per_1k_queries"]
         if quality is None or cost is None:
             continue
         ax.scatter(cost, quality, s=40, zorder=3)
         ax.annotate(name, (cost, quality), textcoords="offset points", xytext=(5, 4), fontsize=8)
     curve = cascade["curve"]
-    ax.plot([p["cost_per_1k"] for p in curve], [p["quality"] for p in curve], color="grey", linewidth=1,
-            label="cascade (student first)")
-    ax.set(xlabel="cost per 1k queries ($)", ylabel=cascade["quality"], title="Quality against cost")
-    ax.legend(fontsize=8)
+    if curve:
+        ax.plot([p["cost_per_1k"] for p in curve], [p["quality"] for p in curve], color="grey", linewidth=1,
+                label="cascade (student first, in sample)")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="cost per 1k queries ($)", ylabel=cascade["measure"], title="Quality against cost")
     ax.grid(alpha=0.3)
     return to_png(fig)
 
@@ -134,18 +132,21 @@ def plot_latency(latencies: dict[str, list[float]]) -> bytes:
     return to_png(fig)
 
 
-def plot_cascade(metrics: dict[str, Any]) -> bytes:
+def plot_cascade(metrics: dict[str, Any]) -> bytes | None:
     cascade = metrics["cascade"]
+    if not cascade:
+        return None
     curve = cascade["curve"]
     fig, ax = new_figure()
     shares = [p["student_share"] for p in curve]
-    ax.plot(shares, [p["quality"] for p in curve], color="tab:blue", label=cascade["quality"])
-    ax.set(xlabel="share of queries the student answers", ylabel=cascade["quality"], title="Cascade")
+    ax.plot(shares, [p["quality"] for p in curve], color="tab:blue", label=cascade["measure"])
+    ax.set(xlabel="share of queries the student answers", ylabel=cascade["measure"],
+           title="Cascade (in sample; the verdict uses cross-fitted thresholds)")
     other = ax.twinx()
     other.plot(shares, [p["cost_per_1k"] for p in curve], color="tab:orange", label="cost per 1k ($)")
     other.set_ylabel("cost per 1k queries ($)")
-    if cascade["best"]:
-        ax.axvline(cascade["best"]["student_share"], color="grey", linestyle="--", linewidth=1)
+    if cascade["threshold"] is not None:
+        ax.axvline(cascade["student_share"], color="grey", linestyle="--", linewidth=1)
     ax.grid(alpha=0.3)
     fig.legend(loc="lower left", fontsize=8)
     return to_png(fig)
@@ -169,40 +170,74 @@ def plot_confusion(metrics: dict[str, Any]) -> bytes | None:
     return to_png(fig)
 
 
-def _markdown(metrics: dict[str, Any], name: str) -> str:
+def _verdict_section(metrics: dict[str, Any], name: str) -> list[str]:
+    rec = metrics["recommendation"]
+    return [f"# {name}: teacher vs student", "",
+            f"**Verdict (`{rec['verdict']}`).** {render(rec)}", ""]
+
+
+def _quality_section(metrics: dict[str, Any]) -> list[str]:
     columns, rows = table_rows(metrics)
-    prices = metrics["prices"]
-    monthly = metrics["monthly"]
-    lines = [f"# {name}: teacher vs student", "", "**Recommendation.** " + metrics["recommendation"], "",
-             headline(metrics), "",
-             "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
-             *["| " + " | ".join(row) + " |" for row in rows], "",
-             f"Agreement with the teacher: {with_interval(metrics['agreement'], metrics.get('agreement_ci'))}."]
-    if metrics.get("adapter_merged_agreement") is not None:
-        lines.append(f"Adapter and merged student agree on {metrics['adapter_merged_agreement']:.3f} of queries.")
+    rec = metrics["recommendation"]
+    lines = ["## Quality", ""]
+    if metrics.get("quality_diff") is not None:
+        lines.append(f"Paired difference in {quality_name(metrics)} (student - teacher, same {metrics['n_queries']} "
+                     f"queries): {with_interval(metrics['quality_diff'], metrics['quality_diff_ci'], signed=True)} "
+                     f"against the bar {rec['bar']:+.3f}.")
+    if metrics.get("agreement") is not None:
+        lines.append(f"Agreement with the teacher: {with_interval(metrics['agreement'], metrics['agreement_ci'])}"
+                     + ("" if rec["against_gold"] else f" against the bar {rec['bar']:g}") + ".")
     if metrics.get("mcnemar"):
         test = metrics["mcnemar"]
         lines.append(f"Paired test (McNemar, exact): only the student right on {test['only_student_right']}, only "
                      f"the teacher on {test['only_teacher_right']}, p = {test['p_value']:.3g}.")
-    lines += ["", "## Cost", "",
-              f"Measured on {metrics['hardware']} with {metrics['concurrency']} requests in flight, one model at a "
-              "time. Headline student: " + metrics["student"]["served_as"] + ".",
-              f"One-off: labelling ${metrics['one_off_cost']['labelling']:.5f}, training "
-              f"${metrics['one_off_cost']['training']:.5f}.",
-              f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
-              f"${fmt(monthly['student'], 2)}.",
-              f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
-              f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
-              + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
-                 if prices["teacher_input_per_1m"] is not None else "") + ".", "",
-              "| teacher price | monthly queries | break-even queries | payback |", "|---|---|---|---|",
-              *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {fmt(r['break_even_queries'], 0)} "
-                f"| {duration(r['payback_days'])} |" for r in metrics["sensitivity"]]]
-    best = metrics["cascade"]["best"]
-    if best:
-        lines += ["", f"Cascade: with the student answering at confidence >= {best['threshold']:.3f}, it handles "
-                  f"{best['student_share']:.0%} of queries; {metrics['cascade']['quality']} {best['quality']:.3f} at "
-                  f"${best['cost_per_1k']:.5f} per 1k."]
+    if metrics.get("adapter_merged_agreement") is not None:
+        lines.append(f"Adapter and merged student agree on {metrics['adapter_merged_agreement']:.3f} of queries.")
+    lines += ["", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
+              *["| " + " | ".join(row) + " |" for row in rows], ""]
+    for column, model in models(metrics).items():
+        if model.get("status", "measured") != "measured":
+            lines.append(f"- {column}: {model['status']}, not compared: {model['reason']}")
+    return lines
+
+
+def _cost_section(metrics: dict[str, Any]) -> list[str]:
+    prices, monthly, one_off = metrics["prices"], metrics["monthly"], metrics["one_off_cost"]
+    costed = ", ".join(f"{column} at {fmt(m.get('concurrency'))}" for column, m in measured(metrics).items())
+    return ["", "## Cost at saturation", "",
+            f"Measured on {metrics['hardware']}, one model at a time; each costed where more requests in flight "
+            f"stopped raising queries/s by more than 5%: {costed}. Headline student: "
+            f"{metrics['student']['served_as']}.",
+            f"One-off: labelling ${one_off['labelling']:.5f} ({one_off.get('labelling_basis', 'this run')}), "
+            f"training ${one_off['training']:.5f}.",
+            f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
+            f"${fmt(monthly['student'], 2)}; payback {duration(metrics.get('payback_days'))}.",
+            f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
+            f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
+            + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
+               if prices["teacher_input_per_1m"] is not None else "") + ".", "",
+            "## Payback", "",
+            "| teacher price | monthly queries | break-even queries | payback |", "|---|---|---|---|",
+            *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {fmt(r['break_even_queries'], 0)} "
+              f"| {duration(r['payback_days'])} |" for r in metrics["sensitivity"]]]
+
+
+def _cascade_section(metrics: dict[str, Any]) -> list[str]:
+    cascade, rec = metrics.get("cascade"), metrics["recommendation"].get("cascade")
+    if not cascade or cascade["threshold"] is None or not rec:
+        return []
+    signed = metrics["recommendation"]["against_gold"]  # a difference against the teacher, else agreement
+    return ["", "## Cascade", "",
+            f"The student answers when its {cascade['confidence'].replace('_', ' ')} is at least "
+            f"{cascade['threshold']:.3f}, the teacher otherwise. Out of sample ({cascade['folds']}-fold cross-fitted "
+            f"thresholds) it kept {cascade['student_share']:.0%} of queries, {cascade['measure']} "
+            f"{with_interval(rec['estimate'], rec['interval'], signed=signed)}, at ${fmt(cascade['cost_per_1k'], 5)} "
+            f"per 1k; it {'passes' if rec['passes'] else 'does not pass'} "
+            "the rule."]
+
+
+def _details_section(metrics: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     per_class = metrics["student"].get("per_class")
     if per_class:
         lines += ["", "## Student per class", "",
@@ -215,7 +250,14 @@ def _markdown(metrics: dict[str, Any], name: str) -> str:
         lines += ["", "## Accuracy per field", "", "| field | teacher | student |", "|---|---|---|",
                   *[f"| {field} | {fmt(teacher_fields.get(field))} | {fmt(value)} |"
                     for field, value in per_field.items()]]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _markdown(metrics: dict[str, Any], name: str) -> str:
+    """Verdict and rule first, then quality against the bar, cost at saturation, payback, and the details."""
+    sections = (_verdict_section(metrics, name), _quality_section(metrics), _cost_section(metrics),
+                _cascade_section(metrics), _details_section(metrics))
+    return "\n".join(line for section in sections for line in section) + "\n"
 
 
 def write_reports(metrics: dict[str, Any], latencies: dict[str, list[float]], stage_dir: Path, name: str) -> None:
@@ -224,7 +266,7 @@ def write_reports(metrics: dict[str, Any], latencies: dict[str, list[float]], st
         "Quality against cost": plot_quality_vs_cost(metrics),
         "Cost against volume, with the break-even point": plot_cost_vs_volume(metrics),
         "Cascade: share answered by the student, quality and cost": plot_cascade(metrics),
-        "Latency distribution": plot_latency(latencies),
+        "Latency distribution at the costed concurrency": plot_latency(latencies) if latencies else None,
         "Confusion matrix": plot_confusion(metrics),
     }
     write_text(stage_dir / "report.md", markdown_text)

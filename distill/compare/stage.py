@@ -1,185 +1,191 @@
-"""The compare stage (`distill compare`): reads `generate/test.parquet`, the generate and train manifests and
-`train/adapter/` (and `merged/`); writes `compare/metrics.json`, `answers.parquet`, `report.md` and `report.html`.
+"""The compare stage (`distill compare`): reads `generate/test.parquet`, `generate/outputs.parquet` (what labelling
+cost), the generate and train manifests and `train/adapter/` (and `merged/`); writes `compare/metrics.json`,
+`answers.parquet`, `report.md` and `report.html`.
 
-Teacher and student answer the same held-out queries on the same engine, one model at a
-time (so neither slows the other), and the measured speed becomes cost per 1k queries and a break-even volume.
+Teacher and student answer the same held-out queries on the same engine, one model at a time (so neither slows
+the other). Each is costed at saturation (distill/compare/measure.py), and the verdict follows a stated rule
+(distill/compare/decision.py). The teacher's answers to the test queries go through the labelling cache, so a
+rerun or a study variant never pays for them twice; a teacher served here is still timed by a real pass.
 
-Measured: the teacher; the student through its adapter and, where a merged copy exists, merged; and the
-student's base model given the teacher's prompt (what fine-tuning bought over prompting alone).
+Measured: the teacher; the student through its adapter (not with DoRA, which vLLM cannot load) and, where a merged
+copy exists, merged; and the student's base model given the teacher's prompt, on a server whose context fits
+that prompt (what fine-tuning bought over prompting alone).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from distill.artifacts import read_rows, write_json, write_rows
 from distill.compare import cost as costs
-from distill.compare.cascade import cascade_curve, cheapest_meeting
-from distill.compare.decision import recommendation
-from distill.compare.metrics import latency_percentiles, mean
+from distill.compare.build import build_metrics
+from distill.compare.measure import Measured, answer_all, costed_point, from_sweep, measure_target, skipped
 from distill.compare.report import write_reports
-from distill.compare.stats import bootstrap_interval, confusion, mcnemar
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
-from student.serve import serve_adapter, serve_merged, student_requests
-from teacher.client import Answer, Endpoint, Target, map_concurrent
-from teacher.generate import TEST_COLUMNS, teacher_request
-from teacher.server import open_teacher
+from student.serve import BASE_NAME, serve_adapter, serve_merged, student_requests
+from teacher.cache import ResponseCache, key_prefix, request_key
+from teacher.client import Answer, Target
+from teacher.generate import TEST_COLUMNS, teacher_fingerprint, teacher_request
+from teacher.server import VLLMServer, open_teacher
+
+DORA_SKIPPED = "DoRA adapter: vLLM cannot load it, so the student is measured merged only"
+BASELINE_SERVED = "base model with the teacher's prompt"
 
 
-async def measure(target: Target, requests: list[dict[str, Any]], method: str, concurrency: int,
-                  description: str) -> tuple[list[Answer], float]:
-    """Answers and the wall-clock seconds they took, after one untimed warm-up request."""
-    endpoint = Endpoint(target)
-    send = getattr(endpoint, method)
-    try:
-        await send(**requests[0])
-        start = time.perf_counter()
-        answers = await map_concurrent(requests, lambda r: send(**r), concurrency, description)
-        return answers, time.perf_counter() - start  # type: ignore[return-value]
-    finally:
-        await endpoint.close()
+def _sweep(config: Config, target: Target, requests: list[dict[str, Any]], method: str, name: str) -> Any:
+    compare = config.compare
+    return asyncio.run(measure_target(target, requests, method, compare.max_concurrency, compare.latency_slo_ms,
+                                      compare.max_failed_share, name))
 
 
-@dataclass
-class Measured:
-    model: str
-    served_as: str
-    answers: list[Answer]
-    predictions: list[str | None]
-    seconds: float
-    price_per_hour: float
+class TeacherAnswers:
+    """The teacher's answers to the test queries, through the labelling cache (keys as generate makes them)."""
 
-    def summary(self, gold: list[str | None], task: Task) -> dict[str, Any]:
-        n = len(self.answers)
-        tokens = sum(a.prompt_tokens + a.completion_tokens for a in self.answers)
-        scores = row_scores(task, self.predictions, gold)
-        return {
-            "model": self.model,
-            "served_as": self.served_as,
-            "accuracy": sum(scores) / len(scores) if scores else None,
-            "accuracy_ci": bootstrap_interval(scores),
-            **task.details(self.predictions, gold),
-            "valid_rate": sum(p is not None for p in self.predictions) / n,
-            "failed_requests": sum(a.error is not None for a in self.answers),
-            "latency_ms": latency_percentiles([a.latency_ms for a in self.answers]),
-            "queries_per_s": round(n / self.seconds, 3),
-            "tokens_per_s": round(tokens / self.seconds, 1),
-            "prompt_tokens_per_query": sum(a.prompt_tokens for a in self.answers) / n,
-            "completion_tokens_per_query": sum(a.completion_tokens for a in self.answers) / n,
-            "cost_per_1k_queries": costs.hourly_cost_per_1k(self.price_per_hour, n / self.seconds),
-        }
+    def __init__(self, config: Config, task: Task, layout: RunLayout, texts: list[str]) -> None:
+        self.texts = texts
+        self.requests = [teacher_request(task, config.teacher, t, samples=1) for t in texts]
+        prefix = key_prefix(teacher_fingerprint(config), teacher_request(task, config.teacher, "\0{text}\0", 1))
+        self.keys = [request_key(prefix, t) for t in texts]
+        self.path = layout.generate.cache
+
+    def cached(self) -> list[Answer | None]:
+        cache = ResponseCache(self.path)
+        try:
+            found = cache.get_many(self.keys)
+        finally:
+            cache.close()
+        return [found.get(k) for k in self.keys]
+
+    def store(self, answers: list[Answer]) -> None:
+        cache = ResponseCache(self.path)
+        try:
+            cache.put_many(zip(self.keys, answers, strict=True))
+        finally:
+            cache.close()
 
 
-def row_scores(task: Task, predictions: list[str | None], gold: list[str | None]) -> list[float]:
-    """The task's quality score of each answer that has gold."""
-    return [task.score(p, g) for p, g in zip(predictions, gold, strict=True) if g is not None]
+def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
+                    ) -> Measured:
+    """Cached answers where the cache has them; a teacher we pay by the hour is still swept for its timing."""
+    source = TeacherAnswers(config, task, layout, texts)
+    answers = source.cached()
+    from_cache = sum(a is not None for a in answers)
+    per_token = costs.priced_per_token(config.cost)
+    points, log = [], layout.compare.server_log("teacher")
+    if not (per_token and from_cache == len(answers)):
+        with recorder.timed("teacher"), open_teacher(config.teacher, log) as target:
+            missing = [i for i, a in enumerate(answers) if a is None]
+            if per_token:  # an API's throughput is not ours to cost: only the missing answers are asked for
+                fresh = asyncio.run(answer_all(target, [source.requests[i] for i in missing],
+                                               config.teacher.concurrency, "teacher"))
+            else:
+                result = _sweep(config, target, source.requests, "chat", "teacher")
+                fresh, points = [result.answers[i] for i in missing], result.points
+        for i, answer in zip(missing, fresh, strict=True):
+            answers[i] = answer or Answer(error="not sent")
+        source.store(answers)
+    served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
+    parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
+    return Measured(config.teacher.model, served, config.cost.teacher_price_per_hour, answers, parsed, points,
+                    None if config.teacher.urls else str(log), from_cache).check_failures(
+                        config.compare.max_failed_share)
 
 
-def agreement(task: Task, first: list[str | None], second: list[str | None]) -> list[float]:
-    return [task.agree(a, b) for a, b in zip(first, second, strict=True)]
+def baseline_server(config: Config, requests: list[dict[str, Any]]) -> Any:
+    """The student's server options with a context that fits the teacher's prompt (plus its answer budget),
+    counted with the student's own tokenizer, as far as the model's positions allow."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distill.models import resolve_model
+    from teacher.tokens import prompt_token_counts
+
+    server = config.student.server
+    path = resolve_model(config.student.model)
+    needed = max(prompt_token_counts(AutoTokenizer.from_pretrained(path), requests), default=0) + max(
+        r["max_tokens"] for r in requests)
+    limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None) or needed
+    length = max(server.max_model_len or 0, min(needed, limit))
+    return server.model_copy(update={"max_model_len": length}) if server.max_model_len else server
 
 
-def _one_off_cost(config: Config, layout: RunLayout) -> dict[str, float]:
-    generate = read_manifest(layout, "generate")
-    train = read_manifest(layout, "train")
-    labelling = costs.labelling_cost(config.cost, generate["timings"]["teacher"], generate["usage"]["prompt_tokens"],
-                                     generate["usage"]["completion_tokens"])
-    training = costs.training_cost(config.cost, train["seconds"])
-    return {"labelling": labelling, "training": training, "total": labelling + training}
+def _measured(config: Config, name: str, served_as: str, target: Target, requests: list[dict[str, Any]],
+              method: str, parse: Any, log: Path) -> Measured:
+    result = _sweep(config, target, requests, method, name)
+    return from_sweep(config.student.model, served_as, config.cost.student_price_per_hour, result, parse,
+                      str(log)).check_failures(config.compare.max_failed_share)
 
 
-def _measure_all(config: Config, layout: RunLayout, recorder: StageRecorder, texts: list[str]
-                 ) -> dict[str, Measured]:
-    task = make_task(config.task)
-    concurrency, cost = config.compare.concurrency, config.cost
-    measured: dict[str, Measured] = {}
-    served_teacher = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
-    # The teacher answers as it would in production: one sample per query.
-    teacher_requests = [teacher_request(task, config.teacher, t, samples=1) for t in texts]
-    with recorder.timed("teacher"), open_teacher(config.teacher, layout.compare.server_log("teacher")) as target:
-        answers, seconds = asyncio.run(measure(target, teacher_requests, "chat", concurrency, "teacher"))
-    measured["teacher"] = Measured(config.teacher.model, served_teacher, answers,
-                                   [task.parse(a.text, config.teacher.rationale).value for a in answers],
-                                   seconds, cost.teacher_price_per_hour)
-    requests_for_student = student_requests(task, config, texts)
-    with recorder.timed("student"), serve_adapter(config, layout, layout.compare.server_log("student")) as targets:
-        answers, seconds = asyncio.run(measure(targets[0], requests_for_student, "complete", concurrency, "student"))
-        measured["adapter"] = Measured(config.student.model, "base + LoRA adapter (vLLM --enable-lora)", answers,
-                                       [task.parse(a.text).value for a in answers], seconds,
-                                       cost.student_price_per_hour)
-        if config.compare.prompt_baseline:
-            prompt_only = config.teacher.model_copy(update={"rationale": False})
-            requests = [teacher_request(task, prompt_only, t, samples=1) for t in texts]
-            answers, seconds = asyncio.run(measure(targets[1], requests, "chat", concurrency, "base, prompted"))
-            measured["baseline"] = Measured(config.student.model, "base model with the teacher's prompt", answers,
-                                            [task.parse(a.text).value for a in answers], seconds,
-                                            cost.student_price_per_hour)
-    if layout.train.merged.is_dir():
-        with recorder.timed("merged"), serve_merged(config, layout, layout.compare.server_log("merged")) as target:
-            answers, seconds = asyncio.run(measure(target, requests_for_student, "complete", concurrency, "merged"))
-        measured["merged"] = Measured(config.student.model, "merged weights (adapter folded in)", answers,
-                                      [task.parse(a.text).value for a in answers], seconds,
-                                      cost.student_price_per_hour)
+@contextmanager
+def _base_server(config: Config, server: Any, log: Path) -> Iterator[Target]:
+    """The student's base model alone (no adapter), for the prompt-only baseline."""
+    from distill.models import resolve_model
+
+    with VLLMServer(resolve_model(config.student.model), BASE_NAME, server, log) as vllm:
+        yield Target((vllm.base_url,), BASE_NAME)
+
+
+def _adapter_and_baseline(config: Config, layout: RunLayout, recorder: StageRecorder, requests: list[dict],
+                          baseline: list[dict], parse: Any) -> dict[str, Measured]:
+    """The adapter and the prompt-only base model on one server (vLLM multi-LoRA), whose context fits the
+    teacher's prompt; with DoRA, which vLLM cannot load, the base model alone."""
+    files, measured = layout.compare, {}
+    wide = baseline_server(config, baseline) if baseline else config.student.server
+    if config.student.lora.use_dora:
+        measured["adapter"] = skipped(config.student.model, "base + LoRA adapter", DORA_SKIPPED)
+        if baseline:
+            with recorder.timed("baseline"), _base_server(config, wide, files.server_log("baseline")) as base:
+                measured["baseline"] = _measured(config, "base, prompted", BASELINE_SERVED, base, baseline, "chat",
+                                                 parse, files.server_log("baseline"))
+        return measured
+    adapter_config = config.model_copy(update={"student": config.student.model_copy(update={"server": wide})})
+    with recorder.timed("student"), serve_adapter(adapter_config, layout, files.server_log("student")) as both:
+        measured["adapter"] = _measured(config, "student", "base + LoRA adapter (vLLM --enable-lora)", both[0],
+                                        requests, "complete", parse, files.server_log("student"))
+        if baseline:
+            measured["baseline"] = _measured(config, "base, prompted", BASELINE_SERVED, both[1], baseline, "chat",
+                                             parse, files.server_log("student"))
     return measured
 
 
-def build_metrics(config: Config, measured: dict[str, Measured], gold: list[str | None], task: Task,
-                  one_off: dict[str, float]) -> dict[str, Any]:
-    headline = "merged" if config.compare.student_serving == "merged" else "adapter"
-    teacher, student = measured["teacher"], measured[headline]
-    summaries = {name: m.summary(gold, task) for name, m in measured.items()}
-    for name, m in measured.items():
-        summaries[name]["agreement_with_teacher"] = mean(agreement(task, m.predictions, teacher.predictions))
-    teacher_summary = summaries["teacher"]
-    teacher_summary["cost_per_1k_queries"] = costs.teacher_cost_per_1k(
-        config.cost, teacher_summary["queries_per_s"], teacher_summary["prompt_tokens_per_query"],
-        teacher_summary["completion_tokens_per_query"])
-    t, s = teacher_summary["cost_per_1k_queries"], summaries[headline]["cost_per_1k_queries"]
-    agreeing = agreement(task, student.predictions, teacher.predictions)
-    has_gold = any(g is not None for g in gold)
-    all_gold = has_gold and all(g is not None for g in gold)
-    curve = cascade_curve(student.predictions, teacher.predictions, gold if all_gold else None,
-                          [a.logprob for a in student.answers], s or 0.0, t or 0.0,
-                          task.score if all_gold else task.agree)
-    metrics: dict[str, Any] = {
-        "n_queries": len(gold),
-        "task": {"type": task.name, "quality": task.quality_name},
-        "concurrency": config.compare.concurrency,
-        "hardware": config.cost.hardware,
-        "teacher": teacher_summary,
-        "student": summaries[headline],
-        "students": {name: summaries[name] for name in ("adapter", "merged") if name in summaries},
-        "baseline": summaries.get("baseline"),
-        "agreement": mean(agreeing),
-        "agreement_ci": bootstrap_interval(agreeing),
-        # McNemar's exact test needs right/wrong answers; a graded score (ROUGE) has none.
-        "mcnemar": mcnemar([x == 1 for x in row_scores(task, student.predictions, gold)],
-                           [x == 1 for x in row_scores(task, teacher.predictions, gold)])
-        if has_gold and task.binary_score else None,
-        "one_off_cost": one_off,
-        "cost_ratio": s / t if t and s is not None else None,
-        "break_even_queries": costs.break_even_queries(one_off["total"], t, s),
-        "monthly": costs.monthly(t, s, config.cost.monthly_queries),
-        "sensitivity": costs.sensitivity(one_off["total"], t, s, config.cost.monthly_queries),
-        "cascade": {"quality": "accuracy" if all_gold else "agreement",
-                    "target": config.compare.target_quality, "curve": curve,
-                    "best": cheapest_meeting(curve, config.compare.target_quality)},
-        "confusion": {"labels": task.labels, "reference": "gold" if has_gold else "teacher",
-                      "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions,
-                                          task.labels)} if task.single_label else None,
-        "prices": config.cost.model_dump(),
-    }
-    if "merged" in measured:
-        metrics["adapter_merged_agreement"] = mean(agreement(task, measured["adapter"].predictions,
-                                                             measured["merged"].predictions))
-    metrics["recommendation"] = recommendation(metrics)
-    return metrics
+def measure_students(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
+                     ) -> dict[str, Measured]:
+    requests = student_requests(task, config, texts)
+    prompt_only = config.teacher.model_copy(update={"rationale": False})
+    baseline = ([teacher_request(task, prompt_only, t, samples=1) for t in texts]
+                if config.compare.prompt_baseline else [])
+
+    def parse(text: str | None) -> str | None:
+        return task.parse(text).value
+
+    measured = _adapter_and_baseline(config, layout, recorder, requests, baseline, parse)
+    if layout.train.merged.is_dir():
+        log = layout.compare.server_log("merged")
+        with recorder.timed("merged"), serve_merged(config, layout, log) as target:
+            measured["merged"] = _measured(config, "merged", "merged weights (adapter folded in)", target, requests,
+                                           "complete", parse, log)
+    return measured
+
+
+def one_off_cost(config: Config, layout: RunLayout) -> dict[str, Any]:
+    """Labelling: what every labelled answer cost when it was paid for, whichever run paid. Training: every
+    attempt, resumes included."""
+    rows = read_rows(layout.generate.outputs)
+    labelling = costs.labelling_cost_of_rows(config.cost, rows)
+    basis = "each labelled answer, when it was paid for"
+    if rows and "serving_s" not in rows[0] and not costs.priced_per_token(config.cost):
+        # Outputs written before answers recorded their serving time: this run's labelling time is all we have.
+        labelling = costs.labelling_cost_from_manifest(config.cost, read_manifest(layout, "generate"))
+        basis = "the last generate run only (its outputs predate per-answer serving times)"
+    training = costs.training_cost(config.cost, costs.training_seconds(read_manifest(layout, "train")))
+    return {"labelling": labelling, "training": training, "total": labelling + training,
+            "labelled_rows": len(rows), "labelling_basis": basis}
 
 
 def compare(config: Config, layout: RunLayout) -> Manifest:
@@ -189,20 +195,26 @@ def compare(config: Config, layout: RunLayout) -> Manifest:
     recorder = StageRecorder(STAGE, config, layout)
     task = make_task(config.task)
     test = read_rows(layout.generate.test, TEST_COLUMNS)
-    gold = [row["gold"] for row in test]
-    measured = _measure_all(config, layout, recorder, [row["text"] for row in test])
-    metrics = build_metrics(config, measured, gold, task, _one_off_cost(config, layout))
-    latencies = {name: [a.latency_ms for a in m.answers] for name, m in measured.items()}
+    gold, texts = [row["gold"] for row in test], [row["text"] for row in test]
+    measured = {"teacher": measure_teacher(config, layout, recorder, task, texts),
+                **measure_students(config, layout, recorder, task, texts)}
+    metrics = build_metrics(config, measured, gold, task, one_off_cost(config, layout)).to_json()
+    shown = {name: m for name, m in measured.items() if m.status == "measured"}
     write_rows(files.answers, [
         {"id": row["id"], "text": row["text"], "gold": row["gold"],
-         **{name: m.predictions[i] for name, m in measured.items()},
-         **{f"{name}_logprob": m.answers[i].logprob for name, m in measured.items()}}
+         **{name: m.predictions[i] for name, m in shown.items()},
+         **{f"{name}_logprob": m.answers[i].logprob for name, m in shown.items()}}
         for i, row in enumerate(test)
     ])
     write_json(files.metrics, metrics)
-    write_reports(metrics, latencies, files.folder, config.name)
+    latencies = {name: _costed_latencies(config, m) for name, m in shown.items()}
+    write_reports(metrics, {k: v for k, v in latencies.items() if v}, files.folder, config.name)
     return recorder.finish(outputs=[files.metrics, files.answers, files.report_md, files.report_html],
                            counts={"queries": len(test)})
+
+
+def _costed_latencies(config: Config, m: Measured) -> list[float]:
+    return costed_point(m.points, config.compare.latency_slo_ms).latencies if m.points else []
 
 
 STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train")

@@ -1,0 +1,63 @@
+"""Cost at saturation: the sweep raises requests in flight until queries/s level off, against a fake server with
+a simulated capacity (fast, offline); and failed requests make a failed measurement, never a number."""
+
+import asyncio
+
+from distill.compare.measure import Measured, SweepPoint, costed_point, levels, measure_target
+from fake_openai import FakeEndpoint
+from teacher.client import Answer, Target
+
+REQUESTS = [{"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4} for i in range(12)]
+
+
+def _sweep(fake: FakeEndpoint, max_concurrency: int, slo_ms: float | None = None):
+    target = Target((fake.url,), "fake")
+    return asyncio.run(measure_target(target, REQUESTS, "chat", max_concurrency, slo_ms, 0.01, "fake"))
+
+
+def test_levels_rise_by_four_up_to_the_limit() -> None:
+    assert levels(64) == [1, 4, 16, 64]
+    assert levels(100) == [1, 4, 16, 64, 100]
+    assert levels(1) == [1]
+
+
+def test_sweep_stops_where_throughput_levels_off() -> None:
+    """4 requests served at once, 100 ms each: at most 40 q/s, reached at 16 in flight; 64 adds nothing."""
+    with FakeEndpoint(capacity=4, service_s=0.1) as fake:
+        result = _sweep(fake, 256)
+    tried = [p.concurrency for p in result.points]
+    assert tried == [1, 4, 16, 64], "stops at the first level that adds no throughput"
+    speeds = {p.concurrency: p.queries_per_s for p in result.points}
+    assert speeds[1] < 10 and 34 < speeds[16] <= 40 and speeds[64] <= 40
+    assert costed_point(result.points, None).concurrency == 16
+    assert all(a is not None and a.error is None for a in result.answers), "every query answered"
+
+
+def test_latency_target_caps_the_concurrency() -> None:
+    with FakeEndpoint(capacity=4, service_s=0.1) as fake:
+        result = _sweep(fake, 256, slo_ms=250)
+    # At 4 in flight no request waits (p95 near 140 ms); at 16 most wait for a slot (p95 over 300 ms): the sweep
+    # stops there and costs the model at 4.
+    assert [p.concurrency for p in result.points] == [1, 4, 16]
+    assert costed_point(result.points, 250).concurrency == 4
+
+
+def test_costed_point_is_the_last_that_raised_throughput() -> None:
+    def point(c: int, qps: float, p95: float = 10.0) -> SweepPoint:
+        return SweepPoint(c, 8, 1.0, qps, {"p50": p95, "p95": p95, "p99": p95}, 0)
+
+    assert costed_point([point(1, 10), point(4, 30), point(16, 31)], None).concurrency == 4
+    assert costed_point([point(1, 10), point(4, 30), point(16, 60, p95=500)], 100).concurrency == 4
+    assert costed_point([point(1, 10, p95=500)], 100).concurrency == 1
+
+
+def test_a_model_whose_requests_fail_is_reported_failed() -> None:
+    with FakeEndpoint(failures=10_000, status=400) as fake:
+        result = _sweep(fake, 16)
+    measured = Measured("m", "vLLM", 1.0, [a for a in result.answers if a is not None], [None] * 12, result.points,
+                        server_log="/runs/x/compare/student_server.log").check_failures(0.01)
+    assert measured.status == "failed"
+    assert "12 of 12 test queries failed" in measured.reason and "student_server.log" in measured.reason
+    assert "400" in measured.reason
+    ok = Measured("m", "vLLM", 1.0, [Answer()] * 200 + [Answer(error="x")], [None] * 201).check_failures(0.01)
+    assert ok.status == "measured"
