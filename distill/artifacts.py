@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -50,7 +51,28 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Strict JSON, which every reader accepts: a NaN or infinity is refused (a source where one can arise
+    legitimately, a diverged loss or an unbounded threshold, writes `finite(value)`: null)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc} at {_non_finite(obj) or 'an unknown key'}; write finite(value) "
+                         "there") from exc
+    write_text(path, text + "\n")
+
+
+def finite(value: float | None) -> float | None:
+    """The number, or None (JSON null) where it is NaN or infinite."""
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _non_finite(obj: Any, where: str = "") -> str | None:
+    """The JSON path of the first NaN or infinity in `obj`, for the error message."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where or "(top level)"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    return next((found for key, value in items if (found := _non_finite(value, f"{where}.{key}".lstrip(".")))),
+                None)
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:

@@ -99,11 +99,18 @@ def _exit_on_failed_gates(results: list[dict[str, Any]]) -> None:
 
 @app.command()
 def validate(config: ConfigOption) -> None:
-    """Check a config file without running anything."""
+    """Check a config and every data file it names (columns, gold answers, row counts) without loading a model."""
+    from distill.data.validate import check_data
 
     def action() -> None:
-        load_config(config)  # the task's label list or schema file is read and checked too
-        typer.echo(f"{config}: valid")
+        report = check_data(load_config(config))  # the task's label list or schema file is read and checked too
+        for note in report.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+        if report.problems:
+            raise UserError(f"{len(report.problems)} problem(s) in the data of {config}:\n"
+                            + "\n".join(report.problems))
+        typer.echo(f"{config}: valid ({report.summary()})")
+
 
     _guarded(action)
 

@@ -33,11 +33,18 @@ class DataConfig(Strict):
         "auto", description="How to read `inputs` and `test`; auto: by file suffix. restaurant8k: PolyAI's "
         "slot-span JSON, read as `text` and a JSON object of slot values as `gold`.")
     header: list[str] | None = Field(None, description="Column names for a CSV/TSV file without a header row.")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="Quote marks in a CSV/TSV file. csv: a quoted field may hold the delimiter and line "
+        "breaks; none: a quote mark is plain text and each line is one row. auto: csv for .csv, none for .tsv.")
     text_column: str = "text"
-    gold_column: str | None = Field(None, description="Column with gold labels, used only to score.")
+    gold_column: str | None = Field(None, description="Column with gold answers (text, or JSON values), used "
+                                    "only to score.")
+    id_column: str | None = Field(None, description="Column with a unique id per row; default: a hash of the "
+                                  "row's text, so a row keeps its id wherever it moves in the file.")
     max_inputs: int | None = Field(None, gt=0, description="Label at most this many input rows.")
     test_size: int = Field(50, gt=0, description="Rows held out of `inputs` for compare when `test` is absent.")
-    max_test: int | None = Field(None, gt=0, description="Compare on at most this many test rows.")
+    max_test: int | None = Field(None, gt=0, description="Compare on this many test rows (the test file must "
+                                 "have at least as many).")
     seed: int = 0
 
     _check_paths = field_validator("inputs", "test")(resolve_existing)
@@ -153,8 +160,9 @@ class StudentConfig(Strict):
         "epoch). The checkpoint with the best task metric is the one kept either way.")
     distill_weight: float = Field(
         0.0, ge=0, le=1, description="Knowledge distillation: weight of the loss against the teacher's top-k "
-        "probabilities at the answer's first token (kept by generate), beside the hard-label loss (1 - weight). "
-        "Needs a teacher with the student's tokenizer.")
+        "probabilities at the answer's first token (kept by generate), mapped to labels and then to the student's "
+        "own first token of each label, beside the hard-label loss (1 - weight). Single-label classification only; "
+        "teacher and student may have different tokenizers.")
     packing: bool = Field(True, description="Pack each batch's examples into one row without cross-attention "
                           "(no compute on padding); false: padded batches.")
     seed: int = 0
@@ -248,6 +256,14 @@ class Config(Strict):
         if self.student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):
             raise ValueError("student.distill_weight needs the teacher's top-k at the answer's first token: set "
                              "teacher.top_logprobs > 0 and teacher.rationale: false")
+        if self.student.distill_weight and not task.single_label:
+            raise ValueError(f"student.distill_weight: the teacher's first-token probabilities are mapped to labels, "
+                             f"so distillation applies to single-label classification only, not to this "
+                             f"{self.task.type}{' (multi_label)' if self.task.type == 'classification' else ''} "
+                             "task; set distill_weight: 0")
+        if self.student.lora.use_dora and self.compare.student_serving != "merged":
+            raise ValueError("student.lora.use_dora: vLLM cannot load DoRA adapters; ship the merged student "
+                             "(compare.student_serving: merged) or set use_dora: false")
         if self.filter.max_per_label is not None and not task.single_label:
             raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
         return self

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.artifacts import finite
 from distill.present import new_figure, to_png
 from student.evaluate import SCORE_KEY
 
 
 def curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
-    train = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in log_history if "loss" in e]
-    evaluation = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e.get("eval_loss"),
+    """Losses as logged; a diverged (NaN or infinite) loss becomes null, as strict JSON has no such number."""
+    train = [{"step": e["step"], "epoch": e.get("epoch"), "loss": finite(e["loss"])}
+             for e in log_history if "loss" in e]
+    evaluation = [{"step": e["step"], "epoch": e.get("epoch"), "loss": finite(e.get("eval_loss")),
                    SCORE_KEY: e.get(f"eval_{SCORE_KEY}"), "valid_rate": e.get("eval_task_valid_rate")}
                   for e in log_history if "eval_loss" in e]
     return {"train": train, "eval": evaluation}

@@ -2,9 +2,15 @@
 teacher's top-k log-probabilities, the student is also trained towards that distribution.
 
 Loss = (1 - w) * cross-entropy on the teacher's answer + w * cross-entropy against the teacher's top-k,
-renormalised (equal to their KL divergence up to a constant). The teacher's alternatives are token strings of
-its own tokenizer; they become student token ids by tokenizing them the way the student's target starts (a
-label follows "Label:" after a space), which is only faithful when both models share one tokenizer.
+renormalised (equal to their KL divergence up to a constant).
+
+The mapping goes through the labels, so teacher and student need not share a tokenizer. Each teacher token is
+text that starts one or more labels ("cancel" starts "cancellation"); its probability goes to those labels,
+split evenly where it starts several. Each label's probability then goes to the first token of that label as
+the student is trained to write it, in the student's own tokenizer (" cancellation" may be one token there, and
+" cancel" another: mapping the teacher's token itself would pick the wrong one). Tokens that start no label
+are left out before renormalising. Single-label classification only: a JSON or free-text answer's first token
+(`{`, `[`, a word) says nothing about the answer.
 """
 
 from __future__ import annotations
@@ -13,34 +19,34 @@ import json
 import math
 from typing import Any
 
-from distill.config import Config
-from distill.errors import UserError
 from distill.tasks import Task
 
 
-def check_shared_tokenizer(config: Config, student_tokenizer: Any) -> None:
-    from teacher.tokens import load_teacher_tokenizer
-
-    teacher_tokenizer = load_teacher_tokenizer(config)
-    if teacher_tokenizer is None:
-        raise UserError(f"student.distill_weight: the teacher's tokenizer ({config.teacher.model}) is not available "
-                        "locally, so its soft labels cannot be matched to the student's tokens; set "
-                        "teacher.model to a local folder or catalogue name, or distill_weight: 0")
-    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
-        raise UserError(f"student.distill_weight: teacher {config.teacher.model} and student {config.student.model} "
-                        "have different tokenizers, so the teacher's token probabilities do not apply to the "
-                        "student; use a student of the teacher's family, or distill_weight: 0")
-
-
-def soft_target(row: dict[str, Any], task: Task, tokenizer: Any) -> tuple[list[int], list[float]]:
-    """Student token ids and the teacher's renormalised probabilities for them; empty where none were kept."""
-    alternatives = json.loads(row.get("top_logprobs") or "[]")
-    prefix = task.student_target("")
-    mass: dict[int, float] = {}
+def label_probabilities(alternatives: list[dict[str, Any]], labels: list[str]) -> dict[str, float]:
+    """The teacher's first-token probabilities summed per label, over the tokens that can start each label."""
+    mass: dict[str, float] = {}
     for alternative in alternatives:
-        ids = tokenizer(prefix + alternative["token"], add_special_tokens=False)["input_ids"]
-        if ids:
-            mass[ids[0]] = mass.get(ids[0], 0.0) + math.exp(alternative["logprob"])
+        token = alternative["token"].lstrip()  # a leading space is where the token sits, not what it says
+        started = [label for label in labels if token and label.startswith(token)]
+        for label in started:
+            mass[label] = mass.get(label, 0.0) + math.exp(alternative["logprob"]) / len(started)
+    return mass
+
+
+def first_target_ids(task: Task, tokenizer: Any) -> dict[str, int]:
+    """Each label's first token id as the student is trained to write it (the task's student target)."""
+    assert task.labels is not None and task.single_label, "distillation is refused for other tasks by the config"
+    return {label: tokenizer(task.student_target(label), add_special_tokens=False)["input_ids"][0]
+            for label in task.labels}
+
+
+def soft_target(row: dict[str, Any], first_ids: dict[str, int]) -> tuple[list[int], list[float]]:
+    """Student token ids and the teacher's renormalised probabilities for them; empty where none were kept or
+    none of the teacher's tokens starts a label."""
+    labels = label_probabilities(json.loads(row.get("top_logprobs") or "[]"), list(first_ids))
+    mass: dict[int, float] = {}
+    for label, probability in labels.items():
+        mass[first_ids[label]] = mass.get(first_ids[label], 0.0) + probability  # labels sharing a first token
     total = sum(mass.values())
     if total <= 0:
         return [], []

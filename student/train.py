@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import read_rows, write_bytes, write_json
+from distill.artifacts import finite, read_rows, write_bytes, write_json
 from distill.config import Config, StudentConfig
 from distill.errors import UserError
 from distill.layout import RunLayout, TrainFiles
@@ -20,7 +20,7 @@ from distill.models import resolve_model
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from student.curves import curves, plot_curves, still_rising
-from student.distillation import SoftTargetCollator, check_shared_tokenizer, soft_target
+from student.distillation import SoftTargetCollator, first_target_ids, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
 from student.prompts import StudentPrompter
 from teacher.generate import TEACHER_COLUMNS
@@ -88,6 +88,8 @@ def load_student(student: StudentConfig) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.eos_token_id is None:
         raise UserError(f"{student.model}: the tokenizer has no EOS token; the student cannot learn to stop")
+    if tokenizer.pad_token is None:  # Llama and Mistral tokenizers have none; batched generation needs one
+        tokenizer.pad_token = tokenizer.eos_token
     options: dict[str, Any] = {"dtype": getattr(torch, student.dtype)}
     if student.quantization == "4bit":
         options["quantization_config"] = _four_bit_config(student)
@@ -161,22 +163,23 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
 
 
 def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | None:
-    """The last checkpoint of an interrupted run of this same training; checkpoints of any other are removed."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The last complete checkpoint of an interrupted run of this same training; checkpoints of any other are
+    removed. The Trainer writes `trainer_state.json` last, so a checkpoint without one was cut short by the kill."""
     marker = folder / "fingerprint.json"
     if folder.is_dir() and (not marker.exists() or json.loads(marker.read_text()) != fingerprint):
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(marker, fingerprint)
-    return get_last_checkpoint(str(folder))
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
 
 
 def _encode(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompter, rows: list[dict]) -> list[dict]:
     encoded = encode_rows(tokenizer, task, rows, config.student.max_seq_len, prompter)
     if config.student.distill_weight:
+        first_ids = first_target_ids(task, tokenizer)
         for example, row in zip(encoded, rows, strict=True):
-            example["kd_ids"], example["kd_probs"] = soft_target(row, task, tokenizer)
+            example["kd_ids"], example["kd_probs"] = soft_target(row, first_ids)
     return encoded
 
 
@@ -187,8 +190,6 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
     from student.trainer import StudentTrainer, TaskEval
 
     student = config.student
-    if student.distill_weight:
-        check_shared_tokenizer(config, tokenizer)
     train_data = _encode(config, task, tokenizer, prompter, train_rows)
     eval_data = _encode(config, task, tokenizer, prompter, eval_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -253,7 +254,7 @@ def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFil
                     "checkpoint is the last one): more epochs may help (student.epochs)")
     return {
         "still_rising": rising,
-        "train_loss": result.training_loss,
+        "train_loss": finite(result.training_loss),
         "eval_loss": history["eval"][-1]["loss"] if history["eval"] else None,
         "best_step": best_step,
         "best_eval_task_score": next((p[SCORE_KEY] for p in history["eval"] if p["step"] == best_step), None),

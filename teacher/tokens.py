@@ -45,7 +45,7 @@ def oversize_rows(config: Config, examples: list[Example], requests: list[dict[s
             for i, n in enumerate(counts) if n + budget > limit}
     if over and not config.teacher.skip_oversize:
         first = min(over)
-        raise UserError(f"{config.data.inputs}: row {examples[first].id.split(':')[1]}: {over[first]} "
+        raise UserError(f"{config.data.inputs}: row {examples[first].row}: {over[first]} "
                         f"({len(over)} such rows); shorten them, raise teacher.server.max_model_len, "
                         "or set teacher.skip_oversize: true to record and skip them")
     return over

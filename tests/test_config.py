@@ -80,3 +80,37 @@ def test_labels_file_must_be_a_list_of_strings(tmp_path: Path) -> None:
     task = {"instruction": "x", "labels_file": str(labels)}
     with pytest.raises(UserError, match="labels.json: task.labels_file must hold a JSON list"):
         load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS, task=task)))
+
+
+def test_student_prompt_with_stray_braces_is_refused(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS)
+    config["task"]["student_prompt"] = 'Reply as {"label": ...}\n{text}\nJSON:'
+    message = _error_for(tmp_path, config)
+    assert "task.student_prompt: braces other than {text} (KeyError:" in message
+    assert "write a literal brace as {{ or }}" in message
+    config["task"]["student_prompt"] = 'Reply as {{"label": ...}}\n{text}\nJSON:'
+    assert load_config(write_config(tmp_path / "ok.yaml", config)).task.student_prompt.startswith("Reply as {{")
+
+
+@pytest.mark.parametrize(("task", "kind"), [
+    ({"type": "extraction", "instruction": "x", "json_schema": {"type": "object", "properties": {"a": {}}}},
+     "extraction task"),
+    ({"type": "classification", "instruction": "x", "labels": ["a", "b"], "multi_label": True},
+     "classification (multi_label) task"),
+])
+def test_distillation_is_refused_beyond_single_label_classification(tmp_path: Path, task: dict, kind: str) -> None:
+    config = study_config("m", DEMO_INPUTS, task=task)
+    config["student"]["distill_weight"] = 0.5
+    assert (f"student.distill_weight: the teacher's first-token probabilities are mapped to labels, so distillation "
+            f"applies to single-label classification only, not to this {kind}; set distill_weight: 0"
+            in _error_for(tmp_path, config))
+
+
+def test_dora_needs_the_merged_student(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS)
+    config["student"]["lora"]["use_dora"] = True
+    config["compare"]["student_serving"] = "adapter"
+    message = _error_for(tmp_path, config)
+    assert "student.lora.use_dora" in message and "compare.student_serving: merged" in message
+    config["compare"]["student_serving"] = "merged"
+    assert load_config(write_config(tmp_path / "ok.yaml", config)).student.lora.use_dora

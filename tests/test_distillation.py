@@ -1,5 +1,5 @@
-"""Knowledge distillation from the teacher's top-k at the answer's first token: the mapping to student tokens,
-packing, its effect on training, and the shared-tokenizer requirement."""
+"""Knowledge distillation from the teacher's top-k at the answer's first token: the mapping through labels to
+the student's own tokens (no shared tokenizer needed), packing, its effect on training, and where it is refused."""
 
 import json
 import math
@@ -12,8 +12,15 @@ from distill.config import StudentConfig, load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.tasks import make_task
+from distill.tasks.classification import ClassificationSettings
 from helpers import DEMO_INPUTS, study_config, write_config
-from student.distillation import SoftTargetCollator, soft_target, soft_target_loss
+from student.distillation import (
+    SoftTargetCollator,
+    first_target_ids,
+    label_probabilities,
+    soft_target,
+    soft_target_loss,
+)
 from student.train import encode_example, load_student, make_collator, train
 
 LABELS = ["billing", "refund", "shipping"]
@@ -37,12 +44,13 @@ def _alternatives(refund: float, billing: float) -> str:
 
 
 def test_soft_target_maps_teacher_tokens_to_the_students_answer_start(tokenizer, tiny_model: Path) -> None:
-    ids, probs = soft_target({"top_logprobs": _alternatives(0.6, 0.2)}, _task(tiny_model), tokenizer)
+    first_ids = first_target_ids(_task(tiny_model), tokenizer)
+    ids, probs = soft_target({"top_logprobs": _alternatives(0.6, 0.2)}, first_ids)
     # The student's target is " refund" (after "Label:"), the teacher's chat answer "refund": the space is added.
     assert ids == [tokenizer(" refund", add_special_tokens=False)["input_ids"][0],
                    tokenizer(" billing", add_special_tokens=False)["input_ids"][0]]
     assert probs == pytest.approx([0.75, 0.25])
-    assert soft_target({"top_logprobs": "[]"}, _task(tiny_model), tokenizer) == ([], [])
+    assert soft_target({"top_logprobs": "[]"}, first_ids) == ([], [])
 
 
 def test_packed_and_padded_batches_give_the_same_soft_target_loss(tokenizer, tiny_model: Path) -> None:
@@ -56,7 +64,8 @@ def test_packed_and_padded_batches_give_the_same_soft_target_loss(tokenizer, tin
                                       ("refund it please, it broke on day one", "refund", _alternatives(0.7, 0.1)),
                                       ("hi", "billing", "[]")]:
         example = encode_example(tokenizer, f"Message: {text}\nCategory:", f" {label}", max_len=64)
-        example["kd_ids"], example["kd_probs"] = soft_target({"top_logprobs": alternatives}, task, tokenizer)
+        example["kd_ids"], example["kd_probs"] = soft_target({"top_logprobs": alternatives},
+                                                             first_target_ids(task, tokenizer))
         batch.append(example)
     losses = []
     for packing in (True, False):
@@ -104,23 +113,44 @@ def test_soft_labels_pull_the_student_towards_the_teachers_distribution(tmp_path
     assert preference[0.0] < 0 < preference[1.0], preference
 
 
-def test_distillation_needs_the_teachers_tokenizer(tmp_path: Path, tiny_model: Path, tokenizer) -> None:
-    from transformers import AutoTokenizer
+class GreedyTokenizer:
+    """A tokenizer with a fixed vocabulary, longest match first: the student's, unlike the teacher's."""
 
-    other = tmp_path / "other-teacher"
-    different = AutoTokenizer.from_pretrained(tiny_model)
-    different.add_tokens(["<a-token-only-the-teacher-has>"])
-    different.save_pretrained(other)
-    write_rows(tmp_path / "filter" / "train.parquet", [{"id": "inputs:0", "text": "hi", "label": "billing",
-                                                         "top_logprobs": "[]"}])
-    write_rows(tmp_path / "filter" / "eval.parquet", [])
-    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
-    config = study_config(tiny_model, DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
-    config["teacher"]["model"] = str(other)
+    def __init__(self, vocabulary: list[str]) -> None:
+        self.ids = {piece: i for i, piece in enumerate(vocabulary)}
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        ids = []
+        while text:
+            piece = max((p for p in self.ids if text.startswith(p)), key=len, default=text[0])
+            ids.append(self.ids.get(piece, -1))
+            text = text[len(piece):]
+        return {"input_ids": ids}
+
+
+def test_teacher_tokens_map_through_labels_to_the_students_own_first_tokens() -> None:
+    """The teacher wrote "cancel" (its own sub-word) for "cancellation": the student's first token of
+    " cancellation" gets that mass, not its token for " cancel"; a token starting no label is left out."""
+    task = make_task(ClassificationSettings(instruction="Route.", labels=["cancellation", "refund", "card_arrival",
+                                                                          "card_payment"]))
+    student = GreedyTokenizer([" cancel", " cancellation", " ref", " refund", " card", "_arrival", "_payment"])
+    first_ids = first_target_ids(task, student)
+    assert first_ids == {"cancellation": 1, "refund": 3, "card_arrival": 4, "card_payment": 4}
+    teacher = json.dumps([{"token": "cancel", "logprob": math.log(0.4)}, {"token": "ref", "logprob": math.log(0.2)},
+                          {"token": "card", "logprob": math.log(0.2)}, {"token": "The", "logprob": math.log(0.2)}])
+    ids, probs = soft_target({"top_logprobs": teacher}, first_ids)
+    assert dict(zip(ids, probs, strict=True)) == pytest.approx({1: 0.5, 3: 0.25, 4: 0.25})
+
+
+def test_a_token_starting_several_labels_is_shared_between_them() -> None:
+    alternatives = [{"token": " card", "logprob": math.log(0.5)}, {"token": "card_pay", "logprob": math.log(0.1)}]
+    assert label_probabilities(alternatives, ["card_arrival", "card_payment", "refund"]) == pytest.approx(
+        {"card_arrival": 0.25, "card_payment": 0.35})
+
+
+def test_distillation_needs_the_teachers_top_k(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
     config["student"]["distill_weight"] = 0.5
-    with pytest.raises(UserError, match="have different tokenizers"):
-        train(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
-
     config["teacher"].update(rationale=True, max_tokens=64)
     with pytest.raises(UserError, match="student.distill_weight needs the teacher's top-k"):
         load_config(write_config(tmp_path / "c.yaml", config))

@@ -24,9 +24,12 @@ TAGS = [("My card was charged twice and the app crashes #{n}", "billing|technica
 
 
 def _bookings(folder: Path) -> Path:
-    rows = [{"text": text.format(n=n), "gold": json.dumps({k: v.format(n=n) for k, v in slots.items()})}
+    """JSON Lines whose gold column holds JSON objects, as a new user writes extraction data."""
+    rows = [{"text": text.format(n=n), "gold": {k: v.format(n=n) for k, v in slots.items()}}
             for n in range(2, 16) for text, slots in BOOKINGS]
-    return write_csv(folder / "bookings.csv", rows)
+    path = folder / "bookings.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def _tags(folder: Path) -> Path:
@@ -57,7 +60,7 @@ def test_task_type_end_to_end(kind: str, tmp_path: Path, tiny_model: Path, serve
     config["teacher"] = {"model": "tiny-teacher", "url": served_tiny.base_url, "max_tokens": 80, "concurrency": 8}
     config["filter"] = {"near_dup_threshold": None, "eval_fraction": 0.1}
     config["student"].update(max_tokens=80, max_seq_len=256, export_merged=False)
-    config["compare"] = {"concurrency": 8, "prompt_baseline": False}
+    config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
     run_pipeline(loaded, RunLayout(tmp_path / "run"))
 

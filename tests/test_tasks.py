@@ -106,7 +106,8 @@ def test_bad_gold_names_file_and_row(tmp_path: Path) -> None:
                       + json.dumps({"text": "table for two", "gold": '{"people": "two"}'}) + "\n")
     config = study_config("m", inputs, task={"type": "extraction", "instruction": "x", "json_schema": SCHEMA})
     config["data"].update(gold_column="gold", test_size=1)
-    with pytest.raises(UserError, match=r"in.jsonl: row 2: gold answer .* against the schema at people"):
+    with pytest.raises(UserError, match=r"in.jsonl: row 2 \(line 2\), column 'gold': gold answer .* against the "
+                                        "schema at people"):
         split_inputs(load_config(write_config(tmp_path / "c.yaml", config)))
 
     inputs.write_text(json.dumps({"text": "table for 2", "gold": '{"people": 2}'}) + "\n"
@@ -128,9 +129,43 @@ def test_restaurant8k_gold_from_spans(tmp_path: Path) -> None:
         {"userInput": {"text": "Thanks!"}},
     ]))
     rows = restaurant8k(path)
-    assert json.loads(rows[0]["gold"]) == {"people": "4", "time": "7pm", "first_name": "Ann"}
-    assert rows[1] == {"text": "[asked for: time] 13", "gold": '{"time": "13"}'}
-    assert rows[2]["gold"] == "{}"
+    assert rows[0]["gold"] == {"people": "4", "time": "7pm", "first_name": "Ann"}  # an object, as in the file
+    assert rows[1] == {"text": "[asked for: time] 13", "gold": {"time": "13"}}
+    assert rows[2]["gold"] == {}
     path.write_text(json.dumps([{"userInput": {}}]))
     with pytest.raises(UserError, match=r"r8k.json: turn 1: not in Restaurant-8k's shape"):
         restaurant8k(path)
+
+
+def test_a_jsonl_file_with_object_gold_runs_through_split_and_the_filter_audit(tmp_path: Path) -> None:
+    """US-address parsing as a new user writes it: gold is a nested JSON object in each JSONL line."""
+    from distill.filter.stage import audit
+
+    schema = {"type": "object", "properties": {
+        "street": {"type": "string"}, "city": {"type": "string"},
+        "region": {"type": "object", "properties": {"state": {"type": "string"}, "zip": {"type": "string"}}}}}
+    places = [("Cambridge", "MA", "02139"), ("Austin", "TX", "73301"), ("Denver", "CO", "80202")]
+    rows = [{"text": f"{n} Main St, {city}, {state} {zip_}",
+             "gold": {"street": f"{n} Main St", "city": city, "region": {"state": state, "zip": zip_}}}
+            for n in range(1, 9) for city, state, zip_ in places]
+    inputs = tmp_path / "addresses.jsonl"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = study_config("m", inputs, task={"type": "extraction", "instruction": "Parse the address.",
+                                             "json_schema": schema})
+    config["data"].update(gold_column="gold", test_size=4)
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    splits = split_inputs(loaded)
+    task = make_task(loaded.task)
+    assert len(splits.to_label) == 20 and all(task.parse(e.gold).value == e.gold for e in splits.to_label)
+    # A teacher that gets every city right and every zip of Austin wrong.
+    labelled = []
+    for e in splits.to_label:
+        answer = json.loads(e.gold)
+        if answer["city"] == "Austin":
+            answer["region"]["zip"] = "00000"
+        labelled.append({"id": e.id, "text": e.text, "gold": e.gold, "label": task.parse(json.dumps(answer)).value})
+    report = audit(labelled, task, samples=3, seed=0)
+    austin = sum(json.loads(e.gold)["city"] == "Austin" for e in splits.to_label)
+    assert report["rows_with_gold"] == 20
+    assert report["teacher_accuracy"] == pytest.approx(1 - austin / 20)
+    assert report["per_field"]["city"] == 1.0 and report["per_field"]["region"] == pytest.approx(1 - austin / 20)

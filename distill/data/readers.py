@@ -1,11 +1,174 @@
-"""Readers for public datasets whose files are not plain tables, turned into rows of `text` and `gold`."""
+"""Data files read as they are written: rows of CSV/TSV, JSON Lines, JSON and Parquet files, and readers for
+public datasets whose files are not plain tables.
+
+Text files are decoded whole, so a non-UTF-8 byte is reported at its true line and byte; a byte-order mark is
+dropped. Cell values keep their type: a JSON object in a JSONL or Parquet cell stays an object. A TSV file is
+read without quote processing by default (tab-separated data such as SMS Spam uses `"` as plain text), so each
+line is one row and a line with the wrong number of fields is an error naming it.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distill.errors import UserError
+
+MAX_LISTED = 20  # problems listed in one message; the rest are counted
+
+
+class DataError(UserError):
+    """Every problem found in one data file, each naming the file and its row or line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = len(problems) - MAX_LISTED
+        super().__init__("\n".join(problems[:MAX_LISTED]) + (f"\n... and {more} more" if more > 0 else ""))
+
+
+@dataclass
+class Table:
+    rows: list[dict[str, Any]]
+    lines: list[int | None]  # the line each row starts on (None for Parquet and JSON lists)
+    physical_lines: int | None = None  # non-blank lines of a delimited file, header included
+    notes: list[str] = field(default_factory=list)  # worth a look, not wrong (validate prints them)
+
+    def where(self, index: int) -> str:
+        """A row as a person finds it in the file: its 1-based row number, and its line where it has one."""
+        line = self.lines[index]
+        return f"row {index + 1}" + (f" (line {line})" if line is not None else "")
+
+
+def decode(path: Path) -> str:
+    """The file's text; a BOM is dropped, and a non-UTF-8 byte is reported at its line and byte offset."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start  # the error's offset counts from where decoding began, after the BOM
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - data.rfind(b"\n", 0, offset)
+        raise UserError(f"{path}: line {line}, byte {offset} (column {column}): not UTF-8 text (byte "
+                        f"0x{data[offset]:02x}); re-save the file as UTF-8") from exc
+
+
+def read_table(path: Path, data_format: str = "auto", header: list[str] | None = None,
+               quoting: str = "auto") -> Table:
+    """Rows of a CSV/TSV, JSON Lines, JSON list or Parquet file (by suffix unless `data_format` says), as dicts."""
+    kind = path.suffix.lower().lstrip(".") if data_format == "auto" else data_format
+    if kind in ("csv", "tsv"):
+        quoted = quoting == "csv" or (quoting == "auto" and kind == "csv")
+        return delimited(path, decode(path), "\t" if kind == "tsv" else ",", header, quoted)
+    if kind == "jsonl":
+        return json_lines(path, decode(path))
+    if kind == "json":
+        rows = _json(path, decode(path))
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise UserError(f"{path}: a .json input must hold a list of objects")
+        return Table(rows, [None] * len(rows))
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        return Table(rows, [None] * len(rows))
+    if kind == "restaurant8k":
+        rows = restaurant8k(path)
+        return Table(rows, [None] * len(rows))
+    raise UserError(f"{path}: unsupported file type {kind!r}; use .csv, .tsv, .jsonl, .json or .parquet, "
+                    "or name the format in data.format")
+
+
+def delimited(path: Path, text: str, delimiter: str, header: list[str] | None, quoted: bool) -> Table:
+    """Rows of a CSV/TSV text; every line with the wrong number of fields is reported, not just the first."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    columns, rows, lines, problems, end = header, [], [], [], 0
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record:
+                continue  # a blank line
+            if columns is None:
+                columns = _header(path, record)
+            elif len(record) != len(columns):
+                problems.append(f"{path}: line {start}: {len(record)} fields where the header has {len(columns)} "
+                                f"({', '.join(columns)})" + (_quote_hint(delimiter) if not quoted else ""))
+            else:
+                rows.append(dict(zip(columns, record, strict=True)))
+                lines.append(start)
+    except csv.Error as exc:
+        problems.append(f"{path}: line {reader.line_num}: {exc}")
+    if problems:
+        raise DataError(problems)
+    table = Table(rows, lines, physical_lines=sum(1 for line in re.split(r"\r\n|\r|\n", text) if line.strip()))
+    _check_line_count(path, table, header is None, delimiter if quoted else None)
+    return table
+
+
+def _header(path: Path, record: list[str]) -> list[str]:
+    repeated = sorted({name for name in record if record.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path}: line 1: the header names column(s) {repeated} more than once")
+    return record
+
+
+def _quote_hint(delimiter: str) -> str:
+    name = "tab" if delimiter == "\t" else repr(delimiter)
+    return f"; a field holding a {name} must be quoted: set data.quoting: csv if this file quotes fields"
+
+
+def _check_line_count(path: Path, table: Table, has_header: bool, delimiter: str | None) -> None:
+    """Rows read against lines in the file. Without quoting (`delimiter` None) they must match. With quoting a
+    quoted field may span lines (valid CSV), but a stray quote mark does the same and swallows the rows after it:
+    a field holding a line that reads as a whole row of this file is named for a person to look at."""
+    expected = (table.physical_lines or 0) - has_header
+    if len(table.rows) == expected:
+        return
+    if delimiter is None:
+        raise UserError(f"{path}: {len(table.rows)} rows read from {expected} data lines; please report this")
+    width = len(table.rows[0])
+    for index, row in enumerate(table.rows):
+        for column, value in row.items():
+            if any(len(next(csv.reader([line], delimiter=delimiter), [])) == width for line in value.splitlines()[1:]):
+                table.notes.append(
+                    f"{path}: {table.where(index)}, column {column!r} holds a line break followed by what reads as "
+                    f"a whole row ({len(table.rows)} rows from {expected} lines): a stray quote mark? If quote "
+                    "marks in this file are plain text, set data.quoting: none")
+                return
+
+
+def json_lines(path: Path, text: str) -> Table:
+    rows, lines, problems = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{path}: line {number}: a JSON object per line is expected, not {type(row).__name__}")
+            continue
+        rows.append(row)
+        lines.append(number)
+    if problems:
+        raise DataError(problems)
+    return Table(rows, lines)
+
+
+def _json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from exc
 
 
 def restaurant8k(path: Path) -> list[dict]:
@@ -14,19 +177,18 @@ def restaurant8k(path: Path) -> list[dict]:
     A turn like "13" only means something with the slot the system asked for, so that request leads the text.
     A span without `startIndex` starts at 0 (the dataset leaves it out there).
     """
-    try:
-        turns = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read Restaurant-8k JSON (data.format: restaurant8k): {exc}") from exc
+    turns = _json(path, decode(path))
+    if not isinstance(turns, list):
+        raise UserError(f"{path}: not Restaurant-8k JSON (data.format: restaurant8k): a list of turns is expected")
     rows = []
     for number, turn in enumerate(turns, 1):
         try:
             text = turn["userInput"]["text"]
             slots = {label["slot"]: text[label["valueSpan"].get("startIndex", 0):label["valueSpan"]["endIndex"]]
                      for label in turn.get("labels", [])}
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"{path}: turn {number}: not in Restaurant-8k's shape (missing {exc})") from exc
         requested = list(dict.fromkeys((turn.get("context") or {}).get("requestedSlots") or []))
         prefix = f"[asked for: {', '.join(requested)}] " if requested else ""
-        rows.append({"text": prefix + text, "gold": json.dumps(slots, ensure_ascii=False)})
+        rows.append({"text": prefix + text, "gold": slots})
     return rows

@@ -10,23 +10,20 @@ duplicate, near_duplicate, over_label_cap. It reads files only: a new threshold 
 
 from __future__ import annotations
 
+import hashlib
 import random
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from distill.artifacts import read_rows, write_json, write_rows, write_text
 from distill.config import Config, FilterConfig
+from distill.data.inputs import normalise  # one notion of "the same text" for the filter and `validate`
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
-
-
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().casefold()
 
 
 def row_reason(row: dict[str, Any], rules: FilterConfig) -> str | None:
@@ -117,8 +114,9 @@ def check_contract(rows: list[dict[str, Any]], path: Path, task: Task) -> None:
 
 
 def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
-    order = list(kept)
-    random.Random(seed).shuffle(order)
+    """A seeded order from each row's own id (a hash of its content), not its position: a row inserted at the
+    top of the inputs leaves every other row on its side of the split."""
+    order = sorted(kept, key=lambda row: hashlib.sha256(f"{seed}:{row['id']}".encode()).digest())
     n_eval = round(len(order) * fraction)
     return order[n_eval:], order[:n_eval]
 

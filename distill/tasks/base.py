@@ -39,6 +39,11 @@ class TaskSettings(Strict):
     def _has_text_slot(cls, value: str) -> str:
         if "{text}" not in value:
             raise ValueError("must contain the placeholder {text}")
+        try:  # as `student_prompt()` fills it at train time, so a stray brace fails here and not hours later
+            value.format(text="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"braces other than {{text}} ({type(exc).__name__}: {exc}); write a literal brace "
+                             "as {{ or }}") from None
         return value
 
 

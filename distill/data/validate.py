@@ -1,0 +1,73 @@
+"""`distill validate`: every data file a config names, read and checked the way the stages will read it, with
+no model loaded, so a malformed file surfaces in seconds rather than hours into a run.
+
+Problems (each naming file, row and column) make the config invalid and are all reported at once; notes are
+things worth a look that the pipeline handles (test rows repeated in the inputs, which filter drops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.config import Config
+from distill.data.inputs import Example, normalise, read_examples, size_problems
+from distill.data.readers import DataError
+from distill.errors import UserError
+from distill.tasks import make_task
+
+
+@dataclass
+class DataReport:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # examples read per file
+
+    def summary(self) -> str:
+        return "; ".join(f"{Path(path).name}: {n:,} rows" for path, n in self.rows.items())
+
+
+def check_data(config: Config) -> DataReport:
+    """Read `data.inputs` and `data.test`, check columns, ids and gold answers against the task, the row counts
+    the config asks for, and test rows repeated in the inputs."""
+    report = DataReport()
+    try:
+        canonical_gold = make_task(config.task).parse_gold
+    except UserError as exc:  # a side file (labels, schema) that changed since the config was loaded
+        report.problems.append(str(exc))
+        return report
+    files = {"inputs": config.data.inputs, "test": config.data.test}
+    examples = {name: _read(path, config, canonical_gold, report) for name, path in files.items() if path}
+    inputs, test = examples.get("inputs"), examples.get("test")
+    if inputs is not None and (test is not None or config.data.test is None):
+        report.problems += size_problems(config.data, len(inputs), None if test is None else len(test))
+    if inputs and test:
+        _overlap(config, inputs, test, report)
+    return report
+
+
+def _read(path: Path, config: Config, canonical_gold: object, report: DataReport) -> list[Example] | None:
+    try:
+        examples, problems, table = read_examples(path, config.data, canonical_gold)  # type: ignore[arg-type]
+    except DataError as exc:
+        report.problems += exc.problems
+        return None
+    except (UserError, OSError) as exc:
+        report.problems.append(str(exc))
+        return None
+    report.problems += problems
+    report.notes += table.notes
+    report.rows[str(path)] = len(examples)
+    if config.data.gold_column and examples and all(e.gold is None for e in examples):
+        report.notes.append(f"{path}: column {config.data.gold_column!r} (data.gold_column) is empty in every "
+                            "row: nothing will be scored against gold")
+    return None if problems else examples
+
+
+def _overlap(config: Config, inputs: list[Example], test: list[Example], report: DataReport) -> None:
+    test_texts = {normalise(e.text) for e in test}
+    repeated = [e for e in inputs if normalise(e.text) in test_texts]
+    if repeated:
+        report.notes.append(f"{config.data.inputs}: {len(repeated)} row(s) repeat a test query (first: row "
+                            f"{repeated[0].row}); filter drops them as leaks_test, so they are labelled but "
+                            "never trained on")
