@@ -91,6 +91,9 @@ class TeacherConfig(Strict):
     max_cost: float | None = Field(None, gt=0, description="Stop labelling cleanly once this much is spent ($).")
     skip_oversize: bool = Field(False, description="Record prompts longer than the context and go on, "
                                 "instead of refusing the input file.")
+    fidelity_check: int = Field(
+        0, ge=0, description="Also send this many sampled rows without the output constraint (temperature 0) and "
+        "report in the filter report where the constraint changed an answer the teacher gave validly; 0: off.")
 
     @model_validator(mode="after")
     def _sampling_needs_temperature(self) -> TeacherConfig:

@@ -28,6 +28,10 @@ class GenerateFiles:
     def server_log(self) -> Path:
         return self.folder / "server.log"
 
+    @property
+    def fidelity(self) -> Path:  # teacher.fidelity_check: constrained vs unconstrained answers on a sample
+        return self.folder / "fidelity.json"
+
 
 @dataclass(frozen=True)
 class FilterFiles:

@@ -161,10 +161,10 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
         summary.gates = check_gates(gates, summary.metrics)
         summary.finished_at = datetime.now(UTC).isoformat()
         write_json(layout.summary, asdict(summary) | {"gates_passed": summary.gates_passed})
-        if config.tracking.mlflow_uri:
-            from distill.tracking import log_run
+        if config.tracking.trackers:
+            from distill.tracking import log_summary
 
-            log_run(config, layout, summary.metrics)
+            log_summary(config, layout, summary.metrics)
     return summary
 
 
@@ -172,7 +172,10 @@ def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool) -> S
     action, reason = decide(stage, config, layout, forced)
     start = time.perf_counter()
     if action == "run":
-        stage.run(config, layout)
+        from distill.console import stage_log
+
+        with stage_log(stage.name, layout.stage_log(stage.name)):
+            stage.run(config, layout)
         action = "ran"
     return StageOutcome(stage.name, action, reason, round(time.perf_counter() - start, 2))
 

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 from distill.artifacts import write_rows
@@ -21,6 +22,7 @@ from distill.data.inputs import Example, split_inputs
 from distill.layout import GenerateFiles, RunLayout
 from distill.stages import Manifest, Stage, StageRecorder
 from distill.tasks import Parsed, Task, make_task
+from teacher import fidelity
 from teacher.cache import ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.server import open_teacher, prefix_cache_counters
@@ -29,15 +31,16 @@ from teacher.tokens import estimate, load_teacher_tokenizer, oversize_rows
 NOT_SENT = "not sent: teacher.max_cost reached"
 
 
-def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int | None = None
-                    ) -> dict[str, Any]:
+def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int | None = None,
+                    constrained: bool = True) -> dict[str, Any]:
+    """The chat request for one input; `constrained=False` leaves out the output constraint (fidelity checks)."""
     request: dict[str, Any] = {
         "messages": task.teacher_messages(text, teacher.rationale),
         "temperature": teacher.temperature,
         "max_tokens": task.answer_token_budget(teacher.max_tokens, teacher.rationale),
         "logprobs": True,
     }
-    constraint = task.teacher_constraint(teacher.rationale)
+    constraint = task.teacher_constraint(teacher.rationale) if constrained else None
     if constraint is not None:
         request["extra_body"] = {"structured_outputs": constraint}
     if (samples or teacher.samples) > 1:
@@ -228,9 +231,12 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
             for e, a in zip(plan.examples, labelling.answers, strict=True)]
     write_rows(files.outputs, rows, TEACHER_COLUMNS)
     write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
+    with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
+        checked = fidelity.run(config, plan.task, plan.examples, plan.oversize, files,
+                               partial(teacher_request, plan.task))
     not_sent = sum(r["error"] == NOT_SENT for r in rows)
     return recorder.finish(
-        outputs=[files.outputs, files.test],
+        outputs=[files.outputs, files.test, *checked],
         counts={"rows": len(rows), "labelled": sum(r["label"] is not None for r in rows),
                 "failed": sum(r["error"] is not None for r in rows) - not_sent - len(plan.oversize),
                 "oversize": len(plan.oversize), "not_sent": not_sent, "requests_sent": labelling.sent,

@@ -23,6 +23,7 @@ from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
+from teacher import fidelity
 from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
 
 
@@ -173,6 +174,7 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     write_rows(files.eval, evaluation, TEACHER_COLUMNS)
     write_rows(files.dropped, dropped, (*TEACHER_COLUMNS, "drop_reason"))
     report = build_report(rows, kept, train, evaluation, dropped, task, config)
+    report["constraint_fidelity"] = fidelity.load(layout.generate.fidelity)
     write_json(files.report_json, report)
     write_text(files.report_md, report_markdown(report))
     return recorder.finish(outputs=[files.train, files.eval, files.dropped, files.report_json],
@@ -188,6 +190,8 @@ def build_report(rows: list[dict], kept: list[dict], train: list[dict], evaluati
         "labels_before": _counts(task, [r["label"] for r in rows if r["label"] is not None]),
         "labels_after": _counts(task, [r["label"] for r in kept]),
         "audit": audit(rows, task, config.filter.audit_samples, config.filter.seed),
+        # Placeholder strings ("null", "N/A") the teacher wrote where a value belongs; never kept as values.
+        "placeholders": dict(Counter(f for r in rows for f in task.placeholder_fields(r["raw"])).most_common()),
     }
 
 
@@ -198,6 +202,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         "", "| drop reason | rows |", "|---|---|",
         *[f"| {reason} | {count} |" for reason, count in report["drops"].items()],
     ]
+    if report.get("placeholders"):
+        lines += ["", "Placeholders (\"null\", \"N/A\"...) written as values, per field (task.placeholders: "
+                  "left out or invalid): " + ", ".join(f"{k} {v}" for k, v in report["placeholders"].items()) + "."]
+    lines += fidelity.markdown(report.get("constraint_fidelity"))
     if report["labels_before"]:
         lines += ["", "| label (or filled field) | before | after |", "|---|---|---|",
                   *[f"| {label} | {count} | {report['labels_after'].get(label, 0)} |"

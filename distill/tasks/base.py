@@ -108,6 +108,15 @@ class Task:
         """Type-specific quality numbers over the rows with gold (per class, per field, ROUGE...)."""
         return {}
 
+    def part_matches(self, answer: str | None, reference: str) -> list[bool]:
+        """Which parts of an answer equal a reference's (each field of a JSON object, else the whole answer);
+        the constraint-fidelity check compares constrained and unconstrained answers by this."""
+        return [answer == reference]
+
+    def placeholder_fields(self, raw: str | None) -> list[str]:
+        """Fields of a raw answer that hold a placeholder ("null", "N/A") where a value belongs; reports count them."""
+        return []
+
     def categories(self, value: str) -> list[str]:
         """What a filter report counts per answer (labels, filled fields); empty where counting means nothing."""
         return []
