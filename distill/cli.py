@@ -34,11 +34,26 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Study config
 RunDirOption = Annotated[Path | None, typer.Option("--run-dir", help="Output folder; default runs/<name>.")]
 GateOption = Annotated[list[str] | None, typer.Option(
     "--gate", help="Quality gate on metrics.json, e.g. 'agreement>=0.95'; repeatable; exit 3 if one fails.")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override one config key, e.g. --set student.epochs=1 --set student.lora.r=8; repeatable. The "
+    "manifests record the effective config.", metavar="SECTION.KEY=VALUE")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors on the console.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Also echo library messages (they always "
+                                              "go to each stage's stage.log).")]
 
 
 def _fail(message: str, code: int) -> None:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def _console(quiet: bool, verbose: bool) -> None:
+    from distill.console import configure
+    from distill.console.progress import NORMAL, QUIET, VERBOSE
+
+    if quiet and verbose:
+        _fail("error: give --quiet or --verbose, not both", EXIT_USER_ERROR)
+    configure(QUIET if quiet else VERBOSE if verbose else NORMAL)
 
 
 def _guarded(action: Callable[[], Any]) -> Any:
@@ -60,17 +75,19 @@ def _guarded(action: Callable[[], Any]) -> Any:
               EXIT_INTERNAL_ERROR)
 
 
-def _stage_command(stage: str, config_path: Path, run_dir: Path | None, gates: list[str] | None = None) -> None:
+def _stage_command(stage: str, config_path: Path, run_dir: Path | None, overrides: list[str] | None,
+                   gates: list[str] | None = None) -> None:
     from distill.compare.gates import check_gates, parse_gate
+    from distill.console import stage_log
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir, get_stage, run_lock
 
     def action() -> None:
-        config = load_config(config_path)
+        config = load_config(config_path, overrides or ())
         for gate in gates or []:
             parse_gate(gate)
         layout = RunLayout(run_dir or default_run_dir(config))
-        with run_lock(layout):
+        with run_lock(layout), stage_log(stage, layout.stage_log(stage)):
             manifest = get_stage(stage).run(config, layout)
         typer.echo(f"{stage}: done, {manifest['counts']} -> {layout.stage_dir(stage)}")
         if stage == "compare":
@@ -79,6 +96,13 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, gates: l
             _exit_on_failed_gates(check_gates(gates or [], metrics))
 
     _guarded(action)
+
+
+def _announce(outcome: Any) -> None:
+    from distill.console.progress import NORMAL, SETTINGS
+
+    if SETTINGS.verbosity >= NORMAL:
+        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
 
 
 def _print_report(metrics: dict[str, Any], layout: Any) -> None:
@@ -118,17 +142,19 @@ def validate(config: ConfigOption) -> None:
 @app.command()
 def generate(config: ConfigOption, run_dir: RunDirOption = None,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="Count requests, tokens and cost; "
-                                                   "send nothing.")] = False) -> None:
+                                                   "send nothing.")] = False,
+             set_: SetOption = None, quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """Label the inputs with the teacher."""
+    _console(quiet, verbose)
     if not dry_run:
-        _stage_command("generate", config, run_dir)
+        _stage_command("generate", config, run_dir, set_)
         return
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
     from teacher.generate import dry_run as estimate
 
     def action() -> None:
-        loaded = load_config(config)
+        loaded = load_config(config, set_ or ())
         result = estimate(loaded, RunLayout(run_dir or default_run_dir(loaded)))
         cost = result["estimated_cost"]
         typer.echo(f"{result['requests']} requests to send ({result['cached']} of {result['rows']} rows already "
@@ -140,38 +166,44 @@ def generate(config: ConfigOption, run_dir: RunDirOption = None,
 
 
 @app.command("filter")
-def filter_(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+def filter_(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = None, quiet: QuietOption = False,
+            verbose: VerboseOption = False) -> None:
     """Keep the teacher labels worth learning from; write train/eval splits."""
-    _stage_command("filter", config, run_dir)
+    _console(quiet, verbose)
+    _stage_command("filter", config, run_dir, set_)
 
 
 @app.command()
-def train(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+def train(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = None, quiet: QuietOption = False,
+          verbose: VerboseOption = False) -> None:
     """LoRA fine-tune the student on the kept labels."""
-    _stage_command("train", config, run_dir)
+    _console(quiet, verbose)
+    _stage_command("train", config, run_dir, set_)
 
 
 @app.command()
-def compare(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = None) -> None:
+def compare(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = None, set_: SetOption = None,
+            quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """Serve teacher and student on the same queries; report quality, speed and cost."""
-    _stage_command("compare", config, run_dir, gate)
+    _console(quiet, verbose)
+    _stage_command("compare", config, run_dir, set_, gate)
 
 
 @app.command()
 def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = None,
         force: Annotated[str | None, typer.Option("--force", help="Rerun from this stage on, even if "
-                                                  "unchanged.")] = None) -> None:
+                                                  "unchanged.")] = None,
+        set_: SetOption = None, quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """Run generate, filter, train and compare in order, skipping stages whose config and inputs are unchanged."""
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir, describe, run_pipeline
 
-    def announce(outcome: Any) -> None:
-        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
+    _console(quiet, verbose)
 
     def action() -> None:
-        loaded = load_config(config)
+        loaded = load_config(config, set_ or ())
         layout = RunLayout(run_dir or default_run_dir(loaded))
-        summary = run_pipeline(loaded, layout, force=force, gates=tuple(gate or ()), on_stage=announce)
+        summary = run_pipeline(loaded, layout, force=force, gates=tuple(gate or ()), on_stage=_announce)
         _print_report(summary.metrics, layout)
         typer.echo(describe(summary))
         typer.echo(f"summary: {layout.summary}")
@@ -181,7 +213,8 @@ def run(config: ConfigOption, run_dir: RunDirOption = None, gate: GateOption = N
 
 
 @app.command()
-def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
+def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = None, quiet: QuietOption = False,
+          verbose: VerboseOption = False) -> None:
     """Run the main student and every `variants` entry on the same labels; one table and one plot of all."""
     from rich.console import Console
     from rich.table import Table
@@ -191,15 +224,14 @@ def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
     from distill.present import fmt
     from distill.study import run_study
 
-    def announce(outcome: Any) -> None:
-        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
+    _console(quiet, verbose)
 
     def action() -> None:
-        loaded = load_config(config)
+        loaded = load_config(config, set_ or ())
         if not loaded.variants:
             raise UserError(f"{config}: no `variants` to study; add e.g. variants: {{r8: {{lora: {{r: 8}}}}}}")
         layout = RunLayout(run_dir or default_run_dir(loaded))
-        result = run_study(loaded, layout, on_stage=announce)
+        result = run_study(loaded, layout, on_stage=_announce)
         table = Table(title=f"{loaded.name}: students (teacher accuracy {fmt(result['teacher']['accuracy'])})")
         for column in ("variant", "settings", "accuracy", "agreement", "queries/s", "cost per 1k ($)"):
             table.add_column(column)
@@ -208,6 +240,30 @@ def study(config: ConfigOption, run_dir: RunDirOption = None) -> None:
                           fmt(row["queries_per_s"], 2), fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
         typer.echo(f"study report: {layout.root / 'study.html'} (also study.md, study.json)")
+
+    _guarded(action)
+
+
+@app.command()
+def init(data_file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, JSON or Parquet file of inputs.")],
+         output: Annotated[Path | None, typer.Option("--output", "-o", help="Config to write; default "
+                                                     "<data file's name>.yaml here.")] = None,
+         text_column: Annotated[str | None, typer.Option(help="The input column; default: found.")] = None,
+         gold_column: Annotated[str | None, typer.Option(help="The reference answers; default: found.")] = None,
+         labels: Annotated[str | None, typer.Option(help="Comma-separated label set, for data without gold "
+                                                    "answers.")] = None) -> None:
+    """Write a first study config for a data file: columns found, task type and labels (or JSON schema) proposed."""
+    from distill.data.scaffold import write_config
+
+    def action() -> None:
+        if not data_file.is_file():
+            raise UserError(f"{data_file}: no such file")
+        out = output or Path(f"{data_file.stem}.yaml")
+        label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+        proposal = write_config(data_file, out, text=text_column, gold=gold_column, labels=label_set)
+        for note in proposal.notes:
+            typer.echo(f"- {note}")
+        typer.echo(f"{out}: written and valid; check its guesses, then: distill run -c {out}")
 
     _guarded(action)
 

@@ -6,12 +6,15 @@ any working directory. Every validation problem is reported at once, each with i
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     ValidationInfo,
@@ -21,7 +24,7 @@ from pydantic import (
 
 from distill.errors import UserError
 from distill.strict import Strict, resolve_existing
-from distill.tasks import REGISTRY, make_task, settings_union
+from distill.tasks import DEFAULT_TYPE, REGISTRY, make_task, settings_union
 
 TaskConfig = settings_union()
 
@@ -130,13 +133,37 @@ class FilterConfig(Strict):
     seed: int = 0
 
 
+# Module names of token embeddings and output heads in common architectures; LoRA there is not servable by vLLM.
+# The largest --max-lora-rank vLLM accepts (teacher.server.LORA_RANK_CHOICES; a test keeps the two equal).
+VLLM_MAX_LORA_RANK = 512
+EMBEDDING_MODULES = ("embed_tokens", "lm_head", "wte", "embed_in", "embed_out", "word_embeddings", "output_layer")
+
+
 class LoraConfig(Strict):
     r: int = Field(16, gt=0)
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (peft); slower steps, often better "
-                           "at low rank.")
+                           "at low rank. vLLM cannot load DoRA adapters: ship the merged student.")
+    modules_to_save: list[str] | None = Field(
+        None, description="Fully trained extra modules (peft); vLLM cannot load an adapter with any, so only "
+        "null or [] is accepted.")
+
+    @model_validator(mode="after")
+    def _servable_by_vllm(self) -> LoraConfig:
+        """Refuse, before any training, what vLLM cannot load: it serves the adapter in compare and in production."""
+        if self.modules_to_save:
+            raise ValueError(f"modules_to_save={self.modules_to_save}: vLLM cannot load an adapter that trains "
+                             "whole modules; remove modules_to_save (LoRA on the linear layers covers them)")
+        if self.r > VLLM_MAX_LORA_RANK:
+            raise ValueError(f"r={self.r}: vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK}; lower r")
+        targets = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
+        trained = [t for t in targets if any(word in t for word in EMBEDDING_MODULES)]
+        if trained:
+            raise ValueError(f"target_modules {trained}: vLLM serves no LoRA on the embeddings or the output head; "
+                             "target the linear layers only (e.g. all-linear)")
+        return self
 
 
 class StudentConfig(Strict):
@@ -208,9 +235,27 @@ class CostConfig(Strict):
         return self
 
 
+Tracker = Literal["mlflow", "trackio", "wandb", "tensorboard"]
+
+
 class TrackingConfig(Strict):
     mlflow_uri: str | None = Field(None, description="Log each `distill run` to MLflow (needs distill[tracking]).")
-    experiment: str = "distill"
+    experiment: str = Field("distill", description="MLflow experiment, trackio or wandb project.")
+    report_to: list[Tracker] = Field(
+        default_factory=list, description="Trackers that receive the training curves (the transformers Trainer's "
+        "report_to) and each run's summary: mlflow (at mlflow_uri), trackio and tensorboard (local, offline; "
+        "tensorboard writes <run>/tensorboard), wandb (WANDB_MODE=offline works without an account).")
+
+    @model_validator(mode="after")
+    def _mlflow_needs_uri(self) -> TrackingConfig:
+        if "mlflow" in self.report_to and not self.mlflow_uri:
+            raise ValueError("report_to has mlflow: set mlflow_uri too (e.g. file:./mlruns or http://host:5000)")
+        return self
+
+    @property
+    def trackers(self) -> list[str]:
+        """Where the run summary goes: report_to, and MLflow wherever mlflow_uri is set."""
+        return sorted(set(self.report_to) | ({"mlflow"} if self.mlflow_uri else set()))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +322,7 @@ class Config(Strict):
         return self.model_copy(update={"student": student, "variants": {}})
 
 
-def _format_errors(path: Path, error: ValidationError) -> str:
+def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str] = ()) -> str:
     lines = []
     for item in error.errors():
         loc = [part for i, part in enumerate(item["loc"]) if not (i == 1 and item["loc"][0] == "task"
@@ -286,12 +331,72 @@ def _format_errors(path: Path, error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against the documented keys)"
-        lines.append(f"{path}: {key}: {message}")
+        origin = " (given with --set)" if any(key == o or key.startswith(o + ".") for o in overridden) else ""
+        lines.append(f"{path}: {key}: {message}{origin}")
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a study config; raise `UserError` listing every problem with its YAML path."""
+def _section_model(annotation: Any, raw_section: Any, name: str) -> type[BaseModel] | None:
+    """The config model a key's value is validated with; None for a plain value or a free mapping."""
+    if name == "task":  # a tagged union: the keys are those of the type the config names
+        tag = raw_section.get("type", DEFAULT_TYPE) if isinstance(raw_section, dict) else DEFAULT_TYPE
+        return REGISTRY[tag].Settings if tag in REGISTRY else None
+    for arg in (annotation, *get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _leaf_value(annotation: Any, text: str) -> Any:
+    """A `--set` value typed as YAML would type it, except that a text or path field keeps the text as given
+    (so `name=007` stays a name) and a relative path is taken from the working directory, as a shell user means."""
+    kinds = {annotation, *get_args(annotation)}
+    if Path in kinds and text not in ("null", "~"):
+        return str(Path(text).expanduser().resolve())
+    if str in kinds and not kinds & {int, float, bool, list, dict} and text not in ("null", "~"):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> str:
+    """Apply one `section.key=value` to a raw config mapping; returns the dotted key. A key the schema does not
+    have is a `UserError` naming the nearest valid key."""
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise UserError(f"--set {assignment!r}: write it as section.key=value, e.g. student.epochs=1")
+    model: type[BaseModel] | None = Config
+    node = raw
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        if model is None:  # inside a free mapping (variants, a JSON schema): any key goes
+            annotation: Any = Any
+        elif part not in model.model_fields:
+            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
+            hint = (f"; did you mean {'.'.join([*parts[:depth], close[0]])}?" if close
+                    else f"; the keys here are {', '.join(model.model_fields)}")
+            raise UserError(f"--set {key}: unknown key {here!r}{hint}")
+        else:
+            annotation = model.model_fields[part].annotation
+        if depth == len(parts) - 1:
+            node[part] = _leaf_value(annotation, text.strip())
+            return key
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {here} is a value, not a section")
+        model = _section_model(annotation, child, part) if model is not None else None
+        node = child
+    return key
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a study config, with `section.key=value` overrides applied first (the result is the
+    effective config: what manifests record and keys hash); raise `UserError` listing every problem."""
     path = Path(path).resolve()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -301,7 +406,8 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config must be a YAML mapping with keys name, task, data, teacher, ...")
+    changed = [apply_override(raw, item) for item in overrides]
     try:
         return Config.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise UserError(_format_errors(path, exc)) from exc
+        raise UserError(_format_errors(path, exc, changed)) from exc

@@ -121,6 +121,9 @@ class RunLayout:
     def manifest(self, stage: str) -> Path:
         return self.stage_dir(stage) / MANIFEST
 
+    def stage_log(self, stage: str) -> Path:  # library messages and warnings while the stage ran (appended)
+        return self.stage_dir(stage) / "stage.log"
+
     @property
     def generate(self) -> GenerateFiles:
         return GenerateFiles(self.root / "generate")

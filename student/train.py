@@ -19,6 +19,8 @@ from distill.layout import RunLayout, TrainFiles
 from distill.models import resolve_model
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
+from distill.tracking import prepare_trackers
+from student.card import without_cards, write_model_cards
 from student.curves import curves, plot_curves, still_rising
 from student.distillation import SoftTargetCollator, first_target_ids, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
@@ -126,7 +128,8 @@ def add_lora(model: Any, student: StudentConfig) -> Any:
     return get_peft_model(model, config)
 
 
-def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evaluate: bool) -> Any:
+def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evaluate: bool,
+                   report_to: list[str] | None = None) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -150,7 +153,7 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
         load_best_model_at_end=evaluate,
         metric_for_best_model=f"eval_{SELECTION_KEY}" if evaluate else None,
         greater_is_better=True,
-        report_to=[],
+        report_to=report_to or [],  # tracking.report_to: the training curves to those trackers
         seed=student.seed,
         data_seed=student.seed,
         # Weights stay in `student.dtype`; matrix products run in bfloat16 under autocast (2.35x with packing
@@ -158,7 +161,7 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
         bf16=student.mixed_precision == "bf16" and student.dtype == "float32",
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
-        disable_tqdm=False,
+        disable_tqdm=True,  # distill's console shows progress (ConsoleCallback), for a terminal or a log file
     )
 
 
@@ -187,6 +190,7 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
                   train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
     from transformers import EarlyStoppingCallback
 
+    from distill.console.training import use_console
     from student.trainer import StudentTrainer, TaskEval
 
     student = config.student
@@ -203,9 +207,12 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
         collator = SoftTargetCollator(collator, packed=student.packing)
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
                  if eval_data and student.early_stopping_patience else [])
-    return StudentTrainer(model=model, args=_training_args(student, output_dir, len(train_data), bool(eval_data)),
-                          train_dataset=train_data, eval_dataset=eval_data or None, data_collator=collator,
-                          callbacks=callbacks, task_eval=task_eval, distill_weight=student.distill_weight)
+    args = _training_args(student, output_dir, len(train_data), bool(eval_data), list(config.tracking.report_to))
+    trainer = StudentTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data or None,
+                             data_collator=collator, callbacks=callbacks, task_eval=task_eval,
+                             distill_weight=student.distill_weight)
+    use_console(trainer, f"eval_{SCORE_KEY}", task.quality_name)
+    return trainer
 
 
 def train(config: Config, layout: RunLayout) -> Manifest:
@@ -224,6 +231,8 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     tokenizer, model = load_student(student)
     set_seed(student.seed)  # the adapter's initial weights come from the global RNG: seed it first
     model = add_lora(model, student)
+    check_servable(model)
+    prepare_trackers(config, layout)
     trainer = _make_trainer(config, task, tokenizer, model, StudentPrompter(task, student, tokenizer), train_rows,
                             eval_rows, files.checkpoints)
     fingerprint = {"key": recorder.key, "student": student.model_dump(mode="json")}
@@ -235,12 +244,13 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
     write_json(files.trained_ids, [r["id"] for r in train_rows])
     shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
+    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step}
+    summary = _training_summary(config, trainer, result, files, best_step, recorder.timings["train"])
+    write_model_cards(config, layout, counts | summary)  # before the manifest, though not hashed (compare rewrites)
     return recorder.finish(
-        outputs=[p for p in (files.adapter, files.merged, files.curves_json, files.curves_png, files.trained_ids)
-                 if p.exists()],
-        counts={"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step},
-        **_training_summary(config, trainer, result, files, best_step, recorder.timings["train"]),
-        resumed_from=Path(resume).name if resume else None,
+        outputs=without_cards([p for p in (files.adapter, files.merged, files.curves_json, files.curves_png,
+                                           files.trained_ids) if p.exists()]),
+        counts=counts, **summary, resumed_from=Path(resume).name if resume else None,
     )
 
 
@@ -276,6 +286,18 @@ def _save_outputs(config: Config, task: Task, trainer: Any, model: Any, tokenize
     write_json(files.curves_json, history)
     write_bytes(files.curves_png, plot_curves(history, task.quality_name, best_step))
     return best_step
+
+
+def check_servable(model: Any) -> None:
+    """The config refuses what vLLM cannot load; a target_modules pattern can still reach an embedding or the
+    output head of this architecture, which only the loaded model shows. Refuse that before any training."""
+    from distill.config import EMBEDDING_MODULES
+
+    config = model.peft_config["default"]
+    reached = [name for name in model.targeted_module_names if name.rsplit(".", 1)[-1] in EMBEDDING_MODULES]
+    if reached or config.modules_to_save:
+        raise UserError(f"student.lora.target_modules reaches {reached or config.modules_to_save}, which vLLM "
+                        "cannot serve as LoRA; list only linear layers (e.g. q_proj, v_proj) or use all-linear")
 
 
 def _best_step(state: Any) -> int | None:

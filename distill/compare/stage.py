@@ -29,6 +29,7 @@ from distill.config import Config
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
+from student.card import update_model_cards
 from student.serve import BASE_NAME, serve_adapter, serve_merged, student_requests
 from teacher.cache import ResponseCache, key_prefix, request_key
 from teacher.client import Answer, Target
@@ -209,6 +210,7 @@ def compare(config: Config, layout: RunLayout) -> Manifest:
     write_json(files.metrics, metrics)
     latencies = {name: _costed_latencies(config, m) for name, m in shown.items()}
     write_reports(metrics, {k: v for k, v in latencies.items() if v}, files.folder, config.name)
+    update_model_cards(config, layout, metrics)  # the student's model cards now state these results
     return recorder.finish(outputs=[files.metrics, files.answers, files.report_md, files.report_html],
                            counts={"queries": len(test)})
 

@@ -20,6 +20,7 @@ from distill.artifacts import read_rows, write_json, write_rows, write_text
 from distill.config import Config, FilterConfig
 from distill.data.inputs import normalise  # one notion of "the same text" for the filter and `validate`
 from distill.errors import UserError
+from distill.filter.card import card_path, dataset_card
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
@@ -177,7 +178,8 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     report["constraint_fidelity"] = fidelity.load(layout.generate.fidelity)
     write_json(files.report_json, report)
     write_text(files.report_md, report_markdown(report))
-    return recorder.finish(outputs=[files.train, files.eval, files.dropped, files.report_json],
+    write_text(card_path(layout), dataset_card(config, report))  # deterministic, so hashed with the data
+    return recorder.finish(outputs=[files.train, files.eval, files.dropped, files.report_json, card_path(layout)],
                            counts={k: report[k] for k in ("rows_in", "rows_kept", "train", "eval")},
                            drops=report["drops"])
 
