@@ -78,6 +78,9 @@ def test_a_stage_that_logs_nothing_leaves_no_folder(tmp_path: Path) -> None:
     with stage_log("train", tmp_path / "train" / "stage.log"):
         pass
     assert not (tmp_path / "train").exists(), "status tells a missing stage from an unfinished one by its folder"
+    with stage_log("train", tmp_path / "train" / "stage.log"):
+        (tmp_path / "train").mkdir()  # the stage ran, quietly
+    assert (tmp_path / "train" / "stage.log").read_text().rstrip().endswith("train: ended")
 
 
 def test_training_shows_steps_loss_and_the_task_metric(capsys: pytest.CaptureFixture) -> None:

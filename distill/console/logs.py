@@ -62,6 +62,9 @@ def stage_log(stage: str, path: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        if path.parent.is_dir():  # the stage ran: its log says when it ended, even with nothing else to say
+            handler.handle(logging.makeLogRecord({"name": "distill", "levelname": "INFO", "levelno": logging.INFO,
+                                                  "msg": f"{stage}: ended"}))
         _route_transformers(into_root=False)
         logging.captureWarnings(False)
         for h in (handler, echo):
