@@ -135,7 +135,6 @@ def validate(config: ConfigOption) -> None:
                             + "\n".join(report.problems))
         typer.echo(f"{config}: valid ({report.summary()})")
 
-
     _guarded(action)
 
 
@@ -232,11 +231,12 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
             raise UserError(f"{config}: no `variants` to study; add e.g. variants: {{r8: {{lora: {{r: 8}}}}}}")
         layout = RunLayout(run_dir or default_run_dir(loaded))
         result = run_study(loaded, layout, on_stage=_announce)
-        table = Table(title=f"{loaded.name}: students (teacher accuracy {fmt(result['teacher']['accuracy'])})")
-        for column in ("variant", "settings", "accuracy", "agreement", "queries/s", "cost per 1k ($)"):
+        quality = result["quality_name"]
+        table = Table(title=f"{loaded.name}: students (teacher {quality} {fmt(result['teacher']['quality'])})")
+        for column in ("variant", "settings", "verdict", quality, "agreement", "queries/s", "cost per 1k ($)"):
             table.add_column(column)
         for row in result["variants"]:
-            table.add_row(row["variant"], row["settings"], fmt(row["accuracy"]), fmt(row["agreement"]),
+            table.add_row(row["variant"], row["settings"], row["verdict"], fmt(row["quality"]), fmt(row["agreement"]),
                           fmt(row["queries_per_s"], 2), fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
         typer.echo(f"study report: {layout.root / 'study.html'} (also study.md, study.json)")

@@ -62,6 +62,8 @@ class ServerConfig(Strict):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1, description="vLLM engine replicas behind one URL (one per GPU group of "
+                                    "tensor x pipeline size); teacher.concurrency then counts for each.")
     enable_prefix_caching: bool = True
     startup_timeout_s: float = Field(900, gt=0)
     compact_json: bool = Field(
@@ -83,7 +85,14 @@ class TeacherConfig(Strict):
     api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key.")
     served_model_name: str | None = Field(None, description="Model name at `url`; default: `model`.")
     server: ServerConfig = ServerConfig()
-    concurrency: int = Field(16, ge=1, description="Requests in flight.")
+    concurrency: int = Field(
+        256, ge=1, description="Requests in flight per replica (each URL, and each data-parallel engine of a server "
+        "started here). 256 is vLLM's default --max-num-seqs on a GPU: its scheduler stays full, the excess waits "
+        "in its queue. On a CPU build 16 is plenty (the shipped configs say so).")
+    max_failures_in_a_row: int = Field(20, ge=1, description="Stop the run after this many failed requests in a "
+                                       "row (after retries); answers paid for stay cached.")
+    max_failure_rate: float = Field(0.5, gt=0, le=1, description="Stop the run when more than this share of the "
+                                    "last 200 requests failed (after retries).")
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(32, gt=0)
     top_logprobs: int = Field(5, ge=0, le=20, description="Alternatives kept at the answer's first token.")
@@ -205,7 +214,20 @@ class StudentConfig(Strict):
 
 
 class CompareConfig(Strict):
-    concurrency: int = Field(16, ge=1)
+    max_quality_drop: float = Field(
+        0.02, ge=0, lt=1, description="The rule, with gold: distil only if the lower 95% bound of the paired "
+        "difference in quality (student - teacher) is above minus this.")
+    min_agreement: float = Field(
+        0.95, gt=0, lt=1, description="The rule, without gold: distil only if the lower 95% bound of the student's "
+        "agreement with the teacher is above this.")
+    max_concurrency: int = Field(
+        64, ge=1, description="Cost at saturation: requests in flight rise 1, 4, 16, ... up to this until "
+        "queries/s stop rising by more than 5%; each model is costed at that point.")
+    latency_slo_ms: float | None = Field(
+        None, gt=0, description="Stop raising requests in flight once p95 latency passes this (ms).")
+    max_failed_share: float = Field(
+        0.01, ge=0, lt=1, description="A model with a larger share of failed requests is reported as failed and "
+        "takes no part in cost or quality comparisons.")
     student_serving: Literal["adapter", "merged"] = Field(
         "adapter", description="How the student ships, for the headline numbers: base + LoRA adapter (vLLM "
         "multi-LoRA), or with the adapter merged into the weights. Both are measured when a merged copy exists."
@@ -213,15 +235,19 @@ class CompareConfig(Strict):
     prompt_baseline: bool = Field(True, description="Also measure the student's base model given the teacher's "
                                   "prompt: what fine-tuning bought over prompt engineering alone.")
     target_quality: float | None = Field(
-        None, gt=0, le=1, description="Cascade target: the cheapest student-confidence threshold whose blended "
-        "accuracy (agreement with the teacher where there is no gold) reaches it.")
+        None, gt=0, le=1, description="Cascade: choose the cheapest student-confidence threshold whose blended "
+        "quality (agreement with the teacher where there is no gold) reaches this, instead of the rule's bar; "
+        "the cascade is still recommended only if it passes the rule out of sample.")
 
 
 class CostConfig(Strict):
     """Prices that turn measured time and tokens into money; every report prints the ones it used."""
 
     hardware: str = Field("2-core CPU", description="Where serving and training ran, for the report.")
-    teacher_price_per_hour: float = Field(ge=0, description="Price of the machine serving the teacher.")
+    teacher_price_per_hour: float = Field(ge=0, description="Price of one accelerator (or of the CPU machine) "
+                                          "serving the teacher; multiplied by teacher_gpus.")
+    teacher_gpus: int | None = Field(None, ge=1, description="Accelerators serving the teacher; default: tensor x "
+                                     "pipeline x data parallel size of teacher.server when distill starts it, else 1.")
     student_price_per_hour: float = Field(ge=0, description="Price of the machine serving the student.")
     train_price_per_hour: float = Field(ge=0, description="Price of the machine training the student.")
     teacher_input_per_1m: float | None = Field(None, ge=0, description="API price per 1M prompt tokens.")

@@ -188,12 +188,14 @@ def describe(summary: RunSummary) -> str:
     metrics = summary.metrics or {}
     if metrics:
         t, s = metrics["teacher"], metrics["student"]
-        accuracy = (f" Student accuracy {s['accuracy']:.3f} vs teacher {t['accuracy']:.3f};"
-                    if s.get("accuracy") is not None and t.get("accuracy") is not None else "")
+        name = metrics.get("task", {}).get("quality_name", "quality")
+        quality = (f" Student {name} {s['quality']:.3f} vs teacher {t['quality']:.3f};"
+                   if s.get("quality") is not None and t.get("quality") is not None else "")
+        agreement = "n/a" if metrics.get("agreement") is None else f"{metrics['agreement']:.3f}"
         ratio = metrics.get("cost_ratio")
         even = metrics.get("break_even_queries")
-        text += (f"{accuracy} agreement {metrics['agreement']:.3f}; the student costs "
-                 + (f"{ratio:.3f}x the teacher per query" if ratio is not None else "an unknown share")
+        text += (f" Verdict: {metrics['recommendation']['verdict']}.{quality} agreement {agreement}; the student "
+                 + (f"costs {ratio:.3f}x the teacher per query" if ratio is not None else "has no cost ratio")
                  + (f" and pays back after {even:,.0f} queries." if even is not None else " and never pays back."))
     for gate in summary.gates:
         text += f" Gate {gate['gate']}: {'passed' if gate['passed'] else 'FAILED'} ({gate['value']:.4g})."

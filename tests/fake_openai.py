@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 stalls a burst of connections for a second (SYN retry)
+    daemon_threads = True
 
 
 class FakeEndpoint:
@@ -14,13 +20,21 @@ class FakeEndpoint:
     """
 
     def __init__(self, answer: str = "billing", failures: int = 0, status: int = 500,
-                 stop_after: int | None = None) -> None:
+                 stop_after: int | None = None, model: str = "fake-model", root: str = "/models/fake",
+                 fail_text: str | None = None, finish_reason: str = "stop", capacity: int | None = None,
+                 service_s: float = 0.0) -> None:
         self.answer, self.failures, self.status, self.stop_after = answer, failures, status, stop_after
+        # A simulated server limit: at most `capacity` requests are served at once, each taking `service_s`
+        # seconds, the rest wait; so queries/s stop rising beyond `capacity` requests in flight.
+        self.slots = threading.Semaphore(capacity) if capacity else None
+        self.service_s = service_s
+        self.model, self.root, self.finish_reason = model, root, finish_reason
+        self.fail_text = fail_text  # requests whose user message contains this always fail with `status`
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.answered = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -41,7 +55,8 @@ class FakeEndpoint:
     def _reply(self, body: dict) -> tuple[int, dict]:
         with self.lock:
             self.requests.append(body)
-            if len(self.requests) <= self.failures:
+            user = body["messages"][-1]["content"] if "messages" in body else ""
+            if len(self.requests) <= self.failures or (self.fail_text is not None and self.fail_text in user):
                 return self.status, {"error": {"message": "scripted failure", "code": self.status}}
             self.answered += 1
             if self.stop_after is not None and self.answered > self.stop_after:
@@ -49,7 +64,7 @@ class FakeEndpoint:
                 return 503, {"error": {"message": "shutting down"}}
         return 200, {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": i, "finish_reason": "stop",
+            "choices": [{"index": i, "finish_reason": self.finish_reason,
                          "message": {"role": "assistant", "content": self.answer},
                          "logprobs": {"content": [{"token": self.answer, "logprob": -0.25, "bytes": None,
                                                    "top_logprobs": [{"token": self.answer, "logprob": -0.25,
@@ -62,10 +77,20 @@ class FakeEndpoint:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model", "root": fake.root}]})
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.auth_headers.append(self.headers.get("Authorization"))
-                status, payload = fake._reply(body)
+                if fake.slots is not None:
+                    with fake.slots:
+                        time.sleep(fake.service_s)
+                self._send(*fake._reply(body))
+
+            def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -72,7 +72,7 @@ def test_task_type_end_to_end(kind: str, tmp_path: Path, tiny_model: Path, serve
     metrics = json.loads((tmp_path / "run" / "compare" / "metrics.json").read_text())
     assert metrics["task"]["type"] == task_type.name
     assert metrics["student"]["valid_rate"] == 1.0, "constrained decoding keeps every student answer valid"
-    assert own_metric in metrics["student"] and 0 <= metrics["student"]["accuracy"] <= 1
+    assert own_metric in metrics["student"] and 0 <= metrics["student"]["quality"] <= 1
     assert metrics["confusion"] is None and (metrics["mcnemar"] is None) == (kind == "generation")
     answers = read_rows(tmp_path / "run" / "compare" / "answers.parquet")
     assert all(task_type.parse(a["adapter"]).value == a["adapter"] for a in answers)
