@@ -221,14 +221,15 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
     from distill.present import fmt
-    from distill.study import run_study
+    from distill.study.report import run_study
 
     _console(quiet, verbose)
 
     def action() -> None:
         loaded = load_config(config, set_ or ())
-        if not loaded.variants:
-            raise UserError(f"{config}: no `variants` to study; add e.g. variants: {{r8: {{lora: {{r: 8}}}}}}")
+        if not loaded.variants and not loaded.study.label_counts:
+            raise UserError(f"{config}: nothing to study; add `variants` (e.g. variants: {{r8: {{lora: {{r: 8}}}}}}) "
+                            "or a learning curve (study: {label_counts: [250, 500, 1000]})")
         layout = RunLayout(run_dir or default_run_dir(loaded))
         result = run_study(loaded, layout, on_stage=_announce)
         quality = result["quality_name"]
@@ -239,6 +240,10 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
             table.add_row(row["variant"], row["settings"], row["verdict"], fmt(row["quality"]), fmt(row["agreement"]),
                           fmt(row["queries_per_s"], 2), fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
+        if result["learning_curve"]:
+            from distill.study.curve import curve_markdown
+
+            typer.echo(curve_markdown(result["learning_curve"], quality))
         typer.echo(f"study report: {layout.root / 'study.html'} (also study.md, study.json)")
 
     _guarded(action)

@@ -138,6 +138,9 @@ class FilterConfig(Strict):
         None, gt=0, description="Keep at most this many rows per label, the most confident first, so a "
         "dominant label does not drown the rare ones (over_label_cap).")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of kept rows held out as `eval`.")
+    max_train_rows: int | None = Field(
+        None, gt=0, description="Train on at most this many kept rows: the first of the seeded order, so smaller "
+        "budgets are nested subsets of larger ones (learning curves); the rest are dropped as over_label_budget.")
     audit_samples: int = Field(10, ge=0, description="Teacher-vs-gold disagreements quoted in the report.")
     seed: int = 0
 
@@ -292,6 +295,20 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+class StudyConfig(Strict):
+    label_counts: list[int] = Field(
+        default_factory=list, description="Learning curve (`distill study`): train the student on nested subsets "
+        "of this many kept labels each, measure every point on the same test set, and fit how many labels reach "
+        "the decision rule's bar, e.g. [250, 500, 1000, 2000].")
+
+    @field_validator("label_counts")
+    @classmethod
+    def _counts_valid(cls, counts: list[int]) -> list[int]:
+        if any(n <= 0 for n in counts) or len(set(counts)) != len(counts):
+            raise ValueError("give distinct positive label counts")
+        return sorted(counts)
+
+
 class Config(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskConfig
@@ -305,6 +322,7 @@ class Config(Strict):
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Other student settings to study beside `student` (`distill study`): "
         "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}.")
+    study: StudyConfig = StudyConfig()
 
     @field_validator("variants")
     @classmethod
@@ -341,6 +359,14 @@ class Config(Strict):
         if self.filter.max_per_label is not None and not task.single_label:
             raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
         return self
+
+    def with_label_budget(self, labels: int) -> Config:
+        """This study trained on the first `labels` kept rows: one point of the learning curve. The prompt-only
+        baseline does not depend on the labels, so the point leaves it out."""
+        return self.model_copy(update={
+            "filter": self.filter.model_copy(update={"max_train_rows": labels}),
+            "compare": self.compare.model_copy(update={"prompt_baseline": False}),
+            "variants": {}, "study": StudyConfig()})
 
     def variant(self, name: str) -> Config:
         """This study with the student of variant `name` (and no variants of its own)."""

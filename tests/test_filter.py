@@ -27,7 +27,8 @@ def _generate_output(run_dir: Path, rows: list[dict], test_texts: tuple[str, ...
 def _row(i: int, text: str, label: str | None, error: str | None = None) -> dict:
     return {"id": f"inputs:{i}", "text": text, "gold": None, "raw": label, "label": label, "error": error,
             "rationale": None, "vote_share": None, "samples": "[]", "logprob": -0.1, "top_logprobs": "[]",
-            "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0}
+            "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0,
+            "finish_reason": "stop", "serving_s": 0.01}
 
 
 def test_filter_drops_invalid_duplicates_and_test_leaks(tmp_path: Path) -> None:
@@ -186,3 +187,15 @@ def test_banking77_with_injected_duplicates_and_invalid_labels(tmp_path: Path) -
     assert manifest["counts"]["rows_kept"] + sum(drops.values()) == 335
     report = json.loads((tmp_path / "filter" / "report.json").read_text())
     assert report["audit"]["teacher_accuracy"] == 1.0  # these "teacher" labels are the gold ones
+
+
+def test_label_budgets_are_nested_and_the_rest_is_dropped_with_a_reason(tmp_path: Path) -> None:
+    rows = [_row(i, f"distinct billing question number {i} {'x' * i}", "billing") for i in range(20)]
+    kept_by_budget = {}
+    for budget in (5, 10):
+        folder = tmp_path / str(budget)
+        folder.mkdir()
+        dropped, kept = _stage(folder, rows, max_train_rows=budget)
+        assert len(kept) == budget and list(dropped.values()) == ["over_label_budget"] * (20 - budget)
+        kept_by_budget[budget] = kept
+    assert kept_by_budget[10][:5] == kept_by_budget[5]  # the smaller budget is a prefix of the larger

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from distill.artifacts import read_rows
 from distill.config import load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
-from distill.study import study_markdown, variant_layout
+from distill.study.folders import variant_layout
+from distill.study.report import study_markdown
 from helpers import DEMO_INPUTS, study_config, write_config
 
 
@@ -68,3 +70,42 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
     adapter = json.loads((run_dir / "variants" / "r4" / "train" / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 4
     assert (run_dir / "study.html").read_text().count("data:image/png;base64,") == 1
+
+
+def test_learning_curve_report_states_labels_needed_and_cost() -> None:
+    from distill.study.curve import _fit, curve_markdown
+
+    points = [{"labels": n, "quality": q, "quality_ci": [q - 0.02, q + 0.02], "agreement": None,
+               "agreement_ci": None, "verdict": "keep_teacher"}
+              for n, q in ((250, 0.6), (500, 0.7), (1000, 0.77), (2000, 0.82))]
+    fit = _fit(points, "quality", target=0.8, per_label=0.01)
+    assert fit is not None and fit["still_rising"]
+    needed = fit["labels_needed"]
+    assert 1000 < needed["median"] < 5000 and needed["low"] <= needed["median"]
+    assert fit["labelling_cost"]["median"] == pytest.approx(needed["median"] * 0.01)
+    curve = {"points": points, "quality": fit, "agreement": _fit(points, "agreement", 0.95, 0.01)}
+    text = curve_markdown(curve, "accuracy")
+    assert "| 2,000 | 0.820 [0.800, 0.840] |" in text
+    assert "kept labels reach 0.800" in text and "still rising" in text
+    assert "agreement: too few points to fit" in text
+
+
+@pytest.mark.slow
+def test_learning_curve_trains_nested_budgets_from_one_labelled_pool(tmp_path: Path, tiny_model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    config = study_config(tiny_model, DEMO_INPUTS, study={"label_counts": [8, 16]})
+    config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
+    path = write_config(tmp_path / "study.yaml", config)
+    result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    curve = json.loads((tmp_path / "run" / "study.json").read_text())["learning_curve"]
+    assert [p["labels"] for p in curve["points"]][:2] == [8, 16] and len(curve["points"]) == 3
+    point = tmp_path / "run" / "variants" / "labels-8"
+    assert (point / "generate").is_symlink() and not (point / "filter").is_symlink()
+    assert len(read_rows(point / "filter" / "train.parquet")) == 8
+    summary = json.loads((point / "summary.json").read_text())
+    assert [s["action"] for s in summary["stages"]] == ["skipped", "ran", "ran", "ran"]  # labelled once
+    assert "Learning curve" in (tmp_path / "run" / "study.html").read_text()

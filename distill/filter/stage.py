@@ -3,9 +3,10 @@
 
 Keep only teacher labels worth learning from, and record why every other row was dropped.
 
-Checks run in a fixed order and the first that fails names the row's reason: invalid, too_short, too_long,
-output_too_long, low_confidence, low_vote_share, leaks_test (exact or near copy of a held-out test query),
-duplicate, near_duplicate, over_label_cap. It reads files only: a new threshold never calls the teacher.
+Checks run in a fixed order and the first that fails names the row's reason: truncated, invalid, too_short,
+too_long, output_too_long, low_confidence, low_vote_share, leaks_test (exact or near copy of a held-out test
+query), duplicate, near_duplicate, over_label_cap; training rows beyond `filter.max_train_rows` are
+over_label_budget. It reads files only: a new threshold never calls the teacher.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
 
 def row_reason(row: dict[str, Any], rules: FilterConfig) -> str | None:
     """The first per-row check a row fails, or None."""
+    if row.get("finish_reason") == "length":
+        return "truncated"  # cut off at teacher.max_tokens: even an answer that parses may be incomplete
     if row["label"] is None:
         return "invalid"  # the teacher's output failed, or is not a valid label: nothing to learn from
     length = len(row["text"])
@@ -171,6 +174,10 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     if not kept:
         raise UserError(f"{source}: the filter kept no rows (drops: {dict(Counter(reasons))}); loosen `filter`")
     train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
+    budget = config.filter.max_train_rows or len(train)
+    train, over_budget = train[:budget], train[budget:]
+    kept = train + evaluation
+    dropped += [{**row, "drop_reason": "over_label_budget"} for row in over_budget]
     write_rows(files.train, train, TEACHER_COLUMNS)
     write_rows(files.eval, evaluation, TEACHER_COLUMNS)
     write_rows(files.dropped, dropped, (*TEACHER_COLUMNS, "drop_reason"))

@@ -1,13 +1,15 @@
-"""`distill study`: several student settings of one config compared in one table and one plot.
+"""`distill study`: several student settings of one config compared in one table and one plot, and a
+learning curve over label budgets.
 
 The main student runs in the run folder; each variant runs in `variants/<name>/`, whose generate and filter
-folders link to the main ones, so the teacher labels once and every student learns from the same rows.
+folders link to the main ones, so the teacher labels once and every student learns from the same rows. Each
+learning-curve point runs in `variants/labels-<N>/`, whose generate folder links to the main one: it filters
+the same labelled pool down to the first N kept rows (nested subsets), so labels are paid for once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_json, write_text
@@ -15,19 +17,8 @@ from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
-
-SHARED_STAGES = ("generate", "filter")
-
-
-def variant_layout(layout: RunLayout, name: str) -> RunLayout:
-    """A variant's run folder, whose generate and filter folders link to the main run's."""
-    variant = layout.variant(name)
-    variant.root.mkdir(parents=True, exist_ok=True)
-    for stage in SHARED_STAGES:
-        link = variant.stage_dir(stage)
-        if not link.is_symlink():
-            link.symlink_to(Path("..", "..", stage), target_is_directory=True)
-    return variant
+from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
+from distill.study.folders import variant_layout
 
 
 def study_row(name: str, config: Config, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -55,17 +46,20 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
     for name in config.variants:
         variant = config.variant(name)
         runs[name] = (variant, run_pipeline(variant, variant_layout(layout, name), on_stage=on_stage))
+    curve = run_learning_curve(config, layout, runs["main"][1], on_stage) if config.study.label_counts else None
     main = runs["main"][1].metrics
     teacher = main["teacher"]
     study = {"quality_name": main["task"]["quality_name"],
              "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
                                                      "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics) for name, (cfg, summary) in runs.items()]}
+             "variants": [study_row(name, cfg, summary.metrics) for name, (cfg, summary) in runs.items()],
+             "learning_curve": curve}
     write_json(layout.root / "study.json", study)
-    markdown_text = study_markdown(study, config.name)
+    markdown_text = study_markdown(study, config.name) + (curve_markdown(curve, study["quality_name"]) if curve else "")
+    plots = {"Students against the teacher": study_plot(study),
+             "Learning curve": curve_plot(curve, study["quality_name"]) if curve else None}
     write_text(layout.root / "study.md", markdown_text)
-    write_text(layout.root / "study.html", html_page(markdown_text, f"{config.name}: study",
-                                                     {"Students against the teacher": study_plot(study)}))
+    write_text(layout.root / "study.html", html_page(markdown_text, f"{config.name}: study", plots))
     return study
 
 

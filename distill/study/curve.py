@@ -1,0 +1,120 @@
+"""A learning curve: the student trained on nested subsets of one labelled pool, every point measured on the same
+test set, and a fitted curve that says how many labels reach the decision rule's bar and what they cost.
+
+The bar is the rule's own (distill/compare/decision.py): with gold, the teacher's quality less
+`compare.max_quality_drop`; without gold, `compare.min_agreement`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from distill.artifacts import read_rows
+from distill.compare.cost import labelling_cost_of_rows
+from distill.compare.learning import labels_needed, still_rising
+from distill.config import Config
+from distill.layout import RunLayout
+from distill.pipeline import RunSummary, StageOutcome, run_pipeline
+from distill.present import fmt, new_figure, to_png, with_interval
+from distill.study.folders import variant_layout
+
+Z95 = 1.96  # a 95% interval spans about 2 x 1.96 standard errors
+
+
+def _point(labels: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    student = metrics["student"]
+    return {"labels": labels, "quality": student.get("quality"), "quality_ci": student.get("quality_ci"),
+            "agreement": metrics.get("agreement"), "agreement_ci": metrics.get("agreement_ci"),
+            "verdict": metrics["recommendation"]["verdict"]}
+
+
+def _standard_error(interval: list[float] | None) -> float:
+    return 0.05 if not interval else max((interval[1] - interval[0]) / (2 * Z95), 1e-3)
+
+
+def _cost_per_training_label(config: Config, main: RunLayout) -> float | None:
+    """Teacher spend per kept training row in the main run: the price of an answer times answers per kept row."""
+    rows = read_rows(main.generate.outputs)
+    trained = len(read_rows(main.filter.train))
+    return labelling_cost_of_rows(config.cost, rows) / trained if trained else None
+
+
+def _fit(points: list[dict[str, Any]], measure: str, target: float | None, per_label: float | None
+         ) -> dict[str, Any] | None:
+    usable = [p for p in points if p[measure] is not None]
+    if target is None or len(usable) < 3:
+        return None
+    counts = [p["labels"] for p in usable]
+    values, errors = [p[measure] for p in usable], [_standard_error(p[f"{measure}_ci"]) for p in usable]
+    needed = labels_needed(counts, values, errors, target).as_dict()
+    cost = {k: (v * per_label if v is not None and per_label is not None else None)
+            for k, v in needed.items() if k in ("median", "low", "high")}
+    return {"target": target, "labels_needed": needed, "labelling_cost": cost,
+            "still_rising": still_rising(counts, values, errors)}
+
+
+def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
+                       on_stage: Callable[[StageOutcome], None] | None = None) -> dict[str, Any]:
+    """Every `study.label_counts` point, plus the main run at its full training set, fitted."""
+    full = len(read_rows(layout.filter.train))
+    points = [_point(full, main.metrics)]
+    for labels in config.study.label_counts:
+        if labels >= full:
+            continue  # the main run already is this point: the pool has no more kept rows
+        point_layout = variant_layout(layout, f"labels-{labels}", shared=("generate",))
+        summary = run_pipeline(config.with_label_budget(labels), point_layout, on_stage=on_stage)
+        points.append(_point(labels, summary.metrics))
+    points.sort(key=lambda p: p["labels"])
+    teacher_quality = main.metrics["teacher"].get("quality")
+    per_label = _cost_per_training_label(config, layout)
+    return {"points": points, "pool_labels": full, "cost_per_training_label": per_label,
+            "quality": _fit(points, "quality", None if teacher_quality is None
+                            else teacher_quality - config.compare.max_quality_drop, per_label),
+            "agreement": _fit(points, "agreement", config.compare.min_agreement, per_label)}
+
+
+def _needed_sentence(fit: dict[str, Any] | None, measure: str) -> str:
+    if fit is None:
+        return f"- {measure}: too few points to fit (three or more are needed).\n"
+    needed, cost = fit["labels_needed"], fit["labelling_cost"]
+    if needed["median"] is None:
+        text = (f"- {measure}: the fitted curve does not reach {fit['target']:.3f} (reached in "
+                f"{needed['reached_share']:.0%} of bootstrap refits): more labels alone may not get there.")
+    else:
+        span = (f"90% range {fmt(needed['low'], 0)} to {fmt(needed['high'], 0)}" if needed["high"] is not None
+                else f"at least {fmt(needed['low'], 0)}; the upper end is not reached in every refit")
+        text = (f"- {measure}: about {fmt(needed['median'], 0)} kept labels reach {fit['target']:.3f} ({span})"
+                + (f", about ${cost['median']:,.2f} of teacher labelling." if cost["median"] is not None else "."))
+    return text + (" The curve is still rising at its last point.\n" if fit["still_rising"] else "\n")
+
+
+def curve_markdown(curve: dict[str, Any], quality_name: str) -> str:
+    lines = ["", "## Learning curve", "",
+             f"| kept labels | {quality_name} [95% CI] | agreement [95% CI] | verdict |", "|---|---|---|---|",
+             *[f"| {p['labels']:,} | {with_interval(p['quality'], p['quality_ci'])} | "
+               f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in curve["points"]],
+             "", "Labels needed, from a power-law fit with a bootstrap over the points:", "",
+             _needed_sentence(curve["quality"], quality_name).rstrip(),
+             _needed_sentence(curve["agreement"], "agreement").rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def curve_plot(curve: dict[str, Any], quality_name: str) -> bytes:
+    fig, ax = new_figure()
+    for measure, label, color in (("quality", quality_name, "tab:blue"), ("agreement", "agreement", "tab:orange")):
+        points = [p for p in curve["points"] if p[measure] is not None]
+        if not points:
+            continue
+        low = [p[measure] - (p[f"{measure}_ci"] or [p[measure]] * 2)[0] for p in points]
+        high = [(p[f"{measure}_ci"] or [p[measure]] * 2)[1] - p[measure] for p in points]
+        ax.errorbar([p["labels"] for p in points], [p[measure] for p in points], yerr=[low, high], fmt="o-",
+                    capsize=3, color=color, label=label)
+        if curve[measure] is not None:
+            ax.axhline(curve[measure]["target"], color=color, linestyle=":", label=f"{label} bar")
+    ax.set(xscale="log", xlabel="kept teacher labels", ylabel="score", ylim=(-0.02, 1.02),
+           title="Student quality against labels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_png(fig)
+
