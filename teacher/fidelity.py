@@ -33,6 +33,7 @@ EXAMPLES = 5  # differences quoted in the report
 class FidelityCheck:
     examples: list[Example]
     requests: list[dict[str, Any]]  # per example: the constrained request, then the unconstrained one
+    rationale: bool = False  # answers carry a rationale (teacher.rationale)
 
 
 def plan_check(config: Config, examples: Sequence[Example], skip: set[int] | dict[int, str],
@@ -47,7 +48,7 @@ def plan_check(config: Config, examples: Sequence[Example], skip: set[int] | dic
     # Greedy and one sample, so a difference is the constraint's doing and not the sampler's.
     greedy: TeacherConfig = config.teacher.model_copy(update={"temperature": 0.0, "samples": 1})
     requests = [request(greedy, e.text, constrained=c) for e in chosen for c in (True, False)]
-    return FidelityCheck(chosen, requests)
+    return FidelityCheck(chosen, requests, config.teacher.rationale)
 
 
 def agreement(task: Task, pairs: Sequence[tuple[str | None, str | None]]) -> dict[str, Any]:
@@ -67,8 +68,8 @@ def agreement(task: Task, pairs: Sequence[tuple[str | None, str | None]]) -> dic
 def summarise(task: Task, check: FidelityCheck, answers: Sequence[Answer | None]) -> dict[str, Any]:
     """The check's result for `generate/fidelity.json`: agreement, invalid counts and examples of differences."""
     texts = [a.text if a is not None else None for a in answers]
-    constrained = [task.parse(t) for t in texts[0::2]]
-    free = [task.parse(t) for t in texts[1::2]]
+    constrained = [task.parse(t, check.rationale) for t in texts[0::2]]
+    free = [task.parse(t, check.rationale) for t in texts[1::2]]
     result = agreement(task, [(c.value, f.value) for c, f in zip(constrained, free, strict=True)])
     differences = [
         {"id": e.id, "text": e.text[:300], "constrained": c.value or texts[2 * i], "unconstrained": f.value}

@@ -73,18 +73,17 @@ class TwoFaced(FakeEndpoint):
         return status, payload
 
 
-def _config(tmp_path: Path, url: str, check: int, **task: object) -> Config:
+def _config(tmp_path: Path, url: str, check: int, **teacher: object) -> Config:
     config = study_config("fake-model", DEMO_INPUTS)
     config["data"]["max_inputs"] = 8
     config["teacher"] = {"model": "fake-model", "url": url, "concurrency": 2, "max_retries": 0,
-                         "fidelity_check": check}
-    config["task"].update(task)
+                         "fidelity_check": check, **teacher}
     return load_config(write_config(tmp_path / "c.yaml", config))
 
 
-def _check(tmp_path: Path, url: str, check: int) -> dict:
+def _check(tmp_path: Path, url: str, check: int, **teacher: object) -> dict:
     """The check as generate makes it, then the filter report on rows a generate stage would leave."""
-    config = _config(tmp_path, url, check)
+    config = _config(tmp_path, url, check, **teacher)
     task, layout = make_task(config.task), RunLayout(tmp_path)
     examples = split_inputs(config).to_label
     fidelity.run(config, task, examples, {}, layout.generate, partial(teacher_request, task))
@@ -121,6 +120,15 @@ def test_fidelity_check_passes_when_the_constraint_changes_nothing(tmp_path: Pat
         report = _check(tmp_path, fake.url, check=3)
     assert report["constraint_fidelity"]["differences"] == 0
     assert report["constraint_fidelity"]["answer_agreement"] == 1.0
+
+
+def test_answers_with_a_rationale_are_compared_by_their_label(tmp_path: Path) -> None:
+    constrained = json.dumps({"rationale": "It is about an invoice.", "label": "billing"})
+    free = json.dumps({"rationale": "The customer asks about a charge.", "label": "billing"})
+    with TwoFaced(constrained=constrained, free=free) as fake:
+        report = _check(tmp_path, fake.url, check=3, rationale=True)
+    assert report["constraint_fidelity"]["unconstrained_valid"] == 3
+    assert report["constraint_fidelity"]["differences"] == 0
 
 
 def test_invalid_unconstrained_answers_are_not_counted_against_the_constraint(tmp_path: Path) -> None:
