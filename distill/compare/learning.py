@@ -9,6 +9,7 @@ as a median and a 90% range, or as "not reached" when the fitted ceiling stays b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -41,15 +42,17 @@ class CurveFit:
 
 def fit_curve(counts: Sequence[float], quality: Sequence[float]) -> CurveFit | None:
     """The power law through (labels, quality); None with fewer than three points or when the fit fails."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     n, y = np.asarray(counts, dtype=float), np.asarray(quality, dtype=float)
     if n.size < 3:
         return None
     start = (min(1.0, y.max() + 0.05), max(1e-3, (y.max() - y.min()) * n.min() ** 0.5), 0.5)
     try:
-        params, _ = curve_fit(power_law, n, y, p0=start, bounds=([0.0, 0.0, 0.01], [1.0, np.inf, 3.0]),
-                              maxfev=20_000)
+        with warnings.catch_warnings():  # three or four points leave the covariance undefined; it is not used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(power_law, n, y, p0=start, bounds=([0.0, 0.0, 0.01], [1.0, np.inf, 3.0]),
+                                  maxfev=20_000)
     except (RuntimeError, ValueError):
         return None
     return CurveFit(*map(float, params))
