@@ -174,8 +174,16 @@ def filter_(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption 
 
 @app.command()
 def train(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = None, quiet: QuietOption = False,
-          verbose: VerboseOption = False) -> None:
+          verbose: VerboseOption = False, devices: Annotated[int, typer.Option(
+              "--devices", min=1, help="Train in this many processes (one per GPU; on CPU, gloo), data-parallel; "
+              "student.batch_size is split between them.")] = 1) -> None:
     """LoRA fine-tune the student on the kept labels."""
+    import os
+
+    if devices > 1 and "WORLD_SIZE" not in os.environ:  # start this same command once per device, under torchrun
+        from student.distributed import relaunch
+
+        raise typer.Exit(relaunch(devices, sys.argv[1:]))
     _console(quiet, verbose)
     _stage_command("train", config, run_dir, set_)
 

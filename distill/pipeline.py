@@ -22,7 +22,7 @@ from distill.artifacts import damaged_outputs, read_rows, write_json
 from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
-from distill.stages import Manifest, Stage, config_key, stage_key
+from distill.stages import Manifest, Stage, config_key, main_process, stage_key
 
 STAGES = ("generate", "filter", "train", "compare")
 
@@ -54,8 +54,13 @@ def get_stage(name: str) -> Stage:
 
 @contextmanager
 def run_lock(layout: RunLayout) -> Iterator[None]:
-    """Hold the run folder's lock, or raise `LockedError` naming the process that holds it."""
+    """Hold the run folder's lock, or raise `LockedError` naming the process that holds it. In a multi-process
+    launch only the first process takes it: the others are its helpers, not rival runs."""
     from filelock import FileLock, Timeout
+
+    if not main_process():
+        yield
+        return
 
     layout.root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(layout.lock, timeout=0)

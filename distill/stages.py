@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,12 @@ class Stage:
     @property
     def command(self) -> str:
         return f"distill {self.name}"
+
+
+def main_process() -> bool:
+    """False in every process but the first of a multi-process launch (torchrun, accelerate launch set RANK):
+    the run lock, housekeeping and manifests are the first one's."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def digest(obj: Any) -> str:
@@ -127,7 +134,8 @@ class StageRecorder:
         self.timings: dict[str, float] = {}
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         # A rerun first retracts the old proof of completion, so a crash cannot leave a stale one behind.
-        layout.manifest(stage.name).unlink(missing_ok=True)
+        if main_process():
+            layout.manifest(stage.name).unlink(missing_ok=True)
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:

@@ -21,6 +21,7 @@ from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from distill.tracking import prepare_trackers
 from student.card import without_cards, write_model_cards
+from student import distributed
 from student.curves import curves, plot_curves, still_rising
 from student.distillation import SoftTargetCollator, first_target_ids, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
@@ -133,13 +134,16 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
     import torch
     from transformers import TrainingArguments
 
+    # student.batch_size is one optimiser step's batch, split over the processes (student/distributed.py), so
+    # steps per epoch, and the evaluation cadence, are the same for any number of them.
     steps_per_epoch = math.ceil(n_rows / student.batch_size)
     every = max(1, steps_per_epoch // student.evals_per_epoch)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=student.epochs,
-        per_device_train_batch_size=student.batch_size,
-        per_device_eval_batch_size=student.batch_size,
+        per_device_train_batch_size=distributed.per_device_batch(student.batch_size),
+        per_device_eval_batch_size=distributed.per_device_batch(student.batch_size),
+        average_tokens_across_devices=True,  # the loss of a step is over all its tokens, as in one process
         learning_rate=student.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps_per_epoch // 10),
@@ -169,10 +173,12 @@ def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | No
     """The last complete checkpoint of an interrupted run of this same training; checkpoints of any other are
     removed. The Trainer writes `trainer_state.json` last, so a checkpoint without one was cut short by the kill."""
     marker = folder / "fingerprint.json"
-    if folder.is_dir() and (not marker.exists() or json.loads(marker.read_text()) != fingerprint):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(marker, fingerprint)
+    if distributed.rank() == 0:  # one process tidies; the others wait for it, then all read the same folder
+        if folder.is_dir() and (not marker.exists() or json.loads(marker.read_text()) != fingerprint):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(marker, fingerprint)
+    distributed.barrier()
     complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
 
@@ -222,6 +228,7 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     from transformers import set_seed
 
     read_manifest(layout, "filter")
+    distributed.start()  # several processes (`--devices N`, torchrun, accelerate launch): one DDP group
     files = layout.train
     recorder = StageRecorder(STAGE, config, layout)
     task = make_task(config.task)
@@ -240,18 +247,19 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     with recorder.timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     if not trainer.is_world_process_zero():
-        return {}  # under `accelerate launch` (DDP) one process writes the outputs
+        return distributed.from_rank_zero(None)  # rank 0 writes the outputs; every rank returns its manifest
     best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
     write_json(files.trained_ids, [r["id"] for r in train_rows])
     shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
     counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step}
     summary = _training_summary(config, trainer, result, files, best_step, recorder.timings["train"])
     write_model_cards(config, layout, counts | summary)  # before the manifest, though not hashed (compare rewrites)
-    return recorder.finish(
+    return distributed.from_rank_zero(recorder.finish(
         outputs=without_cards([p for p in (files.adapter, files.merged, files.curves_json, files.curves_png,
                                            files.trained_ids) if p.exists()]),
         counts=counts, **summary, resumed_from=Path(resume).name if resume else None,
-    )
+        processes=distributed.world_size(),
+    ))
 
 
 def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFiles, best_step: int | None,

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import Trainer
 
 from distill.tasks import Task
+from student import distributed
 from student.distillation import SOFT_KEYS, soft_target_loss
 from student.evaluate import LOSS_TIE_BREAK, SCORE_KEY, SELECTION_KEY, generate_answers, task_score
 
@@ -50,8 +51,11 @@ class StudentTrainer(Trainer):
         if self.task_eval is None:
             return output
         spec = self.task_eval
-        answers = generate_answers(self.model, spec.tokenizer, spec.prompts, spec.max_new_tokens, spec.batch_size)
-        scores = task_score(spec.task, answers, spec.references)
+        scores = None
+        if self.is_world_process_zero():  # in several processes, rank 0 scores and the others take its numbers,
+            answers = generate_answers(self.model, spec.tokenizer, spec.prompts, spec.max_new_tokens, spec.batch_size)
+            scores = task_score(spec.task, answers, spec.references)
+        scores = distributed.from_rank_zero(scores)  # so every rank's early stopping and best checkpoint agree
         for key, value in scores.items():
             output.metrics[f"{metric_key_prefix}_{key}"] = value
         loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)

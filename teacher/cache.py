@@ -1,41 +1,153 @@
 """A durable, content-addressed store of teacher answers, so no request is paid for twice.
 
-SQLite in WAL mode with synchronous=FULL: an answer is on disk before the next request is accounted, so a
-process killed at any moment loses at most the requests in flight, and a rerun sends only what is missing.
-Failed requests are not stored, so a rerun retries them.
+SQLite in WAL mode with synchronous=FULL. Answers are committed in small groups (every 50 ms or 256 answers) by a
+thread of their own, off the event loop's path: a process killed at any moment loses at most the requests in
+flight and the last group not yet committed, and a rerun sends only what is missing. Failed requests are not
+stored, so a rerun retries them.
+
+A key covers the teacher's fingerprint (which weights, dtype, quantization, server options: teacher/fingerprint.py),
+the request as sent with a placeholder for the row's text, and the text: another teacher never reuses an answer.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import queue
 import sqlite3
+import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from teacher.client import Answer
 
+GROUP_SECONDS = 0.05
+GROUP_ANSWERS = 256
+_LOOKUP_BATCH = 900  # below SQLite's oldest limit on bound parameters (999)
+_encode = msgspec.json.Encoder().encode
 
-def request_key(model: str, request: dict[str, Any]) -> str:
-    payload = json.dumps({"model": model, "request": request}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+
+def key_prefix(fingerprint: Any, request_template: dict[str, Any]) -> bytes:
+    """What every key of one run shares: the teacher's fingerprint and the request with its text left out."""
+    payload = msgspec.json.encode({"fingerprint": fingerprint, "request": request_template}, order="sorted")
+    return hashlib.sha256(payload).digest()
+
+
+def request_key(prefix: bytes, text: str) -> str:
+    return hashlib.sha256(prefix + text.encode()).hexdigest()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+    return db
 
 
 class ResponseCache:
+    """Reads on the caller's thread; writes through `CacheWriter`."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+        self.path = path
+        self.db = _connect(path)
 
     def get(self, key: str) -> Answer | None:
-        row = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-        return Answer.from_row(json.loads(row[0])) if row else None
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, Answer]:
+        found = {}
+        for start in range(0, len(keys), _LOOKUP_BATCH):
+            batch = keys[start:start + _LOOKUP_BATCH]
+            marks = ",".join("?" * len(batch))
+            for key, raw in self.db.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", batch):
+                found[key] = Answer.from_row(msgspec.json.decode(raw))
+        return found
+
+    def present(self, keys: list[str]) -> set[str]:
+        """Which of `keys` hold an answer, without reading the answers."""
+        found: set[str] = set()
+        for start in range(0, len(keys), _LOOKUP_BATCH):
+            batch = keys[start:start + _LOOKUP_BATCH]
+            marks = ",".join("?" * len(batch))
+            found.update(k for (k,) in self.db.execute(f"SELECT key FROM answers WHERE key IN ({marks})", batch))
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, Answer]]) -> None:
+        rows = [(key, _encode(answer).decode()) for key, answer in items if answer.error is None]
+        if rows:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
+            self.db.execute("COMMIT")
 
     def put(self, key: str, answer: Answer) -> None:
-        if answer.error is None:
-            self.db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(answer.as_row())))
+        self.put_many([(key, answer)])
 
     def close(self) -> None:
         self.db.close()
+
+
+class CacheWriter:
+    """Commits answers in groups on a thread of its own. `add` is cheap (the event loop calls it per answer);
+    `flush` hands the pending group over, first sharing the wall seconds since the last group among its answers
+    (their `serving_s`, which is stored with them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.cache = ResponseCache(path)
+        self.pending: list[tuple[str, Answer]] = []
+        self.groups: queue.SimpleQueue[list[tuple[str, Answer]] | None] = queue.SimpleQueue()
+        self.since = time.monotonic()
+        self.committed = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._commit_loop, name="answer-cache", daemon=True)
+        self.thread.start()
+
+    def start_clock(self) -> None:
+        self.since = time.monotonic()
+
+    def add(self, key: str, answer: Answer) -> None:
+        self.pending.append((key, answer))
+        if len(self.pending) >= GROUP_ANSWERS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        now = time.monotonic()
+        share = (now - self.since) / len(self.pending)
+        for _, answer in self.pending:
+            answer.serving_s = share
+        self.since = now
+        self.groups.put(self.pending)
+        self.pending = []
+
+    def _commit_loop(self) -> None:
+        while True:
+            group = self.groups.get()
+            done = group is None
+            while not done and not self.groups.empty():  # catch up in one transaction when behind
+                more = self.groups.get()
+                done = more is None
+                group += more or []
+            try:
+                if group:
+                    self.cache.put_many(group)
+                    self.committed += len(group)
+            except BaseException as exc:  # noqa: BLE001 - reported by close(), on the caller's thread
+                self.error = exc
+                return
+            if done:
+                return
+
+    def close(self) -> None:
+        """Commit everything pending and stop; raises what the commit thread met, if anything."""
+        self.flush()
+        self.groups.put(None)
+        self.thread.join()
+        self.cache.close()
+        if self.error is not None:
+            raise self.error

@@ -1,34 +1,46 @@
-"""The generate stage: the teacher labels every input row once, with its output format enforced.
+"""The generate stage (`distill generate`): reads `data.inputs` (and `data.test`), writes `generate/outputs.parquet`
+(one `TeacherRow` per row to label), `generate/test.parquet` (the held-out split) and `generate/cache.sqlite`.
 
-Every answer goes into a durable cache as it arrives, so a killed run resumes with nothing lost or paid twice;
-failed requests are recorded in the outputs with their error and retried by the next run.
+The teacher labels every input row once, with its output format enforced. Rows stream through in chunks
+(teacher/stream.py), so memory stays flat from a hundred rows to millions; every answer is in a durable cache
+within 50 ms of arriving, so a killed run resumes with nothing lost or paid twice; failed requests are recorded
+in the outputs with their error and retried by the next run. Cache keys carry the teacher's fingerprint
+(teacher/fingerprint.py), so answers of another model, dtype or quantization are never reused.
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_rows
-from distill.compare import cost as costs
 from distill.config import Config, TeacherConfig
 from distill.data.inputs import Example, split_inputs
 from distill.layout import GenerateFiles, RunLayout
 from distill.stages import Manifest, Stage, StageRecorder
 from distill.tasks import Parsed, Task, make_task
 from teacher import fidelity
-from teacher.cache import ResponseCache, request_key
-from teacher.client import Answer, Endpoint, Target, map_concurrent
+from teacher.cache import ResponseCache, key_prefix
+from teacher.client import Answer, Endpoint, Target, api_key_from_env
+from teacher.fingerprint import endpoint_fingerprint, local_fingerprint, stage_fingerprint
+from teacher.outputs import row_group_writer
 from teacher.server import open_teacher, prefix_cache_counters
-from teacher.tokens import estimate, load_teacher_tokenizer, oversize_rows
+from teacher.stream import NOT_SENT, Chunk, Labeller, chunks_of, run_loop
+from teacher.tokens import (
+    estimate,
+    load_teacher_tokenizer,
+    oversize_reasons,
+    prompt_token_counts,
+    refuse_oversize,
+)
 
-NOT_SENT = "not sent: teacher.max_cost reached"
+__all__ = ["NOT_SENT", "TEACHER_COLUMNS", "TEST_COLUMNS", "TeacherRow", "generate", "teacher_request"]
 
 
 def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int | None = None,
@@ -48,80 +60,6 @@ def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int 
     if teacher.top_logprobs:
         request["top_logprobs"] = teacher.top_logprobs
     return request
-
-
-async def ask_teacher(target: Target, teacher: TeacherConfig, requests: list[dict[str, Any]], description: str,
-                      on_answer: Callable[[int, Answer], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> list[Answer | None]:
-    """The teacher's answers in request order (None where `should_stop` held them back)."""
-    endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
-    try:
-        return await map_concurrent(requests, lambda r: endpoint.chat(**r), teacher.concurrency, description,
-                                    on_result=on_answer, should_stop=should_stop)
-    finally:
-        await endpoint.close()
-
-
-class Budget:
-    """Money spent on requests sent in this run: per-token prices where set, else serving time by the hour."""
-
-    def __init__(self, config: Config) -> None:
-        self.cost = config.cost
-        self.limit = config.teacher.max_cost
-        self.started = time.monotonic()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-
-    def add(self, answer: Answer) -> None:
-        self.prompt_tokens += answer.prompt_tokens
-        self.completion_tokens += answer.completion_tokens
-
-    def spent(self) -> float:
-        return costs.labelling_cost(self.cost, time.monotonic() - self.started, self.prompt_tokens,
-                                    self.completion_tokens)
-
-    def exhausted(self) -> bool:
-        return self.limit is not None and self.spent() >= self.limit
-
-
-@dataclass
-class Labelling:
-    answers: list[Answer | None]
-    sent: int
-    cached: int
-    budget: Budget
-    prefix_cache: dict[str, float] | None
-
-
-def _label_with_cache(config: Config, requests: list[dict[str, Any]], skipped: dict[int, str],
-                      files: GenerateFiles) -> Labelling:
-    """Answers for every request; cached answers are reused, and the teacher is started only when something
-    is missing. An answer is in the cache before the next one is accounted. Skipped requests are not sent."""
-    cache = ResponseCache(files.cache)
-    budget = Budget(config)
-    try:
-        keys = [request_key(config.teacher.model, r) for r in requests]
-        answers: list[Answer | None] = [
-            Answer(error=skipped[i]) if i in skipped else cache.get(k) for i, k in enumerate(keys)]
-        missing = [i for i, answer in enumerate(answers) if answer is None]
-        prefix = None
-        if missing:
-
-            def store(j: int, answer: Answer) -> None:
-                answers[missing[j]] = answer
-                cache.put(keys[missing[j]], answer)
-                budget.add(answer)
-
-            with open_teacher(config.teacher, files.server_log) as target:
-                before = prefix_cache_counters(target)
-                budget.started = time.monotonic()
-                asyncio.run(ask_teacher(target, config.teacher, [requests[i] for i in missing], "teacher labels",
-                                        on_answer=store, should_stop=budget.exhausted))
-                prefix = _hit_rate(before, prefix_cache_counters(target))
-    finally:
-        cache.close()
-    sent = sum(answers[i] is not None for i in missing)
-    return Labelling(answers, sent, len(requests) - len(skipped) - len(missing), budget, prefix)
 
 
 def _hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:
@@ -151,7 +89,7 @@ class TeacherRow:
     text: str
     gold: str | None
     raw: str | None  # the chosen sample's text as the teacher wrote it
-    label: str | None  # its canonical answer; None when invalid
+    label: str | None  # its canonical answer; None when invalid (or cut off at max_tokens)
     error: str | None
     rationale: str | None
     vote_share: float | None  # share of samples agreeing with the label (None for one sample)
@@ -161,23 +99,38 @@ class TeacherRow:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    finish_reason: str | None  # the chosen sample's: "stop", or "length" where max_tokens cut it off
+    serving_s: float  # teacher serving seconds attributed to this answer when it was paid for (0: not paid)
 
 
 TEACHER_COLUMNS = tuple(f.name for f in fields(TeacherRow))
 TEST_COLUMNS = ("id", "text", "gold")  # `generate/test.parquet`: the held-out queries, split once, here
+TRUNCATED = "truncated: the answer reached teacher.max_tokens"
+
+
+def teacher_schema() -> Any:
+    """The Arrow schema of `outputs.parquet`, from `TeacherRow`'s field types."""
+    import pyarrow as pa
+
+    kinds = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+    return pa.schema([pa.field(f.name, kinds[str(f.type).split(" ")[0]], nullable="None" in str(f.type))
+                      for f in fields(TeacherRow)])
 
 
 def output_row(example: Example, answer: Answer | None, task: Task, rationale: bool) -> dict[str, Any]:
     answer = answer or Answer(error=NOT_SENT)
-    parsed = [task.parse(s.text, rationale) for s in answer.samples] or [task.parse(None)]
+    # An answer cut off at max_tokens is not trusted even where it parses (a JSON object may close early).
+    parsed = [Parsed(None, TRUNCATED) if s.finish_reason == "length" else task.parse(s.text, rationale)
+              for s in answer.samples] or [task.parse(None)]
     chosen, share = vote(parsed)
     sample = answer.samples[parsed.index(chosen)] if answer.samples else None
-    return asdict(TeacherRow(
+    return vars(TeacherRow(
         id=example.id, text=example.text, gold=example.gold, raw=sample.text if sample else None,
         label=chosen.value, error=answer.error or chosen.error, rationale=chosen.rationale, vote_share=share,
         samples=json.dumps([p.value for p in parsed]), logprob=sample.logprob if sample else None,
         top_logprobs=json.dumps(sample.top_logprobs if sample else []), prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms))
+        completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms,
+        finish_reason=sample.finish_reason if sample else None, serving_s=answer.serving_s))
 
 
 @dataclass
@@ -185,38 +138,126 @@ class Plan:
     task: Task
     examples: list[Example]
     test: list[Example]
-    requests: list[dict[str, Any]]
-    oversize: dict[int, str]  # row index -> why it is not sent
-    tokenizer: Any | None
+    prefix: bytes  # what every cache key of this teacher and request shape shares
+    fingerprint: dict[str, Any]
 
 
 def make_plan(config: Config) -> Plan:
-    """The rows to label and their requests, after checking every prompt fits the teacher's context."""
+    """The rows to label and the teacher's fingerprint (a URL teacher is asked what it serves)."""
     task = make_task(config.task)
     splits = split_inputs(config)
-    examples = splits.to_label
-    requests = [teacher_request(task, config.teacher, e.text) for e in examples]
+    fingerprint = teacher_fingerprint(config)
+    template = teacher_request(task, config.teacher, "\0{text}\0")
+    return Plan(task, splits.to_label, splits.test, key_prefix(fingerprint, template), fingerprint)
+
+
+def teacher_fingerprint(config: Config) -> dict[str, Any]:
+    teacher = config.teacher
+    if not teacher.urls:
+        return local_fingerprint(teacher)
+    target = Target(tuple(teacher.urls), teacher.served_model_name or teacher.model,
+                    api_key_from_env(teacher.api_key_env))
+
+    async def ask() -> dict[str, list[dict[str, Any]]]:
+        endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
+        try:
+            return await endpoint.served_models()
+        finally:
+            await endpoint.close()
+
+    return endpoint_fingerprint(target.model, run_loop(ask()))
+
+
+@dataclass
+class Survey:
+    """What a run will send: rows not cached, those too long for the context, and their prompt size."""
+
+    to_send: int = 0
+    oversize: dict[int, str] = field(default_factory=dict)  # row index -> why it is not sent
+    prompt_tokens: int | None = None  # of the rows to send, where the teacher's tokenizer is at hand
+    prompt_chars: int = 0
+
+
+def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, count_chars: bool = False
+           ) -> Survey:
+    """One pass over the rows, a chunk at a time: which answers the cache lacks; only those rows' prompts are
+    built and counted (for the context check and estimates), so a cached row is never tokenised again."""
+    reader = ResponseCache(cache_path) if cache_path.exists() else None
+    result = Survey(prompt_tokens=0 if tokenizer is not None else None)
+    try:
+        for start, part, keys in chunks_of(plan.examples, plan.prefix):
+            present = reader.present(keys) if reader is not None else set()
+            missing = [i for i, key in enumerate(keys) if key not in present]
+            result.to_send += len(missing)
+            if tokenizer is None and not count_chars:
+                continue
+            requests = [teacher_request(plan.task, config.teacher, part[i].text) for i in missing]
+            result.prompt_chars += sum(len(str(r["messages"])) for r in requests)
+            if tokenizer is not None:
+                counts = prompt_token_counts(tokenizer, requests)
+                over = oversize_reasons(config, counts)
+                result.oversize.update({start + missing[j]: why for j, why in over.items()})
+                result.prompt_tokens += sum(n for j, n in enumerate(counts) if j not in over)
+                result.to_send -= len(over)
+    finally:
+        if reader is not None:
+            reader.close()
+    return result
+
+
+def _local_tokenizer(config: Config) -> Any | None:
     # Only a server we start has a context length known here; a running endpoint rejects what does not fit.
-    tokenizer = None if config.teacher.urls else load_teacher_tokenizer(config)
-    return Plan(task, examples, splits.test, requests, oversize_rows(config, examples, requests, tokenizer),
-                tokenizer)
+    if config.teacher.urls or config.teacher.server.max_model_len is None:
+        return None
+    return load_teacher_tokenizer(config)
 
 
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
     """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
     plan = make_plan(config)
-    cache_path = layout.generate.cache
-    cache = ResponseCache(cache_path) if cache_path.exists() else None
-    try:
-        to_send = [r for i, r in enumerate(plan.requests) if i not in plan.oversize
-                   and (cache is None or cache.get(request_key(config.teacher.model, r)) is None)]
-    finally:
-        if cache is not None:
-            cache.close()
-    tokenizer = plan.tokenizer or load_teacher_tokenizer(config)
-    result = estimate(config, to_send, tokenizer, plan.task.labels if plan.task.single_label else None)
-    return {**result, "rows": len(plan.requests), "cached": len(plan.requests) - len(plan.oversize) - len(to_send),
-            "oversize": len(plan.oversize)}
+    tokenizer = load_teacher_tokenizer(config)
+    found = survey(config, plan, layout.generate.cache, tokenizer, count_chars=True)
+    result = estimate(config, found.to_send, found.prompt_tokens, found.prompt_chars, tokenizer,
+                      plan.task.labels if plan.task.single_label else None)
+    return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - len(found.oversize),
+            "oversize": len(found.oversize)}
+
+
+class OutputTally:
+    """Writes each finished chunk as a row group of `outputs.parquet` and keeps the counts the manifest needs."""
+
+    def __init__(self, task: Task, rationale: bool, write: Callable[[dict[str, list]], None]) -> None:
+        self.task, self.rationale, self.write = task, rationale, write
+        self.counts: Counter[str] = Counter()
+        self.serving_s = 0.0
+
+    def __call__(self, chunk: Chunk) -> None:
+        answers = [Answer(error=chunk.skipped[i]) if i in chunk.skipped else a for i, a in enumerate(chunk.answers)]
+        rows = [output_row(e, a, self.task, self.rationale) for e, a in zip(chunk.examples, answers, strict=True)]
+        self.write({c: [r[c] for r in rows] for c in TEACHER_COLUMNS})
+        for r in rows:
+            self.counts["rows"] += 1
+            self.counts["labelled"] += r["label"] is not None
+            self.counts["errors"] += r["error"] is not None
+            self.counts["not_sent"] += r["error"] == NOT_SENT
+            self.counts["truncated"] += r["finish_reason"] == "length"
+            self.counts["prompt_tokens"] += r["prompt_tokens"]
+            self.counts["completion_tokens"] += r["completion_tokens"]
+            self.serving_s += r["serving_s"]
+
+
+def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally
+           ) -> tuple[Labeller, dict[str, float] | None]:
+    """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
+    build = partial(teacher_request, plan.task, config.teacher)
+    labeller = Labeller(config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
+    if found.to_send == 0:
+        labeller.run(None, 0)
+        return labeller, None
+    with open_teacher(config.teacher, files.server_log) as target:
+        before = prefix_cache_counters(target)
+        labeller.run(target, found.to_send)
+        return labeller, _hit_rate(before, prefix_cache_counters(target))
 
 
 def generate(config: Config, layout: RunLayout) -> Manifest:
@@ -225,29 +266,35 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     files = layout.generate
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
-    with recorder.timed("teacher"):
-        labelling = _label_with_cache(config, plan.requests, plan.oversize, files)
-    rows = [output_row(e, a, plan.task, config.teacher.rationale)
-            for e, a in zip(plan.examples, labelling.answers, strict=True)]
-    write_rows(files.outputs, rows, TEACHER_COLUMNS)
+    # A million rows are millions of long-lived objects: out of the garbage collector's sight, its passes stay
+    # short (they would otherwise walk every row again and again while answers stream in).
+    gc.freeze()
+    found = survey(config, plan, files.cache, _local_tokenizer(config))
+    refuse_oversize(config, plan.examples, found.oversize)
     write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
+    with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
+        tally = OutputTally(plan.task, config.teacher.rationale, write)
+        labeller, prefix = _label(config, plan, found, files, tally)
     with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
-        checked = fidelity.run(config, plan.task, plan.examples, plan.oversize, files,
+        checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
                                partial(teacher_request, plan.task))
-    not_sent = sum(r["error"] == NOT_SENT for r in rows)
+    counts = tally.counts
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],
-        counts={"rows": len(rows), "labelled": sum(r["label"] is not None for r in rows),
-                "failed": sum(r["error"] is not None for r in rows) - not_sent - len(plan.oversize),
-                "oversize": len(plan.oversize), "not_sent": not_sent, "requests_sent": labelling.sent,
-                "from_cache": labelling.cached, "test": len(plan.test)},
-        usage={"prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-               "completion_tokens": sum(r["completion_tokens"] for r in rows)},
-        spent_this_run=round(labelling.budget.spent(), 6),
-        stopped_by_max_cost=not_sent > 0,
-        prefix_cache=labelling.prefix_cache,
-        teacher={"model": config.teacher.model, "urls": config.teacher.urls},
+        counts={"rows": counts["rows"], "labelled": counts["labelled"],
+                "failed": counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"],
+                "truncated": counts["truncated"], "oversize": len(found.oversize), "not_sent": counts["not_sent"],
+                "requests_sent": labeller.counters.sent, "from_cache": labeller.counters.from_cache,
+                "test": len(plan.test)},
+        usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"]},
+        serving_s=round(tally.serving_s, 3),
+        spent_this_run=round(labeller.budget.spent(), 6),
+        stopped_by_max_cost=counts["not_sent"] > 0,
+        prefix_cache=prefix,
+        teacher={"model": config.teacher.model, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
+                 "concurrency_per_replica": config.teacher.concurrency},
     )
 
 
-STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None)
+STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None,
+              fingerprint=stage_fingerprint)

@@ -77,6 +77,8 @@ def server_command(model_path: str, served_name: str, port: int, server: ServerC
         "--enable-prefix-caching" if server.enable_prefix_caching else "--no-enable-prefix-caching",
         "--disable-uvicorn-access-log",
     ]
+    if server.data_parallel_size > 1:  # engine replicas behind one API server; each takes tensor x pipeline GPUs
+        command += ["--data-parallel-size", str(server.data_parallel_size)]
     if server.max_model_len:
         command += ["--max-model-len", str(server.max_model_len)]
     if server.gpu_memory_utilization is not None:

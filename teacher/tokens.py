@@ -29,41 +29,41 @@ def prompt_token_counts(tokenizer: Any, requests: list[dict[str, Any]]) -> list[
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def oversize_rows(config: Config, examples: list[Example], requests: list[dict[str, Any]],
-                  tokenizer: Any | None) -> dict[int, str]:
-    """Rows whose prompt plus completion budget exceeds the context of the server we start, with why.
+def oversize_reasons(config: Config, counts: list[int]) -> dict[int, str]:
+    """Requests whose prompt plus completion budget exceeds the context of the server we start, with why.
 
-    Raises a `UserError` naming the file and row unless `teacher.skip_oversize` is set. A running endpoint's
-    context is not known here: it rejects such a request, and the row is recorded with that error.
+    A running endpoint's context is not known here: it rejects such a request, and the row records that error.
     """
     limit = config.teacher.server.max_model_len
-    if config.teacher.urls or limit is None or tokenizer is None or not requests:
+    if config.teacher.urls or limit is None:
         return {}
     budget = config.teacher.max_tokens
-    counts = prompt_token_counts(tokenizer, requests)
-    over = {i: f"prompt of {n} tokens + max_tokens {budget} exceeds max_model_len {limit}"
+    return {i: f"prompt of {n} tokens + max_tokens {budget} exceeds max_model_len {limit}"
             for i, n in enumerate(counts) if n + budget > limit}
+
+
+def refuse_oversize(config: Config, examples: list[Example], over: dict[int, str]) -> None:
+    """A `UserError` naming the file and first row too long for the context, unless `teacher.skip_oversize`."""
     if over and not config.teacher.skip_oversize:
         first = min(over)
         raise UserError(f"{config.data.inputs}: row {examples[first].row}: {over[first]} "
                         f"({len(over)} such rows); shorten them, raise teacher.server.max_model_len, "
                         "or set teacher.skip_oversize: true to record and skip them")
-    return over
 
 
-def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | None, labels: list[str] | None
-             ) -> dict[str, Any]:
-    """What sending `requests` would cost: prompt tokens counted, completion tokens estimated.
+def estimate(config: Config, requests: int, prompt_tokens: int | None, prompt_chars: int, tokenizer: Any | None,
+             labels: list[str] | None) -> dict[str, Any]:
+    """What sending `requests` would cost: prompt tokens counted (or about 4 characters a token without the
+    teacher's tokenizer), completion tokens estimated.
 
     A single label's length is known; any other answer (a rationale, JSON, text) is counted at teacher.max_tokens,
     an upper bound.
     """
     per_answer: float = config.teacher.max_tokens
-    if tokenizer is not None:
-        prompt_tokens = sum(prompt_token_counts(tokenizer, requests))
+    if prompt_tokens is not None:
         method = "teacher tokenizer"
     else:
-        prompt_tokens = sum(len(str(r["messages"])) // 4 for r in requests)
+        prompt_tokens = prompt_chars // 4
         method = "about 4 characters per token (no local tokenizer for the teacher)"
     if labels and not config.teacher.rationale:
         if tokenizer is not None:
@@ -71,7 +71,7 @@ def estimate(config: Config, requests: list[dict[str, Any]], tokenizer: Any | No
                              for label in labels) / len(labels)
         else:
             per_answer = sum(len(label) for label in labels) / len(labels) / 4 + 1
-    completion_tokens = round(per_answer * config.teacher.samples * len(requests))
+    completion_tokens = round(per_answer * config.teacher.samples * requests)
     dollars = costs.per_token_cost(config.cost, prompt_tokens, completion_tokens)
-    return {"requests": len(requests), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+    return {"requests": requests, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "estimated_cost": dollars, "counted_with": method}

@@ -22,7 +22,7 @@ class FakeEndpoint:
     def __init__(self, answer: str = "billing", failures: int = 0, status: int = 500,
                  stop_after: int | None = None, model: str = "fake-model", root: str = "/models/fake",
                  fail_text: str | None = None, finish_reason: str = "stop", capacity: int | None = None,
-                 service_s: float = 0.0) -> None:
+                 service_s: float = 0.0, fail_after: int | None = None) -> None:
         self.answer, self.failures, self.status, self.stop_after = answer, failures, status, stop_after
         # A simulated server limit: at most `capacity` requests are served at once, each taking `service_s`
         # seconds, the rest wait; so queries/s stop rising beyond `capacity` requests in flight.
@@ -30,6 +30,7 @@ class FakeEndpoint:
         self.service_s = service_s
         self.model, self.root, self.finish_reason = model, root, finish_reason
         self.fail_text = fail_text  # requests whose user message contains this always fail with `status`
+        self.fail_after = fail_after  # after this many answers every request fails with `status`
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.answered = 0
@@ -56,7 +57,8 @@ class FakeEndpoint:
         with self.lock:
             self.requests.append(body)
             user = body["messages"][-1]["content"] if "messages" in body else ""
-            if len(self.requests) <= self.failures or (self.fail_text is not None and self.fail_text in user):
+            if (len(self.requests) <= self.failures or (self.fail_text is not None and self.fail_text in user)
+                    or (self.fail_after is not None and self.answered >= self.fail_after)):
                 return self.status, {"error": {"message": "scripted failure", "code": self.status}}
             self.answered += 1
             if self.stop_after is not None and self.answered > self.stop_after:

@@ -35,14 +35,16 @@ def test_429_and_500_are_retried_until_they_succeed(tmp_path: Path) -> None:
 
 
 def test_persistent_errors_are_recorded_then_retried_by_the_next_run(tmp_path: Path) -> None:
-    with FakeEndpoint(failures=1000, status=500) as fake:
+    with FakeEndpoint(fail_text="charge", status=500) as fake:  # rows about a charge fail every time
         manifest = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
     rows = _rows(tmp_path)
-    assert len(rows) == 6 and all(r["label"] is None and "InternalServerError" in r["error"] for r in rows)
-    assert manifest["counts"]["failed"] == 6
+    failing = [r for r in rows if "charge" in r["text"]]
+    assert len(rows) == 6 and 0 < len(failing) < 6
+    assert all(r["label"] is None and "InternalServerError" in r["error"] for r in failing)
+    assert manifest["counts"]["failed"] == len(failing)
     with FakeEndpoint() as fake:
         rerun = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
-    assert rerun["counts"]["requests_sent"] == 6 and all(r["label"] == "billing" for r in _rows(tmp_path))
+    assert rerun["counts"]["requests_sent"] == len(failing) and all(r["label"] == "billing" for r in _rows(tmp_path))
 
 
 def test_a_server_dying_mid_run_loses_no_row(tmp_path: Path) -> None:
@@ -80,9 +82,9 @@ def test_max_cost_stops_cleanly_and_a_later_run_continues(tmp_path: Path) -> Non
 def test_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-0123456789abcdef"
     monkeypatch.setenv("DISTILL_TEST_KEY", secret)
-    with FakeEndpoint(failures=1, status=401) as fake:
+    with FakeEndpoint(failures=1, status=401) as fake, pytest.raises(UserError, match="refused the API key"):
         generate(_config(tmp_path, fake.url, rows=2, api_key_env="DISTILL_TEST_KEY"), RunLayout(tmp_path))
-        assert fake.auth_headers[0] == f"Bearer {secret}"
+    assert fake.auth_headers[0] == f"Bearer {secret}"
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -164,3 +166,101 @@ def test_rows_appended_to_the_input_are_labelled_without_relabelling_old_ones(tm
     assert manifest["counts"]["rows"] == 25 and manifest["counts"]["requests_sent"] == 25 - len(
         old_labelled & {e.text for e in new_split.to_label})
     assert len(old_test & {e.text for e in new_split.test}) >= 3
+
+
+def test_an_answer_cut_off_at_max_tokens_is_invalid_and_filtered_as_truncated(tmp_path: Path) -> None:
+    from distill.config import FilterConfig
+    from distill.filter.stage import row_reason
+
+    with FakeEndpoint(finish_reason="length") as fake:
+        manifest = generate(_config(tmp_path, fake.url, rows=3), RunLayout(tmp_path))
+    rows = _rows(tmp_path)
+    assert all(r["finish_reason"] == "length" and r["label"] is None and r["error"].startswith("truncated")
+               for r in rows), "a label that parses is still not trusted when the answer was cut off"
+    assert manifest["counts"]["truncated"] == 3 and manifest["counts"]["failed"] == 0
+    assert {row_reason(r, FilterConfig()) for r in rows} == {"truncated"}
+
+
+def test_serving_seconds_are_recorded_per_answer_and_kept_in_the_cache(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        first = generate(_config(tmp_path, fake.url, rows=8), RunLayout(tmp_path))
+        paid = {r["id"]: r["serving_s"] for r in _rows(tmp_path)}
+        again = generate(_config(tmp_path, fake.url, rows=8), RunLayout(tmp_path))
+    assert all(s > 0 for s in paid.values())
+    assert sum(paid.values()) == pytest.approx(first["serving_s"], abs=1e-3)
+    assert sum(paid.values()) <= first["timings"]["teacher"]
+    assert again["counts"]["requests_sent"] == 0
+    assert {r["id"]: r["serving_s"] for r in _rows(tmp_path)} == paid, "a cached answer keeps what it cost"
+
+
+def test_answers_of_another_served_model_are_not_reused(tmp_path: Path) -> None:
+    with FakeEndpoint(root="/models/teacher-v1") as fake:
+        generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
+    with FakeEndpoint(root="/models/teacher-v2") as fake:  # same name, other weights behind the URL
+        other = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
+    assert other["counts"]["from_cache"] == 0 and other["counts"]["requests_sent"] == 6
+    assert other["teacher"]["fingerprint"]["reported"] == [{"id": "fake-model", "root": "/models/teacher-v2"}]
+    with FakeEndpoint(root="/models/teacher-v1") as fake:
+        back = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
+    assert back["counts"]["from_cache"] == 6 and back["counts"]["requests_sent"] == 0
+
+
+def test_a_local_teacher_is_fingerprinted_by_content_dtype_and_quantization(tmp_path: Path) -> None:
+    from distill.config import TeacherConfig
+    from teacher.fingerprint import local_fingerprint
+
+    model = tmp_path / "teacher"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"\0" * 3_000_000)
+    base = local_fingerprint(TeacherConfig(model=str(model)))
+    moved = tmp_path / "moved"
+    model.rename(moved)
+    assert local_fingerprint(TeacherConfig(model=str(moved))) == base, "a moved folder is the same teacher"
+    weights = bytearray((moved / "model.safetensors").read_bytes())
+    weights[1_500_000] = 1  # new weights at the same path, same size
+    (moved / "model.safetensors").write_bytes(bytes(weights))
+    assert local_fingerprint(TeacherConfig(model=str(moved))) != base
+    assert local_fingerprint(TeacherConfig(model=str(moved), server={"dtype": "float16"}))["dtype"] == "float16"
+    quantized = local_fingerprint(TeacherConfig(model=str(moved), server={"extra_args": ["--quantization", "fp8"]}))
+    assert quantized["quantization"] == "fp8"
+
+
+def test_rows_stream_through_in_chunks_written_as_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import pyarrow.parquet as pq
+
+    import teacher.stream
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "chunked").mkdir()
+    with FakeEndpoint() as fake:
+        generate(_config(tmp_path / "whole", fake.url, rows=40, concurrency=3), RunLayout(tmp_path / "whole"))
+        monkeypatch.setattr(teacher.stream, "CHUNK_ROWS", 7)
+        manifest = generate(_config(tmp_path / "chunked", fake.url, rows=40, concurrency=3),
+                            RunLayout(tmp_path / "chunked"))
+    outputs = tmp_path / "chunked" / "generate" / "outputs.parquet"
+    assert pq.ParquetFile(outputs).num_row_groups == 6  # ceil(40 / 7)
+    assert [r["id"] for r in read_rows(outputs)] == [r["id"] for r in _rows(tmp_path / "whole")]
+    assert manifest["counts"]["labelled"] == 40
+
+
+def test_the_context_check_tokenises_only_rows_still_to_send(tmp_path: Path) -> None:
+    from teacher.generate import make_plan, survey
+
+    class CountingTokenizer:
+        prompts = 0
+
+        def apply_chat_template(self, messages: list, tokenize: bool, add_generation_prompt: bool) -> str:
+            CountingTokenizer.prompts += 1
+            return str(messages)
+
+        def __call__(self, texts: list[str], add_special_tokens: bool) -> dict:
+            return {"input_ids": [[0] * 20 for _ in texts]}
+
+    with FakeEndpoint() as fake:
+        config = _config(tmp_path, fake.url, rows=10)
+        generate(config, RunLayout(tmp_path))
+        plan = make_plan(config)
+    assert survey(config, plan, RunLayout(tmp_path).generate.cache, CountingTokenizer()).to_send == 0
+    assert CountingTokenizer.prompts == 0, "a cached row's prompt is never tokenised again"

@@ -1,0 +1,266 @@
+"""Labelling as a stream, so memory stays flat however many rows there are.
+
+Rows go through in chunks, in order. A chunk's cached answers are read in one query; its other rows go to a fixed
+pool of workers (`teacher.concurrency` per replica), which build each request only when they send it. Answers are
+committed to the cache in groups by a thread of their own (teacher/cache.py), and a finished chunk is handed to
+`sink` (a row group of the outputs) and forgotten. A bounded window of chunks is open at a time.
+
+The first request to send goes alone: if the teacher refuses it (a 4xx: a schema its grammar backend rejects, a
+wrong model name) or is down, the run stops at once, naming the URL, instead of repeating that on every row. A
+circuit breaker then stops the run when too many requests in a row, or too large a share, fail: what was paid for
+is in the cache, and the caller exits non-zero with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from distill.compare import cost as costs
+from distill.config import Config
+from distill.data.inputs import Example
+from distill.errors import UserError
+from teacher.cache import CacheWriter, ResponseCache, request_key
+from teacher.client import Answer, Endpoint, Target
+
+CHUNK_ROWS = 4096
+WINDOW_CHUNKS = 4  # chunks open at once: enough to keep every worker busy while the oldest one finishes
+NOT_SENT = "not sent: teacher.max_cost reached"
+
+
+class TeacherFailing(UserError):
+    """The teacher failed too often to go on; answers paid for are in the cache and a rerun resumes."""
+
+
+class Budget:
+    """Money spent on requests sent in this run: per-token prices where set, else serving time by the hour."""
+
+    def __init__(self, config: Config) -> None:
+        self.cost, self.teacher = config.cost, config.teacher
+        self.limit = config.teacher.max_cost
+        self.started = time.monotonic()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, answer: Answer) -> None:
+        self.prompt_tokens += answer.prompt_tokens
+        self.completion_tokens += answer.completion_tokens
+
+    def spent(self) -> float:
+        return costs.labelling_cost(self.cost, time.monotonic() - self.started, self.prompt_tokens,
+                                    self.completion_tokens, self.teacher)
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.spent() >= self.limit
+
+
+@dataclass
+class Breaker:
+    """Trips after `in_a_row` failures in a row, or when more than `max_rate` of the last `window` requests
+    failed (once at least `window` // 4 were seen)."""
+
+    in_a_row: int
+    max_rate: float
+    window: int = 200
+    recent: deque[bool] = field(default_factory=deque)
+    recent_failures: int = 0
+    last_error: str | None = None
+    failures_in_a_row: int = 0
+    reason: str | None = None
+
+    def record(self, answer: Answer) -> None:
+        failed = answer.error is not None
+        self.last_error = answer.error or self.last_error
+        self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
+        self.recent.append(failed)
+        self.recent_failures += failed
+        if len(self.recent) > self.window:
+            self.recent_failures -= self.recent.popleft()
+        rate = self.recent_failures / len(self.recent)
+        if self.reason is None and self.failures_in_a_row >= self.in_a_row:
+            self.reason = (f"{self.in_a_row} requests in a row failed (teacher.max_failures_in_a_row); "
+                           f"last: {self.last_error}")
+        elif self.reason is None and len(self.recent) >= self.window // 4 and rate > self.max_rate:
+            self.reason = (f"{rate:.0%} of the last {len(self.recent)} requests failed (teacher.max_failure_rate="
+                           f"{self.max_rate:g}); last: {self.last_error}")
+
+
+@dataclass
+class Chunk:
+    start: int  # index of its first row among the rows to label
+    examples: list[Example]
+    keys: list[str]
+    answers: list[Answer | None]
+    skipped: dict[int, str]  # row within the chunk -> why it is not sent (oversize)
+    waiting: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    from_cache: int = 0
+
+
+def chunks_of(examples: list[Example], prefix: bytes) -> Iterator[tuple[int, list[Example], list[str]]]:
+    for start in range(0, len(examples), CHUNK_ROWS):
+        part = examples[start:start + CHUNK_ROWS]
+        yield start, part, [request_key(prefix, e.text) for e in part]
+
+
+@dataclass
+class Counters:
+    sent: int = 0  # requests sent, whatever their outcome
+    received: int = 0  # answers received (and cached)
+    from_cache: int = 0
+
+
+class Labeller:
+    """One run of the stream. `build` makes a row's request; `sink` receives each finished chunk in order."""
+
+    def __init__(self, config: Config, examples: list[Example], prefix: bytes, build: Callable[[str], dict],
+                 oversize: dict[int, str], cache_path: Any, sink: Callable[[Chunk], None]) -> None:
+        self.config, self.examples, self.prefix, self.build = config, examples, prefix, build
+        self.oversize, self.sink = oversize, sink
+        self.reader = ResponseCache(cache_path)
+        self.writer = CacheWriter(cache_path)
+        self.budget = Budget(config)
+        teacher = config.teacher
+        self.breaker = Breaker(teacher.max_failures_in_a_row, teacher.max_failure_rate)
+        self.counters = Counters()
+        self.endpoint: Endpoint | None = None
+        self.progress: Any = None
+
+    def run(self, target: Target | None, to_send: int) -> Counters:
+        """Label every row (sending only what is not cached); raises `TeacherFailing` if the breaker trips."""
+        try:
+            run_loop(self._run(target, to_send))
+        finally:
+            self.reader.close()
+            self.writer.close()  # everything paid for is committed, however the run ends
+        if self.breaker.reason is not None:
+            raise TeacherFailing(f"teacher at {', '.join(target.base_urls) if target else '?'}: stopped, "
+                                 f"{self.breaker.reason}. The {self.counters.received} answers received are cached; "
+                                 "fix the teacher and rerun to continue.")
+        return self.counters
+
+    async def _run(self, target: Target | None, to_send: int) -> None:
+        teacher = self.config.teacher
+        work: asyncio.Queue = asyncio.Queue()
+        ready: asyncio.Queue = asyncio.Queue(maxsize=WINDOW_CHUNKS)
+        tasks = [asyncio.create_task(self._drain(ready))]
+        if target is not None and to_send:
+            self.endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
+            self.progress = tqdm(total=to_send, desc="teacher labels", unit="req", dynamic_ncols=True,
+                                 mininterval=0.5)
+            # `concurrency` is per replica: each URL, and each data-parallel engine of a server started here.
+            engines = 1 if teacher.urls else teacher.server.data_parallel_size
+            workers = teacher.concurrency * len(target.base_urls) * engines
+            tasks += [asyncio.create_task(self._work(work)) for _ in range(workers)]
+            tasks.append(asyncio.create_task(self._tick()))
+        try:
+            await self._produce(work, ready, target)
+            await ready.put(None)
+            await tasks[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.endpoint is not None:
+                await self.endpoint.close()
+            if self.progress is not None:
+                self.progress.close()
+
+    async def _produce(self, work: asyncio.Queue, ready: asyncio.Queue, target: Target | None) -> None:
+        first = True
+        for start, part, keys in chunks_of(self.examples, self.prefix):
+            if self.breaker.reason is not None:
+                break  # the rows not reached are neither sent nor written: the run stops with the reason
+            cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
+            chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
+                          {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
+            chunk.from_cache = len(cached)
+            self.counters.from_cache += len(cached)
+            missing = [i for i in range(len(part)) if chunk.answers[i] is None and i not in chunk.skipped]
+            chunk.waiting = len(missing)
+            await ready.put(chunk)  # in row order; waits while the window is full
+            if not missing:
+                chunk.done.set()
+            for i in missing:
+                if first:  # alone, before any other: a refusal or a dead teacher stops the run here
+                    first = False
+                    await self._probe(chunk, i, target)
+                else:
+                    work.put_nowait((chunk, i))
+            await asyncio.sleep(0)
+
+    async def _probe(self, chunk: Chunk, i: int, target: Target | None) -> None:
+        answer = await self._ask(chunk, i)
+        if answer.error is not None and target is not None:
+            raise UserError(f"teacher at {', '.join(target.base_urls)}: the first request failed: {answer.error}; "
+                            f"{_first_failure_hint(answer.status)}")
+        self._settle(chunk, i, answer)
+
+    async def _ask(self, chunk: Chunk, i: int) -> Answer:
+        assert self.endpoint is not None
+        answer = await self.endpoint.chat(**self.build(chunk.examples[i].text))
+        self.counters.sent += 1
+        if answer.error is None:
+            self.writer.add(chunk.keys[i], answer)
+            self.counters.received += 1
+        self.budget.add(answer)
+        self.breaker.record(answer)
+        return answer
+
+    async def _work(self, work: asyncio.Queue) -> None:
+        while True:
+            chunk, i = await work.get()
+            if self.breaker.reason is not None:
+                answer = Answer(error=f"not sent: {self.breaker.reason}")
+            elif self.budget.exhausted():
+                answer = Answer(error=NOT_SENT)
+            else:
+                answer = await self._ask(chunk, i)
+            self._settle(chunk, i, answer)
+
+    def _settle(self, chunk: Chunk, i: int, answer: Answer) -> None:
+        chunk.answers[i] = answer
+        chunk.waiting -= 1
+        if chunk.waiting == 0:
+            chunk.done.set()
+
+    async def _drain(self, ready: asyncio.Queue) -> None:
+        """Hand finished chunks to the sink in row order; their answers' serving seconds are shared out first."""
+        while (chunk := await ready.get()) is not None:
+            await chunk.done.wait()
+            self.writer.flush()
+            self.sink(chunk)
+
+    async def _tick(self) -> None:
+        self.writer.start_clock()
+        self.budget.started = time.monotonic()
+        shown = 0
+        while True:
+            await asyncio.sleep(0.05)
+            self.writer.flush()
+            self.progress.update(self.counters.sent - shown)
+            shown = self.counters.sent
+
+
+def _first_failure_hint(status: int | None) -> str:
+    if status in (401, 403):
+        return "the endpoint refused the API key (teacher.api_key_env)"
+    if status is not None and 400 <= status < 500:
+        return ("the server refuses the request itself, and would refuse every row: check the model name, the "
+                "task's schema or labels, and teacher.max_tokens")
+    return "is it running and healthy? (tried with teacher.max_retries retries)"
+
+
+def run_loop(coroutine: Any) -> Any:
+    """uvloop where installed (it comes with vLLM's server): about a third less CPU per request here."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
