@@ -1,0 +1,166 @@
+"""The generate stage's own ceiling: 1,000,000 rows against an instant local server, vs a bare async client loop.
+
+    .venv/bin/python bench/generate_client_ceiling.py     # about 5 minutes on 2 cores
+
+The server (bench/instant_openai.py, its own process) answers as fast as it can, so what is measured is the
+client side of generate: reading and splitting the input, building each request, sending it, parsing the
+answer, committing it to the answer cache (on, as in every run) and writing outputs.parquet. The baseline is
+the plainest correct client on the same server with the same HTTP client (aiohttp + msgspec, uvloop), the same
+requests built the same way and the same number in flight, keeping each answer's text in a list. Each side runs
+in a fresh process, so peak memory (ru_maxrss) is its own; the stage also runs on 100,000 rows, to show memory
+stays flat as rows grow. The last line is JSON: answers_per_s (the stage's, 1M rows), ratio (stage / bare),
+peak_rss_mb, and the 100k run's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["billing", "refund", "shipping", "account_access", "technical_issue", "cancellation",
+          "product_question", "feedback"]
+CONCURRENCY = 128
+
+
+def write_inputs(path: Path, rows: int) -> Path:
+    """Distinct, realistic-length support messages (about 60 characters)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("text\n")
+        for i in range(rows):
+            handle.write(f"Customer {i} asks why order {i * 7919 % 1000003} was charged twice this month\n")
+    return path
+
+
+def make_config(url: str, inputs: Path, test: Path, rows: int) -> object:
+    from distill.config import Config
+
+    return Config.model_validate({
+        "name": "ceiling",
+        "task": {"instruction": "Route the support message to one team.", "labels": LABELS},
+        "data": {"inputs": str(inputs), "test": str(test), "max_inputs": rows},
+        "teacher": {"model": "instant", "url": url, "concurrency": CONCURRENCY, "max_tokens": 8, "top_logprobs": 1},
+        "student": {"model": "instant"},
+        "cost": {"teacher_price_per_hour": 1, "student_price_per_hour": 1, "train_price_per_hour": 1},
+    })
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_stage(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
+    from distill.layout import RunLayout
+    from teacher.generate import generate
+
+    start = time.perf_counter()
+    manifest = generate(make_config(url, inputs, test, rows), RunLayout(folder))
+    seconds = time.perf_counter() - start
+    assert manifest["counts"]["labelled"] == rows, manifest["counts"]
+    return {"seconds": seconds, "answers": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_bare(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
+    """The baseline: N workers over the texts, each builds a request, posts it and keeps the answer's text."""
+    import aiohttp
+    import msgspec
+    import uvloop
+
+    from distill.tasks import make_task
+    from teacher.generate import teacher_request
+
+    config = make_config(url, inputs, test, rows)
+    task = make_task(config.task)
+    with open(inputs, encoding="utf-8") as handle:
+        texts = [line.rstrip("\n") for line in handle][1:rows + 1]
+    encode, decode = msgspec.json.Encoder().encode, msgspec.json.Decoder().decode
+    answers: list[str] = []
+
+    async def loop() -> None:
+        rows_left = iter(texts)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def worker() -> None:
+                for text in rows_left:
+                    body = {"model": "instant", **teacher_request(task, config.teacher, text)}
+                    body.update(body.pop("extra_body", {}))
+                    async with session.post(url + "/chat/completions", data=encode(body),
+                                            headers={"Content-Type": "application/json"}) as response:
+                        answers.append(decode(await response.read())["choices"][0]["message"]["content"])
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+    start = time.perf_counter()
+    uvloop.run(loop())
+    seconds = time.perf_counter() - start
+    assert len(answers) == rows
+    return {"seconds": seconds, "answers": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def child(kind: str, url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
+    """Run one side in a fresh process and read back its JSON line."""
+    command = [sys.executable, __file__, "--side", kind, "--url", url, "--inputs", str(inputs), "--test", str(test),
+               "--rows", str(rows), "--folder", str(folder)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small-rows", type=int, default=100_000)
+    parser.add_argument("--side", choices=["stage", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--test", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        run = run_stage if args.side == "stage" else run_bare
+        print(json.dumps(run(args.url, args.inputs, args.test, args.rows, args.folder)))
+        return
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        inputs = write_inputs(scratch / "inputs.csv", args.rows)
+        test = write_inputs(scratch / "test.csv", 10)
+        from teacher.server import free_port
+
+        port = free_port()
+        server = subprocess.Popen([sys.executable, str(REPO / "bench" / "instant_openai.py"), str(port)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            url = f"http://127.0.0.1:{port}/v1"
+            bare = child("bare", url, inputs, test, args.rows, scratch / "bare")
+            stage = child("stage", url, inputs, test, args.rows, scratch / "big")
+            small = child("stage", url, inputs, test, args.small_rows, scratch / "small")
+        finally:
+            server.terminate()
+            server.wait()
+    stage_rate, bare_rate = stage["answers"] / stage["seconds"], bare["answers"] / bare["seconds"]
+    print(json.dumps({
+        "answers_per_s": round(stage_rate, 1),
+        "bare_answers_per_s": round(bare_rate, 1),
+        "ratio": round(stage_rate / bare_rate, 4),
+        "rows": args.rows,
+        "peak_rss_mb": round(stage["peak_rss_mb"], 1),
+        "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1),
+        "small_rows": args.small_rows,
+        "small_peak_rss_mb": round(small["peak_rss_mb"], 1),
+        "small_answers_per_s": round(small["answers"] / small["seconds"], 1),
+        "rss_ratio_1m_vs_100k": round(stage["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        "concurrency": CONCURRENCY,
+        "cache": "on",
+    }))
+
+
+if __name__ == "__main__":
+    main()
