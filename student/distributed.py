@@ -63,9 +63,8 @@ def per_device_batch(batch_size: int) -> int:
     return batch_size // processes
 
 
-def relaunch(devices: int, argv: list[str]) -> int:
-    """Run this same `distill` command (`argv`, less its --devices option) as `devices` processes under
-    torchrun; their exit code."""
+def torchrun_command(devices: int, argv: list[str]) -> list[str]:
+    """This same `distill` command (`argv`, less its --devices option) as `devices` processes under torchrun."""
     rest, skip = [], False
     for arg in argv:
         if skip or arg.startswith("--devices="):
@@ -74,6 +73,10 @@ def relaunch(devices: int, argv: list[str]) -> int:
         skip = arg == "--devices"
         if not skip:
             rest.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
-               "-m", "distill.cli", *rest]
-    return subprocess.call(command)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+            "-m", "distill.cli", *rest]
+
+
+def relaunch(devices: int, argv: list[str]) -> int:
+    """Run the command as `devices` processes; their exit code (torchrun stops them all if one fails)."""
+    return subprocess.call(torchrun_command(devices, argv))

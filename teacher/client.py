@@ -160,6 +160,8 @@ class Endpoint:
 
     def _pick(self, avoid: Replica | None) -> Replica:
         """The least busy replica that is not resting, other than `avoid` where there is a choice."""
+        if len(self.replicas) == 1:
+            return self.replicas[0]
         now = time.monotonic()
         awake = [r for r in self.replicas if r.rested_until <= now and r is not avoid]
         pool = awake or [r for r in self.replicas if r is not avoid] or self.replicas

@@ -264,3 +264,24 @@ def test_the_context_check_tokenises_only_rows_still_to_send(tmp_path: Path) -> 
         plan = make_plan(config)
     assert survey(config, plan, RunLayout(tmp_path).generate.cache, CountingTokenizer()).to_send == 0
     assert CountingTokenizer.prompts == 0, "a cached row's prompt is never tokenised again"
+
+
+def test_answers_are_committed_in_groups_by_their_own_thread(tmp_path: Path) -> None:
+    import time
+
+    from teacher.cache import GROUP_ANSWERS, CacheWriter, ResponseCache
+    from teacher.client import Answer, Sample
+
+    writer = CacheWriter(tmp_path / "cache.sqlite")
+    writer.start_clock()
+    for i in range(2 * GROUP_ANSWERS + 10):
+        writer.add(f"key{i}", Answer(samples=[Sample("billing")]))
+    deadline = time.monotonic() + 5
+    while writer.committed < 2 * GROUP_ANSWERS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.committed == 2 * GROUP_ANSWERS, "full groups are committed without waiting for the caller"
+    writer.close()  # commits the last, partial group
+    reader = ResponseCache(tmp_path / "cache.sqlite")
+    stored = reader.get_many([f"key{i}" for i in range(2 * GROUP_ANSWERS + 10)])
+    reader.close()
+    assert len(stored) == 2 * GROUP_ANSWERS + 10 and all(a.serving_s >= 0 for a in stored.values())

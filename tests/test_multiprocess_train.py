@@ -57,3 +57,23 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     for key in a:
         assert_close(b[key], a[key], atol=1e-4, rtol=1e-3, msg=key)
     assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k), "training moved the adapter"
+
+
+def test_devices_option_relaunches_the_same_command_under_torchrun() -> None:
+    from student.distributed import torchrun_command
+
+    command = torchrun_command(2, ["train", "-c", "s.yaml", "--devices", "2", "--run-dir", "2", "--devices=2"])
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert command[5:] == ["-m", "distill.cli", "train", "-c", "s.yaml", "--run-dir", "2"]
+
+
+def test_batch_size_is_split_between_processes(monkeypatch) -> None:
+    import pytest
+
+    from distill.errors import UserError
+    from student.distributed import per_device_batch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert per_device_batch(16) == 8
+    with pytest.raises(UserError, match="student.batch_size=15 does not split over 2 processes"):
+        per_device_batch(15)
