@@ -80,3 +80,20 @@ def test_the_breaker_trips_on_a_failure_rate_too() -> None:
     assert breaker.reason is None, "too few requests seen to judge a rate"
     breaker.record(Answer())
     assert breaker.reason == "40% of the last 10 requests failed (teacher.max_failure_rate=0.3); last: boom"
+
+
+def test_parallel_servers_are_passed_to_vllm_and_priced_per_accelerator() -> None:
+    from distill.compare.cost import labelling_cost, teacher_gpus
+    from distill.config import CostConfig, ServerConfig, TeacherConfig
+    from teacher.server import server_command
+
+    server = ServerConfig(tensor_parallel_size=2, data_parallel_size=4)
+    command = server_command("/m", "teacher", 8000, server)
+    assert command[command.index("--tensor-parallel-size") + 1] == "2"
+    assert command[command.index("--data-parallel-size") + 1] == "4"
+    prices = CostConfig(teacher_price_per_hour=2.0, student_price_per_hour=1, train_price_per_hour=1)
+    local = TeacherConfig(model="m", server=server)
+    assert teacher_gpus(prices, local) == 8
+    assert labelling_cost(prices, 3600, 0, 0, local) == 16.0, "an hour of 8 accelerators at $2"
+    assert teacher_gpus(prices, TeacherConfig(model="m", url="http://x/v1")) == 1
+    assert teacher_gpus(prices.model_copy(update={"teacher_gpus": 16}), local) == 16
