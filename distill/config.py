@@ -207,6 +207,12 @@ class StudentConfig(Strict):
         "teacher and student may have different tokenizers.")
     packing: bool = Field(True, description="Pack each batch's examples into one row without cross-attention "
                           "(no compute on padding); false: padded batches.")
+    rationale_weight: float = Field(
+        0.0, ge=0, description="Rationale distillation (Distilling Step-by-Step): also train the student to write "
+        "the teacher's rationale (teacher.rationale: true) after `rationale_prompt`, as a second task; loss = label "
+        "loss + this x rationale loss, each averaged over its own tokens. Evaluation and serving ask for the label.")
+    rationale_prompt: str = Field("{text}\nExplain:", description="The student's prompt for the rationale task; "
+                                  "`{text}` is replaced by the input. Must differ from the task's student_prompt.")
     seed: int = 0
     server: ServerConfig = ServerConfig()
     max_tokens: int = Field(16, gt=0, description="Completion budget of the student at inference.")
@@ -214,6 +220,18 @@ class StudentConfig(Strict):
     retrain_min_new_rows: int = Field(
         0, ge=0, description="`distill run` retrains only once this many new training rows have accumulated "
         "since the current student was trained; until then the current student stays (0: retrain on any change).")
+
+    @field_validator("rationale_prompt")
+    @classmethod
+    def _rationale_prompt_fills(cls, value: str) -> str:
+        try:  # filled as the task's student_prompt is: a stray brace fails here, not at train time
+            filled = value.format(text="\0")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"braces other than {{text}} ({type(exc).__name__}: {exc}); write a literal brace as "
+                             "{{ or }}") from None
+        if "\0" not in filled:
+            raise ValueError("must contain the placeholder {text}")
+        return value
 
 
 class CompareConfig(Strict):
@@ -353,12 +371,25 @@ class Config(Strict):
                              f"so distillation applies to single-label classification only, not to this "
                              f"{self.task.type}{' (multi_label)' if self.task.type == 'classification' else ''} "
                              "task; set distill_weight: 0")
+        self._rationale_task_set()
         if self.student.lora.use_dora and self.compare.student_serving != "merged":
             raise ValueError("student.lora.use_dora: vLLM cannot load DoRA adapters; ship the merged student "
                              "(compare.student_serving: merged) or set use_dora: false")
         if self.filter.max_per_label is not None and not task.single_label:
             raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
         return self
+
+    def _rationale_task_set(self) -> None:
+        """The rationale task needs the teacher's rationales, and a prompt of its own (a shared one would teach the
+        student to answer the label prompt with an explanation); variants are checked too, as they are trained."""
+        for where, student in (("student", self.student),
+                               *((f"variants.{name}", self.variant(name).student) for name in self.variants)):
+            if student.rationale_weight and not self.teacher.rationale:
+                raise ValueError(f"{where}.rationale_weight > 0 trains the student on the teacher's rationales: set "
+                                 f"teacher.rationale: true (or {where}.rationale_weight: 0)")
+            if student.rationale_weight and student.rationale_prompt == self.task.student_prompt:
+                raise ValueError(f"{where}.rationale_prompt is task.student_prompt: give the rationale task a prompt "
+                                 "of its own, e.g. '{text}\\nExplain:'")
 
     def with_label_budget(self, labels: int) -> Config:
         """This study trained on the first `labels` kept rows: one point of the learning curve. The prompt-only

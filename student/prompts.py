@@ -28,7 +28,10 @@ class StudentPrompter:
             self.tokenizer = tokenizer
 
     def __call__(self, text: str) -> str:
-        prompt = self.task.student_prompt(text)
+        return self.wrap(self.task.student_prompt(text))
+
+    def wrap(self, prompt: str) -> str:
+        """A filled prompt as the student sees it (also the rationale task's, student/rationale.py)."""
         if self.tokenizer is None:
             return prompt
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

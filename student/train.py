@@ -20,16 +20,23 @@ from distill.models import resolve_model
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from distill.tracking import prepare_trackers
-from student.card import without_cards, write_model_cards
 from student import distributed
+from student.card import without_cards, write_model_cards
 from student.curves import curves, plot_curves, still_rising
 from student.distillation import SoftTargetCollator, first_target_ids, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
 from student.prompts import StudentPrompter
+from student.rationale import (
+    IGNORE_INDEX,
+    RATIONALE_TASK,
+    TASK_KEY,
+    TaskWeightCollator,
+    rationale_examples,
+    rationale_pairs,
+)
 from teacher.generate import TEACHER_COLUMNS
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 
 
 def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> dict[str, list[int]]:
@@ -192,6 +199,26 @@ def _encode(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompte
     return encoded
 
 
+def _encode_rationales(student: StudentConfig, tokenizer: Any, prompter: StudentPrompter,
+                       rows: list[dict]) -> list[dict]:
+    """The rationale task's examples (student/rationale.py), one per row with a rationale; no soft target."""
+    extra = {TASK_KEY: RATIONALE_TASK} | ({"kd_ids": [], "kd_probs": []} if student.distill_weight else {})
+    return [encode_example(tokenizer, prompt, target, student.max_seq_len) | extra
+            for prompt, target in rationale_pairs(rows, prompter, student.rationale_prompt)]
+
+
+def _collator(student: StudentConfig, tokenizer: Any) -> Any:
+    """Padded or packed batches; with knowledge distillation, the teacher's soft targets; with it or the rationale
+    task, each label position's weight in the loss."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collator = make_collator(student, pad_id)
+    if student.distill_weight:
+        collator = SoftTargetCollator(collator, packed=student.packing)
+    if student.distill_weight or student.rationale_weight:
+        collator = TaskWeightCollator(collator, student.packing, 1 - student.distill_weight, student.rationale_weight)
+    return collator
+
+
 def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
                   train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
     from transformers import EarlyStoppingCallback
@@ -201,21 +228,19 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
 
     student = config.student
     train_data = _encode(config, task, tokenizer, prompter, train_rows)
+    if student.rationale_weight:  # the second task trains only: evaluation asks for the label
+        train_data += _encode_rationales(student, tokenizer, prompter, train_rows)
     eval_data = _encode(config, task, tokenizer, prompter, eval_rows)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    collator = make_collator(student, pad_id)
     task_eval = None
     if eval_data:
         scored = eval_rows[:student.eval_max_rows]
         task_eval = TaskEval(task, tokenizer, [prompter(r["text"]) for r in scored], [r["label"] for r in scored],
                              task.answer_token_budget(student.max_tokens), student.batch_size)
-    if student.distill_weight:
-        collator = SoftTargetCollator(collator, packed=student.packing)
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
                  if eval_data and student.early_stopping_patience else [])
     args = _training_args(student, output_dir, len(train_data), bool(eval_data), list(config.tracking.report_to))
     trainer = StudentTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data or None,
-                             data_collator=collator, callbacks=callbacks, task_eval=task_eval,
+                             data_collator=_collator(student, tokenizer), callbacks=callbacks, task_eval=task_eval,
                              distill_weight=student.distill_weight)
     use_console(trainer, f"eval_{SCORE_KEY}", task.quality_name)
     return trainer
@@ -251,7 +276,8 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
     write_json(files.trained_ids, [r["id"] for r in train_rows])
     shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
-    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step}
+    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step,
+              "rationale_examples": rationale_examples(trainer.train_dataset)}
     summary = _training_summary(config, trainer, result, files, best_step, recorder.timings["train"])
     write_model_cards(config, layout, counts | summary)  # before the manifest, though not hashed (compare rewrites)
     return distributed.from_rank_zero(recorder.finish(

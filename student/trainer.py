@@ -1,8 +1,9 @@
 """`StudentTrainer`: the transformers Trainer of the student, named once (the way TRL writes its trainers).
 
-It adds two things to the stock Trainer: the hard-label loss mixed with the teacher's soft targets by
-`distill_weight`, and every evaluation scored by the task's own metric on generated answers, so that score
-reaches the log, early stopping and the best-checkpoint choice like any built-in metric.
+It adds two things to the stock Trainer: a loss weighted per label position where the collator says so (the
+hard-label loss mixed with the teacher's soft targets by `distill_weight`, and the rationale task beside the
+label task, student/rationale.py), and every evaluation scored by the task's own metric on generated answers, so
+that score reaches the log, early stopping and the best-checkpoint choice like any built-in metric.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from distill.tasks import Task
 from student import distributed
 from student.distillation import SOFT_KEYS, soft_target_loss
 from student.evaluate import LOSS_TIE_BREAK, SCORE_KEY, SELECTION_KEY, generate_answers, task_score
+from student.rationale import WEIGHT_KEY, TaskWeightCollator, weighted_answer_loss
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,19 @@ class StudentTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.task_eval = task_eval
         self.distill_weight = distill_weight
+        if isinstance(self.data_collator, TaskWeightCollator):
+            self.loss_is_scaled_for_ga = False  # the weighted loss is a mean over one batch's answer tokens
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        if not self.distill_weight:
+        if WEIGHT_KEY not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        soft = {key: inputs.pop(key) for key in SOFT_KEYS}
-        outputs = model(**inputs)
-        loss = (1 - self.distill_weight) * outputs.loss + self.distill_weight * soft_target_loss(outputs.logits, soft)
+        outputs = model(**{key: value for key, value in inputs.items()
+                           if key not in (WEIGHT_KEY, "labels", *SOFT_KEYS)})  # no labels: the loss is ours
+        # The label task's weight is 1 - distill_weight (the collator's), the rationale task's rationale_weight.
+        loss = weighted_answer_loss(outputs.logits, inputs["labels"], inputs[WEIGHT_KEY])
+        if self.distill_weight:
+            loss = loss + self.distill_weight * soft_target_loss(outputs.logits, inputs)
         return (loss, outputs) if return_outputs else loss
 
     def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:

@@ -67,7 +67,7 @@ def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, t
         torch.testing.assert_close(recovered, base[weight].float(), atol=1e-5, rtol=0)
     for key in base.keys() - {k.removeprefix("base_model.model.").replace(".lora_B", "") for k in lora_b}:
         assert torch.equal(base[key].float(), merged[key].float()), key
-    assert manifest["counts"] == {"train_rows": 12, "eval_rows": 4, "steps": 6}
+    assert manifest["counts"] == {"train_rows": 12, "eval_rows": 4, "steps": 6, "rationale_examples": 0}
     assert manifest["eval_loss"] is not None and manifest["tokens_per_s"] > 0
     curves = json.loads((tmp_path / "train" / "curves.json").read_text())
     assert len(curves["eval"]) == 2 and all(0 <= p["task_score"] <= 1 for p in curves["eval"])
