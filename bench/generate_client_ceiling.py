@@ -141,7 +141,9 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/v1"
             bare = child("bare", url, inputs, test, args.rows, scratch / "bare")
             stage = child("stage", url, inputs, test, args.rows, scratch / "big")
-            small = child("stage", url, inputs, test, args.small_rows, scratch / "small")
+            # Its own file: the split reads a whole input file, so 100k rows of a 1M-row file would hold 1M texts.
+            small_inputs = write_inputs(scratch / "small.csv", args.small_rows)
+            small = child("stage", url, small_inputs, test, args.small_rows, scratch / "small")
         finally:
             server.terminate()
             server.wait()

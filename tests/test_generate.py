@@ -115,7 +115,7 @@ def test_dry_run_counts_with_the_teacher_tokenizer_and_sends_nothing(tmp_path: P
     config = study_config(tiny_model, DEMO_INPUTS,
                           cost={"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
                                 "teacher_input_per_1m": 1.0, "teacher_output_per_1m": 2.0})
-    with FakeEndpoint() as fake:
+    with FakeEndpoint(model=str(tiny_model)) as fake:
         config["teacher"] = {"model": str(tiny_model), "url": fake.url}
         loaded = load_config(write_config(tmp_path / "c.yaml", config))
         before = dry_run(loaded, RunLayout(tmp_path))

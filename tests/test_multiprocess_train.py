@@ -19,7 +19,8 @@ def _prepare(run_dir: Path) -> None:
                      "latency_ms": 5.0, "finish_reason": "stop", "serving_s": 0.01})
     write_rows(run_dir / "filter" / "train.parquet", rows[:16])
     write_rows(run_dir / "filter" / "eval.parquet", rows[16:])
-    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "outputs": {}})
+    write_json(run_dir / "generate" / "manifest.json", {"stage": "generate", "outputs": {}, "counts": {}})
+    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "outputs": {}, "counts": {}})
 
 
 def _train(config: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
 
     assert double.stdout.count("train: done") == 2, "every rank returns the manifest rank 0 wrote"
     manifests = sorted(p.relative_to(two) for p in two.rglob("*manifest*.json"))
-    assert manifests == [Path("filter/manifest.json"), Path("train/manifest.json")]
+    assert manifests == [Path("filter/manifest.json"), Path("generate/manifest.json"), Path("train/manifest.json")]
     assert not list(two.rglob("*.tmp")), "no half-written file from a second writer"
     first, second = (json.loads((d / "train" / "manifest.json").read_text()) for d in (one, two))
     assert second["processes"] == 2 and first["processes"] == 1
