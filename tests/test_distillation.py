@@ -22,6 +22,7 @@ from student.distillation import (
     soft_target_loss,
 )
 from student.train import encode_example, load_student, make_collator, train
+from teacher.generate import TEACHER_COLUMNS
 
 LABELS = ["billing", "refund", "shipping"]
 
@@ -95,14 +96,16 @@ def _first_token_preference(config, run_dir: Path, tokenizer) -> float:
 def test_soft_labels_pull_the_student_towards_the_teachers_distribution(tmp_path: Path, tiny_model: Path,
                                                                          tokenizer) -> None:
     # Hard labels say "billing"; the teacher's soft labels put most of their mass on "refund".
-    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": "billing",
-             "top_logprobs": _alternatives(0.9, 0.1)} for i in range(24)]
+    rows = [{column: None for column in TEACHER_COLUMNS} | {
+        "id": f"row-{i}", "text": f"message number {i}", "label": "billing", "top_logprobs": _alternatives(0.9, 0.1)}
+        for i in range(24)]
     preference = {}
     for weight in (0.0, 1.0):
         run_dir = tmp_path / str(weight)
-        write_rows(run_dir / "filter" / "train.parquet", rows[:20])
-        write_rows(run_dir / "filter" / "eval.parquet", rows[20:])
-        write_json(run_dir / "filter" / "manifest.json", {"stage": "filter"})
+        write_rows(run_dir / "filter" / "train.parquet", rows[:20], TEACHER_COLUMNS)
+        write_rows(run_dir / "filter" / "eval.parquet", rows[20:], TEACHER_COLUMNS)
+        write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "counts": {}, "outputs": {}})
+        write_json(run_dir / "generate" / "manifest.json", {"stage": "generate", "counts": {}, "outputs": {}})
         config = study_config(tiny_model, DEMO_INPUTS, task={"instruction": "Route.", "labels": LABELS})
         config["teacher"]["model"] = str(tiny_model)
         config["student"].update(epochs=3, batch_size=4, learning_rate=0.01, export_merged=False,
