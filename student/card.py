@@ -87,15 +87,22 @@ def model_card(config: Config, layout: RunLayout, training: dict[str, Any], metr
 
 
 def _data_section(config: Config, layout: RunLayout) -> list[str]:
-    generate, filtered = read_manifest(layout, "generate"), read_manifest(layout, "filter")
-    counts = filtered.get("counts", {})
+    generate, filtered = _recorded(layout, "generate"), _recorded(layout, "filter")
+    labelled, counts = generate.get("counts", {}), filtered.get("counts", {})
     return ["## Training data", "",
-            f"- Teacher: `{config.teacher.model}` labelled {fmt(generate['counts'].get('labelled'))} of "
-            f"{fmt(generate['counts'].get('rows'))} input rows (`{Path(config.data.inputs).name}`).",
+            f"- Teacher: `{config.teacher.model}` labelled {fmt(labelled.get('labelled'))} of "
+            f"{fmt(labelled.get('rows'))} input rows (`{Path(config.data.inputs).name}`).",
             f"- Kept by the filter: {fmt(counts.get('rows_kept'))} rows; trained on "
             f"{fmt(counts.get('train'))}, evaluated on {fmt(counts.get('eval'))} (`filter/README.md` describes them).",
-            f"- `filter/train.parquet` sha256 `{filtered['outputs'].get('train.parquet', 'n/a')}`",
-            f"- `generate/outputs.parquet` sha256 `{generate['outputs'].get('outputs.parquet', 'n/a')}`", ""]
+            f"- `filter/train.parquet` sha256 `{filtered.get('outputs', {}).get('train.parquet', 'n/a')}`",
+            f"- `generate/outputs.parquet` sha256 `{generate.get('outputs', {}).get('outputs.parquet', 'n/a')}`", ""]
+
+
+def _recorded(layout: RunLayout, stage: str) -> dict:
+    """A stage's manifest where there is one; a card says "n/a" for what was never recorded (e.g. training
+    rows written by hand rather than by generate and filter)."""
+    path = layout.manifest(stage)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _training_section(config: Config, training: dict[str, Any]) -> list[str]:

@@ -34,9 +34,15 @@ from student.rationale import (
     rationale_examples,
     rationale_pairs,
 )
-from teacher.generate import TEACHER_COLUMNS
 
 log = logging.getLogger(__name__)
+TRAIN_COLUMNS = ("id", "text", "label")  # what training reads of filter's rows (TeacherRow's columns)
+
+
+def _train_columns(student: StudentConfig) -> tuple[str, ...]:
+    """The columns this training reads: the options add the teacher's top-k and its rationale."""
+    return (TRAIN_COLUMNS + (("top_logprobs",) if student.distill_weight else ())
+            + (("rationale",) if student.rationale_weight else ()))
 
 
 def encode_example(tokenizer: Any, prompt: str, answer: str, max_len: int) -> dict[str, list[int]]:
@@ -257,7 +263,7 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     files = layout.train
     recorder = StageRecorder(STAGE, config, layout)
     task = make_task(config.task)
-    train_rows = read_rows(layout.filter.train, TEACHER_COLUMNS)
+    train_rows = read_rows(layout.filter.train, _train_columns(config.student))
     eval_rows = read_rows(layout.filter.eval)
     student = config.student
     tokenizer, model = load_student(student)
