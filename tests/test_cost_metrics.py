@@ -54,3 +54,14 @@ def test_latency_percentiles() -> None:
     assert result["p50"] == pytest.approx(50.5)
     assert result["p95"] == pytest.approx(95.05)
     assert result["p99"] >= result["p95"] >= result["p50"]
+
+
+def test_a_teacher_on_several_accelerators_costs_each_of_them_per_query() -> None:
+    from distill.config import TeacherConfig
+
+    one = TeacherConfig(model="t")
+    four = TeacherConfig(model="t", server={"tensor_parallel_size": 2, "data_parallel_size": 2})
+    single = cost.teacher_cost_per_1k(HOURLY, 10.0, 400, 2, one)
+    assert cost.teacher_cost_per_1k(HOURLY, 10.0, 400, 2, four) == pytest.approx(4 * single)
+    pinned = HOURLY.model_copy(update={"teacher_gpus": 8})
+    assert cost.teacher_cost_per_1k(pinned, 10.0, 400, 2, four) == pytest.approx(8 * single)

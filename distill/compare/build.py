@@ -50,7 +50,8 @@ def summarise(name: str, m: Measured, gold: list[str | None], task: Task, config
     tokens = {"prompt": sum(a.prompt_tokens for a in m.answers) / n,
               "completion": sum(a.completion_tokens for a in m.answers) / n}
     qps = speed.get("queries_per_s")
-    price = (costs.teacher_cost_per_1k(config.cost, qps, tokens["prompt"], tokens["completion"]) if name == "teacher"
+    price = (costs.teacher_cost_per_1k(config.cost, qps, tokens["prompt"], tokens["completion"],
+                                       config.teacher) if name == "teacher"
              else costs.hourly_cost_per_1k(m.price_per_hour, qps))
     return ModelMetrics(
         m.model, m.served_as, server_log=m.server_log, quality=mean(scores) if scores else None,

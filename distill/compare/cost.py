@@ -51,12 +51,13 @@ def priced_per_token(cost: CostConfig) -> bool:
 
 
 def teacher_cost_per_1k(cost: CostConfig, queries_per_s: float | None, prompt_tokens_per_query: float,
-                        completion_tokens_per_query: float) -> float | None:
-    """Per-token API prices when configured (an API teacher), else the machine's hourly price."""
+                        completion_tokens_per_query: float, teacher: TeacherConfig | None = None) -> float | None:
+    """Per-token API prices when configured (an API teacher), else the hourly price of every accelerator serving
+    it."""
     if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
         return 1000 * token_cost(prompt_tokens_per_query, completion_tokens_per_query,
                                  cost.teacher_input_per_1m, cost.teacher_output_per_1m)
-    return hourly_cost_per_1k(teacher_hourly(cost), queries_per_s)
+    return hourly_cost_per_1k(teacher_hourly(cost, teacher), queries_per_s)
 
 
 def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int, completion_tokens: int,

@@ -94,7 +94,8 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
         source.store(answers)
     served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
     parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
-    return Measured(config.teacher.model, served, config.cost.teacher_price_per_hour, answers, parsed, points,
+    return Measured(config.teacher.model, served, costs.teacher_hourly(config.cost, config.teacher), answers,
+                    parsed, points,
                     None if config.teacher.urls else str(log), from_cache).check_failures(
                         config.compare.max_failed_share)
 
