@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.compare.learning import CurveFit, fit_curve, labels_needed, power_law, still_rising
+from distill.study.fit import CurveFit, fit_curve, labels_needed, power_law, still_rising
 
 TRUE = CurveFit(ceiling=0.9, scale=2.0, rate=0.5)
 COUNTS = [250, 500, 1000, 2000]

@@ -12,7 +12,7 @@ from typing import Any
 
 from distill.artifacts import read_rows
 from distill.compare.cost import labelling_cost_of_rows
-from distill.compare.learning import labels_needed, still_rising
+from distill.study.fit import labels_needed, still_rising
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline

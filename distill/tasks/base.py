@@ -1,4 +1,4 @@
-"""What every task type decides, and the registry that finds a type by its config name.
+"""What every task type decides; `distill/tasks/__init__.py` lists the types by their config names.
 
 A task's answer travels between stages as one canonical string (a label, a compact JSON list or object, a text),
 so generate, filter, train and compare store and compare answers without knowing the type.
