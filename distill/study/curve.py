@@ -12,11 +12,11 @@ from typing import Any
 
 from distill.artifacts import read_rows
 from distill.compare.cost import labelling_cost_of_rows
-from distill.study.fit import labels_needed, still_rising
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, new_figure, to_png, with_interval
+from distill.study.fit import labels_needed, still_rising
 from distill.study.folders import variant_layout
 
 Z95 = 1.96  # a 95% interval spans about 2 x 1.96 standard errors
