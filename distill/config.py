@@ -347,8 +347,9 @@ class Config(Strict):
     def _variants_valid(cls, variants: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
         student = info.data.get("student")
         for name, override in variants.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main":
-                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main')")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main" or name.startswith("labels-"):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main' or "
+                                 "'labels-...', which name the learning curve's points)")
             if student is None:
                 continue  # `student` itself is invalid and reported on its own
             try:

@@ -112,9 +112,16 @@ class CacheWriter:
     def add(self, key: str, answer: Answer) -> None:
         self.pending.append((key, answer))
         if len(self.pending) >= GROUP_ANSWERS:
-            self.flush()
+            self._hand_over()
 
     def flush(self) -> None:
+        """Hand the pending group over; raises once the commit thread has failed, so the caller stops paying for
+        answers that can no longer be kept."""
+        if self.error is not None:
+            raise RuntimeError(f"the answer cache stopped committing: {self.error}") from self.error
+        self._hand_over()
+
+    def _hand_over(self) -> None:
         if not self.pending:
             return
         now = time.monotonic()

@@ -159,10 +159,14 @@ class Labeller:
             workers = teacher.concurrency * len(target.base_urls) * engines
             tasks += [asyncio.create_task(self._work(work)) for _ in range(workers)]
             tasks.append(asyncio.create_task(self._tick()))
+        tasks.append(asyncio.create_task(self._produce(work, ready, target)))
         try:
-            await self._produce(work, ready, target)
-            await ready.put(None)
-            await tasks[0]
+            # Either side failing (a write error in the sink, a refused probe) ends the run at once: neither
+            # is left waiting on the other.
+            await asyncio.wait((tasks[0], tasks[-1]), return_when=asyncio.FIRST_EXCEPTION)
+            for task in (tasks[-1], tasks[0]):
+                if task.done() and task.exception() is not None:
+                    raise task.exception()
         finally:
             for task in tasks:
                 task.cancel()
@@ -194,6 +198,7 @@ class Labeller:
                 else:
                     work.put_nowait((chunk, i))
             await asyncio.sleep(0)
+        await ready.put(None)
 
     async def _probe(self, chunk: Chunk, i: int, target: Target | None) -> None:
         answer = await self._ask(chunk, i)
@@ -204,7 +209,10 @@ class Labeller:
 
     async def _ask(self, chunk: Chunk, i: int) -> Answer:
         assert self.endpoint is not None
-        answer = await self.endpoint.chat(**self.build(chunk.examples[i].text))
+        try:
+            answer = await self.endpoint.chat(**self.build(chunk.examples[i].text))
+        except Exception as exc:  # noqa: BLE001 - a row that cannot be asked is that row's error, not a hang
+            answer = Answer(error=f"{type(exc).__name__}: {exc}")
         self.counters.sent += 1
         if answer.error is None:
             self.writer.add(chunk.keys[i], answer)

@@ -165,3 +165,10 @@ def test_truncation_happens_after_shuffling(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path / "c.yaml", config))
     labels = {e.gold for e in split_inputs(config).to_label}
     assert len(labels) > 60
+
+
+def test_jsonl_strings_may_hold_line_separator_characters(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    texts = ["first\u2028still the first", "second\x85row", "third"]
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    assert [row["text"] for row in read_table(path).rows] == texts

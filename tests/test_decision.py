@@ -67,6 +67,12 @@ def test_keep_teacher_when_the_student_is_as_good_but_pays_back_too_slowly() -> 
     assert decide(GOLD, _student(ev, cost=2.0, payback=None), None, 1.0)[0] == "keep_teacher"
 
 
+def test_a_slow_payback_keeps_the_teacher_whatever_more_queries_would_show() -> None:
+    ev = evidence(GOLD, *_pairs(2, 2, 40, 4))  # the interval straddles the bar
+    verdict, reason, needed = decide(GOLD, _student(ev, payback=400.0), None, 1.0)
+    assert (verdict, needed) == ("keep_teacher", None) and "400.0 days" in reason
+
+
 def test_without_gold_agreement_must_clear_min_agreement() -> None:
     """40% agreement never distils, however cheap the student (the old report said 'Distil' here)."""
     low = evidence(NO_GOLD, np.array([1.0] * 40 + [0.0] * 60), np.ones(100))

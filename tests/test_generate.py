@@ -285,3 +285,23 @@ def test_answers_are_committed_in_groups_by_their_own_thread(tmp_path: Path) -> 
     stored = reader.get_many([f"key{i}" for i in range(2 * GROUP_ANSWERS + 10)])
     reader.close()
     assert len(stored) == 2 * GROUP_ANSWERS + 10 and all(a.serving_s >= 0 for a in stored.values())
+
+
+def test_a_row_whose_request_raises_is_recorded_and_the_run_finishes(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer the client cannot even parse must not leave its worker dead and the stage waiting forever."""
+    from teacher.client import Endpoint
+
+    chat = Endpoint.chat
+
+    async def odd_reply(self, **request):
+        if "charge" in request["messages"][-1]["content"]:
+            raise KeyError("logprobs")  # what a 200 without the expected fields raised inside the client
+        return await chat(self, **request)
+
+    monkeypatch.setattr(Endpoint, "chat", odd_reply)
+    with FakeEndpoint() as fake:
+        manifest = generate(_config(tmp_path, fake.url, concurrency=2), RunLayout(tmp_path))
+    failing = [r for r in _rows(tmp_path) if "charge" in r["text"]]
+    assert failing and all(r["label"] is None and "KeyError" in r["error"] for r in failing)
+    assert manifest["counts"]["rows"] == 6

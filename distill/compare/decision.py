@@ -108,6 +108,9 @@ def decide(rule: Rule, student: Option, cascade: Option | None, teacher_per_1k: 
         return "cascade", "the student alone does not pass the rule, but the cascade does, out of sample", None
     if not _saves(student, teacher_per_1k):
         return "keep_teacher", "the student is not cheaper per query than the teacher", None
+    if student.payback_days > PAYBACK_DAYS_LIMIT:  # no test set, however large, makes this worth it
+        return "keep_teacher", (f"even if it passed the rule, the saving would take {duration(student.payback_days)}"
+                                f" to repay labelling and training, over the {PAYBACK_DAYS_LIMIT}-day limit"), None
     if evidence.fails(rule):
         return "keep_teacher", "the student is confidently below the bar (the whole interval is under it)", None
     needed = queries_to_decide(evidence.estimate, evidence.sd, rule.bar)

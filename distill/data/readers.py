@@ -146,7 +146,9 @@ def _check_line_count(path: Path, table: Table, has_header: bool, delimiter: str
 
 def json_lines(path: Path, text: str) -> Table:
     rows, lines, problems = [], [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other characters JSON allows raw
+    # inside a string.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
