@@ -42,6 +42,7 @@ class Stage:
     run: Callable[[Config, RunLayout], Manifest]
     reads: tuple[str, ...]  # config sections or dotted keys
     upstream: str | None  # the stage whose outputs it reads
+    also_reads: tuple[str, ...] = ()  # earlier stages whose outputs it reads too (compare: generate's test split)
     fingerprint: Callable[[Config], Any] | None = None  # what identifies a model it reads, beyond its name
 
     @property
@@ -90,11 +91,13 @@ def config_key(stage: Stage, config: Config) -> str:
 
 
 def stage_key(stage: Stage, config: Config, layout: RunLayout) -> str:
-    upstream = None
-    if stage.upstream is not None:
-        path = layout.manifest(stage.upstream)
-        upstream = json.loads(path.read_text()).get("outputs") if path.exists() else None
+    upstream = {name: _recorded_outputs(layout, name) for name in (stage.upstream, *stage.also_reads) if name}
     return digest({"config": config_key(stage, config), "upstream": upstream})
+
+
+def _recorded_outputs(layout: RunLayout, stage: str) -> dict[str, str] | None:
+    path = layout.manifest(stage)
+    return json.loads(path.read_text()).get("outputs") if path.exists() else None
 
 
 def input_files(stage: Stage, config: Config) -> dict[str, dict[str, str]]:
@@ -155,7 +158,8 @@ class StageRecorder:
             "seconds": round(time.time() - self.started, 3),
             "timings": self.timings,
             "counts": counts,
-            "inputs": {"files": input_files(self.stage, self.config), "upstream": self.stage.upstream},
+            "inputs": {"files": input_files(self.stage, self.config),
+                       "stages": [name for name in (self.stage.upstream, *self.stage.also_reads) if name]},
             "outputs": hash_outputs(self.stage_dir, outputs),
             "packages": package_versions(),
             "config": self.config.model_dump(mode="json"),

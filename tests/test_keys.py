@@ -74,7 +74,7 @@ def test_an_input_file_edited_in_place_makes_generate_stale(tmp_path: Path) -> N
     assert _states(tmp_path / "run", config)["generate"] == "stale"
 
 
-def test_a_setting_no_stage_reads_changes_no_key(tmp_path: Path) -> None:
+def test_a_setting_only_compare_reads_leaves_the_stages_before_it_complete(tmp_path: Path) -> None:
     with FakeEndpoint() as fake:
         config = _project(tmp_path, fake.url)
         _label_and_filter(config, tmp_path / "run")
@@ -83,3 +83,28 @@ def test_a_setting_no_stage_reads_changes_no_key(tmp_path: Path) -> None:
     write_config(config, raw)
     states = _states(tmp_path / "run", config)
     assert states["generate"] == "complete" and states["filter"] == "complete"
+
+
+def test_a_new_test_split_makes_filter_and_compare_stale(tmp_path: Path) -> None:
+    """Both read the test split: filter for its leak check, compare to measure on it."""
+    from distill.artifacts import write_json
+    from distill.pipeline import get_stage
+    from distill.stages import stage_key
+
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake.url)
+        _label_and_filter(config, tmp_path / "run")
+        layout = RunLayout(tmp_path / "run")
+        loaded = load_config(config)
+        for name in ("train", "compare"):  # finished as far as their keys go
+            write_json(layout.manifest(name), {"stage": name, "key": stage_key(get_stage(name), loaded, layout),
+                                               "outputs": {}, "seconds": 1.0, "timings": {},
+                                               "config": loaded.model_dump(mode="json")})
+        assert _states(layout.root, config)["compare"] == "complete"
+        raw = yaml.safe_load(config.read_text())
+        raw["data"]["max_test"] = 6  # fewer test queries; the rows to label are the same
+        write_config(config, raw)
+        generate(load_config(config), layout)
+    states = _states(layout.root, config)
+    # Train reads filter's outputs, which only a rerun of filter can change.
+    assert states == {"generate": "complete", "filter": "stale", "train": "complete", "compare": "stale"}

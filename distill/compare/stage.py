@@ -220,4 +220,5 @@ def _costed_latencies(config: Config, m: Measured) -> list[float]:
     return costed_point(m.points, config.compare.latency_slo_ms).latencies if m.points else []
 
 
-STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train")
+STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train",
+              also_reads=("generate",))  # the test split, and what labelling cost

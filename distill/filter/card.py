@@ -33,8 +33,9 @@ def dataset_card(config: Config, report: dict[str, Any]) -> str:
                            tags=["distill", "synthetic", "teacher-labelled", config.task.type],
                            task_categories=["text-generation"])
     drops = report.get("drops", {})
-    lines = [f"# {config.name}: training data labelled by {config.teacher.model}", "",
-             f"Rows of `{Path(config.data.inputs).name}` labelled by the teacher `{config.teacher.model}` for the "
+    # Only what filter's key covers goes in (task, filter, teacher.model): the card is a hashed output.
+    lines = [f"# Training data labelled by {config.teacher.model}", "",
+             f"Input rows labelled by the teacher `{config.teacher.model}` for the "
              f"`{config.task.type}` task, then filtered by `distill filter`: {report['rows_in']} rows in, "
              f"{report['rows_kept']} kept ({report['train']} train, {report['eval']} validation).", "",
              "```python", "from datasets import load_dataset", "", 'rows = load_dataset("path/to/this/folder")',

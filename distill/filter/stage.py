@@ -237,4 +237,4 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE = Stage("filter", filter_stage, reads=("task", "filter"), upstream="generate")
+STAGE = Stage("filter", filter_stage, reads=("task", "filter", "teacher.model"), upstream="generate")
