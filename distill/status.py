@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill.compare import cost as costs
-from distill.config import Config, CostConfig
+from distill.config import Config, CostConfig, TeacherConfig
 from distill.layout import RunLayout
 from distill.pipeline import STAGES, get_stage, stage_state
 from distill.stages import Manifest
@@ -14,12 +14,13 @@ from distill.stages import Manifest
 def stage_cost(stage: str, manifest: Manifest) -> float:
     """What the stage cost at the prices in the config it ran with."""
     price = CostConfig.model_validate(manifest["config"]["cost"])
+    teacher = TeacherConfig.model_validate(manifest["config"]["teacher"])
     if stage == "generate":
-        return costs.labelling_cost_from_manifest(price, manifest)
+        return costs.labelling_cost_from_manifest(price, manifest, teacher)
     if stage == "train":
-        return costs.training_cost(price, manifest["seconds"])
+        return costs.training_cost(price, costs.training_seconds(manifest))
     if stage == "compare":
-        return costs.measuring_cost(price, manifest.get("timings", {}))
+        return costs.measuring_cost(price, manifest.get("timings", {}), teacher)
     return 0.0
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,17 @@ def _training_args(student: StudentConfig, output_dir: Path, n_rows: int, evalua
     )
 
 
+def _resume_point(folder: Path, fingerprint: dict[str, Any], trainer: Any) -> tuple[str | None, float]:
+    """The checkpoint to resume from (or None) and the training seconds the attempts before it spent."""
+    from student.trainer import AttemptClock
+
+    resume = _checkpoint_to_resume(folder, fingerprint)
+    recorded = Path(resume) / AttemptClock.FILE if resume else None
+    earlier = json.loads(recorded.read_text())["seconds"] if recorded and recorded.is_file() else 0.0
+    trainer.add_callback(AttemptClock(folder, earlier))
+    return resume, earlier
+
+
 def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | None:
     """The last complete checkpoint of an interrupted run of this same training; checkpoints of any other are
     removed. The Trainer writes `trainer_state.json` last, so a checkpoint without one was cut short by the kill."""
@@ -273,8 +285,7 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     prepare_trackers(config, layout)
     trainer = _make_trainer(config, task, tokenizer, model, StudentPrompter(task, student, tokenizer), train_rows,
                             eval_rows, files.checkpoints)
-    fingerprint = {"key": recorder.key, "student": student.model_dump(mode="json")}
-    resume = _checkpoint_to_resume(files.checkpoints, fingerprint)
+    resume, earlier_seconds = _resume_point(files.checkpoints, {"key": recorder.key}, trainer)
     with recorder.timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     if not trainer.is_world_process_zero():
@@ -290,6 +301,7 @@ def train(config: Config, layout: RunLayout) -> Manifest:
         outputs=without_cards([p for p in (files.adapter, files.merged, files.curves_json, files.curves_png,
                                            files.trained_ids) if p.exists()]),
         counts=counts, **summary, resumed_from=Path(resume).name if resume else None,
+        train_seconds_total=round(earlier_seconds + time.time() - recorder.started, 3),
         processes=distributed.world_size(),
     ))
 

@@ -8,11 +8,14 @@ that score reaches the log, early stopping and the best-checkpoint choice like a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
+from distill.artifacts import write_json
 from distill.tasks import Task
 from student import distributed
 from student.distillation import SOFT_KEYS, soft_target_loss
@@ -68,3 +71,18 @@ class StudentTrainer(Trainer):
         loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)
         output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = scores[SCORE_KEY] - LOSS_TIE_BREAK * loss
         return output
+
+
+class AttemptClock(TrainerCallback):
+    """Records, beside each checkpoint, the training seconds spent so far across attempts, so a resumed run's
+    cost counts the attempts before it (up to their last checkpoint: later work was lost with the kill)."""
+
+    FILE = "seconds.json"
+
+    def __init__(self, folder: Path, earlier: float) -> None:
+        self.folder, self.earlier, self.started = folder, earlier, time.monotonic()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            total = self.earlier + time.monotonic() - self.started
+            write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE, {"seconds": total})

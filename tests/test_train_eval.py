@@ -97,6 +97,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, tiny
     manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
     assert manifest["resumed_from"] is not None and manifest["resumed_from"].startswith("checkpoint-")
     assert manifest["counts"]["steps"] == 150, "every step once: 200 rows / 4 per batch x 3 epochs"
+    # The training bill counts the killed attempt's time up to its checkpoint, not only the resumed tail.
+    assert manifest["train_seconds_total"] > manifest["seconds"]
 
 
 def test_dora_adapter_trains(tmp_path: Path, tiny_model: Path) -> None:

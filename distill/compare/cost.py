@@ -67,13 +67,13 @@ def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int,
     return teacher_hourly(cost, teacher) * teacher_seconds / SECONDS_PER_HOUR
 
 
-def labelling_cost_of_rows(cost: CostConfig, rows: list[dict]) -> float:
+def labelling_cost_of_rows(cost: CostConfig, rows: list[dict], teacher: TeacherConfig | None = None) -> float:
     """What the labelled rows cost when each answer was paid for, whichever run paid: tokens at per-token prices,
     else the seconds of teacher serving each answer recorded (`serving_s`, 0 where absent). Both modes count the
     same rows."""
     return labelling_cost(cost, sum(r.get("serving_s") or 0.0 for r in rows),
                           sum(r.get("prompt_tokens") or 0 for r in rows),
-                          sum(r.get("completion_tokens") or 0 for r in rows))
+                          sum(r.get("completion_tokens") or 0 for r in rows), teacher)
 
 
 def training_seconds(manifest: dict) -> float:
@@ -126,15 +126,15 @@ def sensitivity(one_off_cost: float, teacher_per_1k: float | None, student_per_1
     return rows
 
 
-def labelling_cost_from_manifest(cost: CostConfig, manifest: dict) -> float:
+def labelling_cost_from_manifest(cost: CostConfig, manifest: dict, teacher: TeacherConfig | None = None) -> float:
     """What the generate stage recorded paying the teacher, at the given prices."""
     usage = manifest.get("usage", {})
     return labelling_cost(cost, manifest.get("timings", {}).get("teacher", 0.0), usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0))
+                          usage.get("completion_tokens", 0), teacher)
 
 
-def measuring_cost(cost: CostConfig, timings: dict[str, float]) -> float:
+def measuring_cost(cost: CostConfig, timings: dict[str, float], teacher: TeacherConfig | None = None) -> float:
     """The serving time compare spent measuring the teacher and the students."""
     student_seconds = sum(timings.get(name, 0.0) for name in ("student", "merged", "baseline"))
-    return (timings.get("teacher", 0.0) * teacher_hourly(cost)
+    return (timings.get("teacher", 0.0) * teacher_hourly(cost, teacher)
             + student_seconds * cost.student_price_per_hour) / SECONDS_PER_HOUR

@@ -179,11 +179,12 @@ def one_off_cost(config: Config, layout: RunLayout) -> dict[str, Any]:
     """Labelling: what every labelled answer cost when it was paid for, whichever run paid. Training: every
     attempt, resumes included."""
     rows = read_rows(layout.generate.outputs)
-    labelling = costs.labelling_cost_of_rows(config.cost, rows)
+    labelling = costs.labelling_cost_of_rows(config.cost, rows, config.teacher)
     basis = "each labelled answer, when it was paid for"
     if rows and "serving_s" not in rows[0] and not costs.priced_per_token(config.cost):
         # Outputs written before answers recorded their serving time: this run's labelling time is all we have.
-        labelling = costs.labelling_cost_from_manifest(config.cost, read_manifest(layout, "generate"))
+        labelling = costs.labelling_cost_from_manifest(config.cost, read_manifest(layout, "generate"),
+                                                       config.teacher)
         basis = "the last generate run only (its outputs predate per-answer serving times)"
     training = costs.training_cost(config.cost, costs.training_seconds(read_manifest(layout, "train")))
     return {"labelling": labelling, "training": training, "total": labelling + training,

@@ -37,7 +37,7 @@ def _cost_per_training_label(config: Config, main: RunLayout) -> float | None:
     """Teacher spend per kept training row in the main run: the price of an answer times answers per kept row."""
     rows = read_rows(main.generate.outputs)
     trained = len(read_rows(main.filter.train))
-    return labelling_cost_of_rows(config.cost, rows) / trained if trained else None
+    return labelling_cost_of_rows(config.cost, rows, config.teacher) / trained if trained else None
 
 
 def _fit(points: list[dict[str, Any]], measure: str, target: float | None, per_label: float | None
