@@ -364,33 +364,34 @@ class Config(Strict):
         task = make_task(self.task)
         if self.teacher.rationale and not task.supports_rationale:
             raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
-        if self.student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):
-            raise ValueError("student.distill_weight needs the teacher's top-k at the answer's first token: set "
+        if self.filter.max_per_label is not None and not task.single_label:
+            raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
+        # Variants are trained and served like the main student: each is checked by the same rules.
+        for where, student in (("student", self.student),
+                               *((f"variants.{name}", self.variant(name).student) for name in self.variants)):
+            self._student_fits(where, student, task)
+        return self
+
+    def _student_fits(self, where: str, student: StudentConfig, task: Any) -> None:
+        if student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):
+            raise ValueError(f"{where}.distill_weight needs the teacher's top-k at the answer's first token: set "
                              "teacher.top_logprobs > 0 and teacher.rationale: false")
-        if self.student.distill_weight and not task.single_label:
-            raise ValueError(f"student.distill_weight: the teacher's first-token probabilities are mapped to labels, "
+        if student.distill_weight and not task.single_label:
+            raise ValueError(f"{where}.distill_weight: the teacher's first-token probabilities are mapped to labels, "
                              f"so distillation applies to single-label classification only, not to this "
                              f"{self.task.type}{' (multi_label)' if self.task.type == 'classification' else ''} "
                              "task; set distill_weight: 0")
-        self._rationale_task_set()
-        if self.student.lora.use_dora and self.compare.student_serving != "merged":
-            raise ValueError("student.lora.use_dora: vLLM cannot load DoRA adapters; ship the merged student "
+        if student.lora.use_dora and self.compare.student_serving != "merged":
+            raise ValueError(f"{where}.lora.use_dora: vLLM cannot load DoRA adapters; ship the merged student "
                              "(compare.student_serving: merged) or set use_dora: false")
-        if self.filter.max_per_label is not None and not task.single_label:
-            raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
-        return self
-
-    def _rationale_task_set(self) -> None:
-        """The rationale task needs the teacher's rationales, and a prompt of its own (a shared one would teach the
-        student to answer the label prompt with an explanation); variants are checked too, as they are trained."""
-        for where, student in (("student", self.student),
-                               *((f"variants.{name}", self.variant(name).student) for name in self.variants)):
-            if student.rationale_weight and not self.teacher.rationale:
-                raise ValueError(f"{where}.rationale_weight > 0 trains the student on the teacher's rationales: set "
-                                 f"teacher.rationale: true (or {where}.rationale_weight: 0)")
-            if student.rationale_weight and student.rationale_prompt == self.task.student_prompt:
-                raise ValueError(f"{where}.rationale_prompt is task.student_prompt: give the rationale task a prompt "
-                                 "of its own, e.g. '{text}\\nExplain:'")
+        # The rationale task needs the teacher's rationales, and a prompt of its own (a shared one would teach
+        # the student to answer the label prompt with an explanation).
+        if student.rationale_weight and not self.teacher.rationale:
+            raise ValueError(f"{where}.rationale_weight > 0 trains the student on the teacher's rationales: set "
+                             f"teacher.rationale: true (or {where}.rationale_weight: 0)")
+        if student.rationale_weight and student.rationale_prompt == self.task.student_prompt:
+            raise ValueError(f"{where}.rationale_prompt is task.student_prompt: give the rationale task a prompt "
+                             "of its own, e.g. '{text}\\nExplain:'")
 
     def with_label_budget(self, labels: int) -> Config:
         """This study trained on the first `labels` kept rows: one point of the learning curve. The prompt-only

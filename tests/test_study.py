@@ -25,6 +25,16 @@ def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None
     with pytest.raises(UserError, match=r"c.yaml: variants: variant 'bad' overrides student with lora.rank"):
         load_config(write_config(tmp_path / "c.yaml", config))
 
+    # A variant is trained and served like the main student, so the same cross-section rules apply to it.
+    config["variants"] = {"kd": {"distill_weight": 0.5}}
+    config["teacher"]["top_logprobs"] = 0
+    with pytest.raises(UserError, match=r"variants.kd.distill_weight needs the teacher's top-k"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+    config["teacher"]["top_logprobs"] = 5
+    config["variants"] = {"dora": {"lora": {"use_dora": True}}}
+    with pytest.raises(UserError, match=r"variants.dora.lora.use_dora: vLLM cannot load DoRA"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
 
 def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
     (tmp_path / "generate").mkdir()
