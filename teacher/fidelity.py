@@ -95,7 +95,7 @@ def verdict(result: dict[str, Any]) -> str:
 
 
 def run(config: Config, task: Task, examples: Sequence[Example], skip: set[int] | dict[int, str],
-        files: GenerateFiles, request: Callable[..., dict[str, Any]]) -> list[Path]:
+        files: GenerateFiles, request: Callable[..., dict[str, Any]], fingerprint: dict[str, Any]) -> list[Path]:
     """Make the check when `teacher.fidelity_check` asks for it and write `generate/fidelity.json` (the files
     written). The result is kept while its requests stay the same, so a rerun sends nothing; with the check off an
     old result is removed, so no report quotes a check this run did not make."""
@@ -103,7 +103,7 @@ def run(config: Config, task: Task, examples: Sequence[Example], skip: set[int] 
     if check is None:
         files.fidelity.unlink(missing_ok=True)
         return []
-    key = digest({"model": config.teacher.model, "requests": check.requests})
+    key = digest({"teacher": fingerprint, "requests": check.requests})  # new weights, new check
     old = load(files.fidelity)
     if old is None or old.get("key") != key:
         with open_teacher(config.teacher, files.server_log) as target:

@@ -195,7 +195,7 @@ def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, 
             result.prompt_chars += sum(len(str(r["messages"])) for r in requests)
             if tokenizer is not None:
                 counts = prompt_token_counts(tokenizer, requests)
-                over = oversize_reasons(config, counts)
+                over = oversize_reasons(config, counts, max((r["max_tokens"] for r in requests), default=0))
                 result.oversize.update({start + missing[j]: why for j, why in over.items()})
                 result.prompt_tokens += sum(n for j, n in enumerate(counts) if j not in over)
                 result.to_send -= len(over)
@@ -277,7 +277,7 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
         labeller, prefix = _label(config, plan, found, files, tally)
     with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
         checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
-                               partial(teacher_request, plan.task))
+                               partial(teacher_request, plan.task), plan.fingerprint)
     counts = tally.counts
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],

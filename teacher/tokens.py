@@ -29,15 +29,15 @@ def prompt_token_counts(tokenizer: Any, requests: list[dict[str, Any]]) -> list[
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def oversize_reasons(config: Config, counts: list[int]) -> dict[int, str]:
-    """Requests whose prompt plus completion budget exceeds the context of the server we start, with why.
+def oversize_reasons(config: Config, counts: list[int], budget: int) -> dict[int, str]:
+    """Requests whose prompt plus completion budget (the `max_tokens` each request asks for) exceeds the context
+    of the server we start, with why.
 
     A running endpoint's context is not known here: it rejects such a request, and the row records that error.
     """
     limit = config.teacher.server.max_model_len
     if config.teacher.urls or limit is None:
         return {}
-    budget = config.teacher.max_tokens
     return {i: f"prompt of {n} tokens + max_tokens {budget} exceeds max_model_len {limit}"
             for i, n in enumerate(counts) if n + budget > limit}
 

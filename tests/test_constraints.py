@@ -86,7 +86,8 @@ def _check(tmp_path: Path, url: str, check: int, **teacher: object) -> dict:
     config = _config(tmp_path, url, check, **teacher)
     task, layout = make_task(config.task), RunLayout(tmp_path)
     examples = split_inputs(config).to_label
-    fidelity.run(config, task, examples, {}, layout.generate, partial(teacher_request, task))
+    fidelity.run(config, task, examples, {}, layout.generate, partial(teacher_request, task),
+                 {"model": config.teacher.model})
     write_rows(layout.generate.outputs, [_row(e.id, e.text, "billing") for e in examples], TEACHER_COLUMNS)
     write_rows(layout.generate.test, [], TEST_COLUMNS)
     write_json(layout.manifest("generate"), {"stage": "generate"})
