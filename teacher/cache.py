@@ -56,9 +56,6 @@ class ResponseCache:
         self.path = path
         self.db = _connect(path)
 
-    def get(self, key: str) -> Answer | None:
-        return self.get_many([key]).get(key)
-
     def get_many(self, keys: list[str]) -> dict[str, Answer]:
         found = {}
         for start in range(0, len(keys), _LOOKUP_BATCH):
@@ -83,9 +80,6 @@ class ResponseCache:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
             self.db.execute("COMMIT")
-
-    def put(self, key: str, answer: Answer) -> None:
-        self.put_many([(key, answer)])
 
     def close(self) -> None:
         self.db.close()

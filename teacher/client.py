@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -66,9 +66,6 @@ class Answer:
     def logprob(self) -> float | None:
         return self.samples[0].logprob if self.samples else None
 
-    def as_row(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Answer:
         return cls(**{**row, "samples": [Sample(**s) for s in row["samples"]]})
@@ -108,7 +105,6 @@ def _failure(status: int, body: bytes) -> RequestFailed:
 class Replica:
     url: str
     in_flight: int = 0
-    served: int = 0
     failures_in_a_row: int = 0
     rested_until: float = 0.0
 
@@ -180,7 +176,6 @@ class Endpoint:
             raise RequestFailed("APIConnectionError", f"{replica.url}: {exc or type(exc).__name__}") from exc
         finally:
             replica.in_flight -= 1
-        replica.served += 1
         try:
             return _decode(raw)
         except msgspec.DecodeError as exc:

@@ -2,10 +2,11 @@
 (one `TeacherRow` per row to label), `generate/test.parquet` (the held-out split) and `generate/cache.sqlite`.
 
 The teacher labels every input row once, with its output format enforced. Rows stream through in chunks
-(teacher/stream.py), so memory stays flat from a hundred rows to millions; every answer is in a durable cache
-within 50 ms of arriving, so a killed run resumes with nothing lost or paid twice; failed requests are recorded
-in the outputs with their error and retried by the next run. Cache keys carry the teacher's fingerprint
-(teacher/fingerprint.py), so answers of another model, dtype or quantization are never reused.
+(teacher/stream.py): requests, answers and output rows are never all in memory (the input split still is). Every
+answer is in a durable cache within 50 ms of arriving, so a killed run pays again for at most what was in flight
+and the last uncommitted group; failed requests are recorded in the outputs with their error and retried by the
+next run. Cache keys carry the teacher's fingerprint (teacher/fingerprint.py), so answers of another model,
+dtype or quantization are never reused.
 """
 
 from __future__ import annotations

@@ -100,7 +100,6 @@ class Chunk:
     skipped: dict[int, str]  # row within the chunk -> why it is not sent (oversize)
     waiting: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    from_cache: int = 0
 
 
 def chunks_of(examples: list[Example], prefix: bytes) -> Iterator[tuple[int, list[Example], list[str]]]:
@@ -184,7 +183,6 @@ class Labeller:
             cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
             chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
                           {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
-            chunk.from_cache = len(cached)
             self.counters.from_cache += len(cached)
             missing = [i for i in range(len(part)) if chunk.answers[i] is None and i not in chunk.skipped]
             chunk.waiting = len(missing)

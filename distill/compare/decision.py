@@ -20,7 +20,6 @@ from distill.compare.stats import queries_to_decide
 from distill.present import duration, fmt, with_interval
 
 PAYBACK_DAYS_LIMIT = 90  # a saving that takes longer to repay its set-up cost is not worth the risk
-VERDICTS = ("distil", "cascade", "keep_teacher", "insufficient_evidence")
 HEADLINES = {"distil": "Distil: the student can replace the teacher.",
              "cascade": "Distil with a cascade: the student answers what it is sure of, the teacher the rest.",
              "keep_teacher": "Keep the teacher.",

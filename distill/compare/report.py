@@ -126,7 +126,7 @@ def plot_latency(latencies: dict[str, list[float]]) -> bytes:
     fig, ax = new_figure()
     names = [COLUMN_NAMES[n] for n in latencies]
     ax.boxplot(list(latencies.values()), tick_labels=names, showfliers=True)
-    ax.set(ylabel="latency (ms)", title="Latency per query, under the same load")
+    ax.set(ylabel="latency (ms)", title="Latency per query, each model at its costed concurrency")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, axis="y")
     return to_png(fig)
