@@ -72,6 +72,7 @@ def test_cascade_quality_is_reported_out_of_sample() -> None:
     # Out of sample, each kept row is right only 60% of the time: the blend falls short of what it was tuned to.
     kept_rows = np.asarray(result.blended) != 1.0
     assert result.student_share > 0 and kept_rows.any()
+    assert result.quality < 0.9
 
 
 def test_cascade_prefers_the_informative_confidence() -> None:
@@ -138,7 +139,8 @@ def test_metrics_keep_the_foundation_keys_and_add_the_study(report_dir) -> None:
     assert low <= metrics["agreement"] <= high
     low, high = metrics["quality_diff_ci"]
     assert low <= metrics["quality_diff"] <= high
-    assert metrics["recommendation"]["verdict"] in ("distil", "cascade", "keep_teacher", "insufficient_evidence")
+    # A student about 10 points below the teacher on 120 queries: the whole interval is under the -0.02 bar.
+    assert high < -0.02 and metrics["recommendation"]["verdict"] == "keep_teacher"
     assert metrics["mcnemar"]["p_value"] < 1 and metrics["recommendation"]["rule"]
     assert len(metrics["cascade"]["curve"]) >= 2
 

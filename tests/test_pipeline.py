@@ -61,7 +61,8 @@ def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     assert isinstance(metrics["cost_ratio"], float)
     assert metrics["break_even_queries"] is None or metrics["break_even_queries"] > 0
     html = (run_dir / "compare" / "report.html").read_text()
-    assert metrics["recommendation"]["verdict"] in ("distil", "cascade", "keep_teacher", "insufficient_evidence")
+    # 12 test queries cannot show a student within 0.02 of its teacher: neither it nor a cascade may pass.
+    assert metrics["recommendation"]["verdict"] in ("keep_teacher", "insufficient_evidence")
     assert metrics["recommendation"]["quality_diff_ci"] == metrics["quality_diff_ci"]
     assert metrics["agreement_ci"][0] <= metrics["agreement"] <= metrics["agreement_ci"][1]
     assert set(metrics["concurrency"]) == {"teacher", "adapter", "merged", "baseline"}
