@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from distill.compare import cost as costs
 from distill.config import Config
+from distill.console import progress as console_progress
 from distill.data.inputs import Example
 from distill.errors import UserError
 from teacher.cache import CacheWriter, ResponseCache, request_key
@@ -151,8 +150,8 @@ class Labeller:
         tasks = [asyncio.create_task(self._drain(ready))]
         if target is not None and to_send:
             self.endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
-            self.progress = tqdm(total=to_send, desc="teacher labels", unit="req", dynamic_ncols=True,
-                                 mininterval=0.5)
+            # A bar at a terminal, plain timestamped lines in a log (distill/console).
+            self.progress = console_progress("teacher labels", to_send, unit="req")
             # `concurrency` is per replica: each URL, and each data-parallel engine of a server started here.
             engines = 1 if teacher.urls else teacher.server.data_parallel_size
             workers = teacher.concurrency * len(target.base_urls) * engines
