@@ -253,6 +253,9 @@ class CompareConfig(Strict):
         "adapter", description="How the student ships, for the headline numbers: base + LoRA adapter (vLLM "
         "multi-LoRA), or with the adapter merged into the weights. Both are measured when a merged copy exists."
     )
+    retime_teacher: bool = Field(
+        False, description="Time the teacher again even where its sweep on these test queries is stored (same "
+        "teacher, queries, sweep settings and cost.hardware): by default a study's variants and a rerun reuse it.")
     prompt_baseline: bool = Field(True, description="Also measure the student's base model given the teacher's "
                                   "prompt: what fine-tuning bought over prompt engineering alone.")
     target_quality: float | None = Field(

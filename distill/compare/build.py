@@ -60,7 +60,7 @@ def summarise(name: str, m: Measured, gold: list[str | None], task: Task, config
         failed_requests=sum(a.error is not None for a in m.answers), answers_from_cache=m.from_cache,
         agreement_with_teacher=mean(agreement(task, m.predictions, teacher)),
         prompt_tokens_per_query=tokens["prompt"], completion_tokens_per_query=tokens["completion"],
-        cost_per_1k_queries=price, **speed)
+        cost_per_1k_queries=price, timed_at=m.timed_at, **speed)
 
 
 def rule_for(config: Config, task: Task, gold: list[str | None]) -> Rule:

@@ -140,6 +140,7 @@ class Measured:
     from_cache: int = 0
     status: str = "measured"  # "measured", "failed" or "skipped"
     reason: str | None = None
+    timed_at: str | None = None  # when the sweep was measured, where a stored one was reused
 
     def check_failures(self, max_failed_share: float) -> Measured:
         """Mark the model failed where more than `max_failed_share` of its requests failed, naming the first

@@ -52,6 +52,7 @@ class ModelMetrics:
     completion_tokens_per_query: float | None = None
     cost_per_1k_queries: float | None = None
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    timed_at: str | None = None  # set where the sweep is a stored one, reused: when it was measured
 
     @property
     def measured(self) -> bool:

@@ -47,6 +47,8 @@ def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ["valid answers (label set / schema / format)", *[fmt(m.get("valid_rate")) for m in columns.values()]],
         ["costed at (requests in flight)", *[fmt(m.get("concurrency")) for m in columns.values()]],
         ["queries/s at saturation", *[fmt(m.get("queries_per_s"), 2) for m in columns.values()]],
+        ["timed", *[f"reused, measured {m['timed_at']}" if m.get("timed_at") else "this run"
+                    for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
         ["prompt tokens / query", *[fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],

@@ -25,6 +25,7 @@ from distill.compare import cost as costs
 from distill.compare.build import build_metrics
 from distill.compare.measure import Measured, answer_all, costed_point, from_sweep, measure_target, skipped
 from distill.compare.report import write_reports
+from distill.compare.timing import load_timing, store_timing, timing_key
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
@@ -74,13 +75,17 @@ class TeacherAnswers:
 
 def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
                     ) -> Measured:
-    """Cached answers where the cache has them; a teacher we pay by the hour is still swept for its timing."""
+    """Cached answers where the cache has them; a teacher we pay by the hour is timed by a real pass, or by the
+    stored timing of the same teacher on the same queries (distill/compare/timing.py)."""
     source = TeacherAnswers(config, task, layout, texts)
     answers = source.cached()
     from_cache = sum(a is not None for a in answers)
     per_token = costs.priced_per_token(config.cost)
-    points, log = [], layout.compare.server_log("teacher")
-    if not (per_token and from_cache == len(answers)):
+    key = timing_key(config, source.keys)
+    stored = None if per_token or config.compare.retime_teacher or from_cache < len(answers) else load_timing(
+        source.path, key)
+    points, log = stored[0] if stored else [], layout.compare.server_log("teacher")
+    if not (per_token and from_cache == len(answers)) and stored is None:
         with recorder.timed("teacher"), open_teacher(config.teacher, log) as target:
             missing = [i for i, a in enumerate(answers) if a is None]
             if per_token:  # an API's throughput is not ours to cost: only the missing answers are asked for
@@ -94,10 +99,12 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
         source.store(answers)
     served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
     parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
-    return Measured(config.teacher.model, served, costs.teacher_hourly(config.cost, config.teacher), answers,
-                    parsed, points,
-                    None if config.teacher.urls else str(log), from_cache).check_failures(
-                        config.compare.max_failed_share)
+    measured = Measured(config.teacher.model, served, costs.teacher_hourly(config.cost, config.teacher), answers,
+                        parsed, points, None if config.teacher.urls or stored else str(log), from_cache,
+                        timed_at=stored[1] if stored else None).check_failures(config.compare.max_failed_share)
+    if points and stored is None and measured.status == "measured":
+        store_timing(source.path, key, points)
+    return measured
 
 
 def baseline_server(config: Config, requests: list[dict[str, Any]]) -> Any:

@@ -1,0 +1,61 @@
+"""The teacher's timing is measured once per teacher, test queries and sweep settings: a study's variants and a
+rerun reuse it from the labelling cache instead of serving the teacher again, and say so (fast, offline)."""
+
+from pathlib import Path
+
+from distill.compare import stage as compare_stage
+from distill.compare.measure import SweepPoint
+from distill.compare.timing import load_timing, store_timing, timing_key
+from distill.config import Config
+from distill.layout import RunLayout
+from distill.stages import StageRecorder
+from distill.tasks import make_task
+from fake_openai import FakeEndpoint
+from helpers import DEMO_INPUTS, study_config
+
+TEXTS = [f"My invoice {i} shows a charge I do not recognise" for i in range(10)]
+
+
+def _config(url: str, **compare: object) -> Config:
+    raw = study_config("fake-model", DEMO_INPUTS)
+    raw["teacher"] = {"model": "fake-model", "url": url, "concurrency": 4, "max_tokens": 8}
+    raw["compare"] = {"max_concurrency": 16, **compare}
+    return Config.model_validate(raw)
+
+
+def _measure(config: Config, layout: RunLayout):
+    recorder = StageRecorder(compare_stage.STAGE, config, layout)
+    return compare_stage.measure_teacher(config, layout, recorder, make_task(config.task), TEXTS)
+
+
+def test_stored_timing_round_trips_and_is_keyed_by_what_it_measured(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    config = _config("http://127.0.0.1:9/v1")
+    key = timing_key(config, ["a", "b"])
+    point = SweepPoint(4, 8, 0.5, 16.0, {"p50": 1.0, "p95": 2.0, "p99": 3.0}, 0, [1.0, 2.0])
+    assert load_timing(cache, key) is None
+    store_timing(cache, key, [point])
+    points, measured_at = load_timing(cache, key)
+    assert points == [point] and measured_at.startswith("20")
+    other_hardware = config.model_copy(update={"cost": config.cost.model_copy(update={"hardware": "8x H100"})})
+    assert timing_key(other_hardware, ["a", "b"]) != key
+    assert timing_key(_config("http://127.0.0.1:9/v1", max_concurrency=64), ["a", "b"]) != key
+    assert timing_key(config, ["b", "a"]) != key, "other queries (or order) are another measurement"
+
+
+def test_a_second_compare_reuses_the_teacher_timing_without_asking_again(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path / "run")
+    with FakeEndpoint(answer="billing") as fake:
+        config = _config(fake.url)
+        first = _measure(config, layout)
+        asked = len(fake.requests)
+        assert first.status == "measured" and first.points and first.timed_at is None and asked >= len(TEXTS)
+
+        second = _measure(config, layout)
+        assert len(fake.requests) == asked, "no request sent to time the same teacher on the same queries"
+        assert second.status == "measured" and second.timed_at is not None and second.server_log is None
+        assert [p.queries_per_s for p in second.points] == [p.queries_per_s for p in first.points]
+        assert second.predictions == first.predictions and second.from_cache == len(TEXTS)
+
+        retimed = _measure(_config(fake.url, retime_teacher=True), layout)
+        assert len(fake.requests) > asked and retimed.timed_at is None
