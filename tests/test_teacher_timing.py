@@ -56,6 +56,7 @@ def test_a_second_compare_reuses_the_teacher_timing_without_asking_again(tmp_pat
         assert second.status == "measured" and second.timed_at is not None and second.server_log is None
         assert [p.queries_per_s for p in second.points] == [p.queries_per_s for p in first.points]
         assert second.predictions == first.predictions and second.from_cache == len(TEXTS)
+        assert first.sent == asked and second.sent == 0, "requests counts what this run sent, cached ones free"
 
         retimed = _measure(_config(fake.url, retime_teacher=True), layout)
         assert len(fake.requests) > asked and retimed.timed_at is None

@@ -56,7 +56,7 @@ def summarise(name: str, m: Measured, gold: list[str | None], task: Task, config
     return ModelMetrics(
         m.model, m.served_as, server_log=m.server_log, quality=mean(scores) if scores else None,
         quality_ci=mean_interval(scores), details=task.details(m.predictions, gold),
-        valid_rate=sum(p is not None for p in m.predictions) / n, requests=n + sum(p.requests for p in m.points),
+        valid_rate=sum(p is not None for p in m.predictions) / n, requests=m.sent,
         failed_requests=sum(a.error is not None for a in m.answers), answers_from_cache=m.from_cache,
         agreement_with_teacher=mean(agreement(task, m.predictions, teacher)),
         prompt_tokens_per_query=tokens["prompt"], completion_tokens_per_query=tokens["completion"],

@@ -111,7 +111,9 @@ async def measure_target(target: Target, requests: list[dict[str, Any]], method:
     send = endpoint.chat if method == "chat" else endpoint.complete
     try:
         await send(**requests[0])
-        return await sweep(send, requests, max_concurrency, slo_ms, max_failed_share, description)
+        result = await sweep(send, requests, max_concurrency, slo_ms, max_failed_share, description)
+        result.sent += 1  # the warm-up was sent too
+        return result
     finally:
         await endpoint.close()
 
@@ -141,6 +143,7 @@ class Measured:
     status: str = "measured"  # "measured", "failed" or "skipped"
     reason: str | None = None
     timed_at: str | None = None  # when the sweep was measured, where a stored one was reused
+    sent: int = 0  # requests sent to it in this run: the sweep's, and any not cached
 
     def check_failures(self, max_failed_share: float) -> Measured:
         """Mark the model failed where more than `max_failed_share` of its requests failed, naming the first
@@ -163,4 +166,4 @@ def from_sweep(model: str, served_as: str, price_per_hour: float, result: Sweep,
                str | None], server_log: str | None) -> Measured:
     answers = [a if a is not None else Answer(error="not sent") for a in result.answers]
     return Measured(model, served_as, price_per_hour, answers, [parse(a.text) for a in answers], result.points,
-                    server_log)
+                    server_log, sent=result.sent)

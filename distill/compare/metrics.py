@@ -40,7 +40,7 @@ class ModelMetrics:
     quality_ci: list[float] | None = None
     details: dict[str, Any] = field(default_factory=dict)  # the task's own extras: macro-F1, per field, ROUGE
     valid_rate: float | None = None
-    requests: int = 0
+    requests: int = 0  # sent to it in this run (the sweep's included); cached answers cost none
     failed_requests: int = 0
     answers_from_cache: int = 0
     agreement_with_teacher: float | None = None

@@ -84,16 +84,17 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
     key = timing_key(config, source.keys)
     stored = None if per_token or config.compare.retime_teacher or from_cache < len(answers) else load_timing(
         source.path, key)
-    points, log = stored[0] if stored else [], layout.compare.server_log("teacher")
+    points, log, sent = stored[0] if stored else [], layout.compare.server_log("teacher"), 0
     if not (per_token and from_cache == len(answers)) and stored is None:
         with recorder.timed("teacher"), open_teacher(config.teacher, log) as target:
             missing = [i for i, a in enumerate(answers) if a is None]
             if per_token:  # an API's throughput is not ours to cost: only the missing answers are asked for
                 fresh = asyncio.run(answer_all(target, [source.requests[i] for i in missing],
                                                config.teacher.concurrency, "teacher"))
+                sent = len(missing)
             else:
                 result = _sweep(config, target, source.requests, "chat", "teacher")
-                fresh, points = [result.answers[i] for i in missing], result.points
+                fresh, points, sent = [result.answers[i] for i in missing], result.points, result.sent
         for i, answer in zip(missing, fresh, strict=True):
             answers[i] = answer or Answer(error="not sent")
         source.store(answers)
@@ -101,7 +102,8 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
     parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
     measured = Measured(config.teacher.model, served, costs.teacher_hourly(config.cost, config.teacher), answers,
                         parsed, points, None if config.teacher.urls or stored else str(log), from_cache,
-                        timed_at=stored[1] if stored else None).check_failures(config.compare.max_failed_share)
+                        timed_at=stored[1] if stored else None, sent=sent).check_failures(
+                            config.compare.max_failed_share)
     if points and stored is None and measured.status == "measured":
         store_timing(source.path, key, points)
     return measured
