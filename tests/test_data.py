@@ -1,5 +1,6 @@
 """Data read as it is written: columns, encodings, quoting, JSON gold, row counts, and the split."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -153,6 +154,36 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path: Path) -> None:
     test_ids = {e.id for e in first.test}
     assert len(test_ids) == 30 and not label_ids & test_ids
     assert len(label_ids | test_ids) == len(load_examples(DEMO_INPUTS, config.data))
+
+
+def test_split_is_the_seeded_hash_order_with_repeats_numbered(tmp_path: Path) -> None:
+    """The split streams the file, yet its order is still every row sorted by a hash of seed and text (ties in
+    file order), and a repeated text's second occurrence is still id ".2"."""
+    texts = [f"message {i % 45}" for i in range(120)]  # each text two or three times
+    inputs = write_csv(tmp_path / "in.csv", [{"text": t, "category": "billing"} for t in texts])
+    config = _config(tmp_path, inputs, max_inputs=None, test_size=10, seed=3)
+    splits = split_inputs(config)
+    order = sorted(range(len(texts)), key=lambda i: hashlib.sha256(f"3:{texts[i]}".encode()).digest())
+    assert [e.row for e in [*splits.test, *splits.to_label]] == [i + 1 for i in order]
+    ids = {e.row: e.id for e in load_examples(inputs, config.data)}
+    assert [e.id for e in splits.to_label] == [ids[e.row] for e in splits.to_label]
+    assert any(e.id.endswith(".2") for e in [*splits.test, *splits.to_label])
+    assert splits.to_label[2:5] == list(splits.to_label)[2:5] and splits.to_label[-1] == list(splits.to_label)[-1]
+
+
+def test_streamed_split_names_file_row_line_and_column(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("text,category\nfine,billing\n,refund\n\"two\nlines\",billing\n  ,refund\n")
+    with pytest.raises(DataError) as caught:
+        split_inputs(_config(tmp_path, inputs, test_size=1))
+    assert caught.value.problems == [
+        f"{inputs}: row 2 (line 3), column 'text': empty or missing text; fix or remove that row",
+        f"{inputs}: row 4 (line 6), column 'text': empty or missing text; fix or remove that row"]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n{"text": \n[1]\n')
+    with pytest.raises(DataError, match=r"in.jsonl: line 2, column 10: not valid JSON.*\n.*in.jsonl: line 3: a "
+                                        "JSON object per line is expected, not list"):
+        split_inputs(_config(tmp_path, jsonl, test_size=1))
 
 
 def test_truncation_happens_after_shuffling(tmp_path: Path) -> None:

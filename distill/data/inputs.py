@@ -12,14 +12,15 @@ import hashlib
 import json
 import math
 import re
+from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from distill.config import Config, DataConfig
-from distill.data.readers import DataError, Table, read_table
+from distill.data.readers import DataError, Table, iter_rows, read_table, where
 from distill.errors import UserError
 from distill.tasks import make_task
 
@@ -66,33 +67,44 @@ def read_examples(path: Path, data: DataConfig, canonical_gold: Callable[[str], 
     problems = _missing_columns(path, table, data)
     if problems:
         return [], problems, table
-    examples = []
-    for index, row in enumerate(table.rows):
-        where = f"{path}: {table.where(index)}"
-        text = row.get(data.text_column)
-        if not isinstance(text, str) or not text.strip():
-            problems.append(f"{where}, column {data.text_column!r}: empty or missing text; fix or remove that row")
-            continue
-        raw = gold_text(row.get(data.gold_column)) if data.gold_column else None
-        try:
-            gold = canonical_gold(raw) if raw is not None else None
-        except ValueError as exc:
-            problems.append(f"{where}, column {data.gold_column!r}: gold answer {raw[:80]!r} is not valid for the "
-                            f"task: {exc}; fix it, or leave data.gold_column out")
-            continue
-        examples.append(Example(id="", text=text.strip(), gold=gold, row=index + 1))
+    examples = [e for index, row in enumerate(table.rows)
+                if (e := _example(path, data, canonical_gold, row, index, table.lines[index], problems)) is not None]
     examples = _with_ids(path, table, data, examples, problems)
     return examples, problems, table
 
 
+def _example(path: Path, data: DataConfig, canonical_gold: Callable[[str], str], row: dict[str, Any], index: int,
+             line: int | None, problems: list[str]) -> Example | None:
+    """One row as an example (its id still to give), or None with the problem found in it."""
+    text = row.get(data.text_column)
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{path}: {where(index, line)}, column {data.text_column!r}: empty or missing text; fix or "
+                        "remove that row")
+        return None
+    raw = gold_text(row.get(data.gold_column)) if data.gold_column else None
+    try:
+        gold = canonical_gold(raw) if raw is not None else None
+    except ValueError as exc:
+        problems.append(f"{path}: {where(index, line)}, column {data.gold_column!r}: gold answer {raw[:80]!r} is "
+                        "not valid for the "
+                        f"task: {exc}; fix it, or leave data.gold_column out")
+        return None
+    return Example(id="", text=text.strip(), gold=gold, row=index + 1)
+
+
 def _missing_columns(path: Path, table: Table, data: DataConfig) -> list[str]:
-    if not table.rows:
-        return [f"{path}: no rows"]
     columns = list(dict.fromkeys(key for row in table.rows[:1000] for key in row))
+    return _absent(path, data, len(table.rows), columns, {key for row in table.rows for key in row})
+
+
+def _absent(path: Path, data: DataConfig, rows: int, first_columns: list[str], every_column: set[str]) -> list[str]:
+    """The columns the config names that no row has (`first_columns`: those of the first rows, for the message)."""
+    if not rows:
+        return [f"{path}: no rows"]
     keys = (("data.text_column", data.text_column), ("data.gold_column", data.gold_column),
             ("data.id_column", data.id_column))
-    return [f"{path}: no column {column!r} ({key}); the file has columns {columns}"
-            for key, column in keys if column is not None and all(column not in row for row in table.rows)]
+    return [f"{path}: no column {column!r} ({key}); the file has columns {first_columns}"
+            for key, column in keys if column is not None and column not in every_column]
 
 
 def _with_ids(path: Path, table: Table, data: DataConfig, examples: list[Example], problems: list[str]
@@ -123,12 +135,6 @@ def load_examples(path: Path, data: DataConfig, canonical_gold: Callable[[str], 
     return examples
 
 
-def _shuffled(examples: list[Example], seed: int) -> list[Example]:
-    """A seeded pseudo-random order that is stable as a file grows: each row's place comes from a hash of its
-    own text, so appended rows slot in without reshuffling the old ones (which keep their split)."""
-    return sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.text}".encode()).digest())
-
-
 def size_problems(data: DataConfig, input_rows: int, test_rows: int | None) -> list[str]:
     """Row counts the config asks for that the files do not have. `max_test` beyond the test rows is an error,
     not a silent cut: every report quotes the test size, and it must be the one the config says."""
@@ -145,25 +151,183 @@ def size_problems(data: DataConfig, input_rows: int, test_rows: int | None) -> l
     return []
 
 
+class _Strings:
+    """Strings (or None) kept as one UTF-8 buffer and their end offsets: a million short texts cost their own
+    bytes and 8 more each, not a Python object each."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends = array("q")  # ~end where the value is None
+
+    def append(self, value: str | None) -> None:
+        if value is not None:
+            self.data += value.encode()
+        self.ends.append(len(self.data) if value is not None else ~len(self.data))
+
+    def __getitem__(self, index: int) -> str | None:
+        end = self.ends[index]
+        if end < 0:
+            return None
+        start = self.ends[index - 1] if index else 0
+        return self.data[~start if start < 0 else start:end].decode()
+
+
+def _occurrences(keys: Any, order: Any) -> Any:
+    """For each place in `order`, which occurrence of its text the row is (1 for the first in file order): a
+    repeated text's n-th occurrence gets ".n" in its id, and repeats sit side by side in the order. Compared a
+    block at a time, so no copy of every key is made."""
+    import numpy as np
+
+    occurrence = np.ones(len(order), dtype=np.int32)
+    for start in range(1, len(order), 65536):
+        stop = min(start + 65536, len(order))
+        for place in np.flatnonzero(keys[order[start:stop]] == keys[order[start - 1:stop - 1]]) + start:
+            occurrence[place] = occurrence[place - 1] + 1
+    return occurrence
+
+
+class ShuffledFile:
+    """One data file's examples in the split's seeded order, read in one streaming pass: per row only its text,
+    gold and id (where `data.id_column` names one) are kept, compactly; an `Example` is made when asked for."""
+
+    def __init__(self, path: Path, data: DataConfig, canonical_gold: Callable[[str], str]) -> None:
+        self.texts = _Strings()
+        self.golds = _Strings() if data.gold_column is not None else None
+        self.named = _Strings() if data.id_column is not None else None
+        digests = self._read(path, data, canonical_gold)
+        # A seeded pseudo-random order that is stable as a file grows: each row's place comes from a hash of its
+        # own text, so appended rows slot in without reshuffling the old ones (which keep their split). Ties (the
+        # same text) keep file order.
+        import numpy as np
+
+        keys = np.frombuffer(digests, dtype="S32")
+        self.order = np.argsort(keys, kind="stable")
+        self.occurrence = _occurrences(keys, self.order)
+
+    def _read(self, path: Path, data: DataConfig, canonical_gold: Callable[[str], str]) -> bytearray:
+        problems: list[str] = []
+        digests, first_row, first_columns, every_column = bytearray(), {}, {}, set()
+        rows = 0
+        for index, (row, line) in enumerate(iter_rows(path, data.format, data.header, data.quoting)):
+            rows += 1
+            if index < 1000:
+                first_columns.update(dict.fromkeys(row))
+            every_column.update(row)  # set.update of keys already present costs little
+            example = _example(path, data, canonical_gold, row, index, line, problems)
+            if example is None:
+                continue
+            if self.named is not None:
+                self._named_id(path, data, row, index, line, first_row, problems)
+            digests += hashlib.sha256(f"{data.seed}:{example.text}".encode()).digest()
+            self.texts.append(example.text)
+            if self.golds is not None:
+                self.golds.append(example.gold)
+        absent = _absent(path, data, rows, list(first_columns), every_column)
+        if absent or problems:
+            raise DataError(absent or problems)
+        return digests
+
+    def _named_id(self, path: Path, data: DataConfig, row: dict[str, Any], index: int, line: int | None,
+                  first_row: dict[str, int], problems: list[str]) -> None:
+        value = gold_text(row.get(data.id_column))
+        place = f"{path}: {where(index, line)}, column {data.id_column!r}"
+        if value is None:
+            problems.append(f"{place}: empty id (data.id_column); give every row an id")
+        elif value in first_row:
+            problems.append(f"{place}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique")
+        else:
+            first_row[value] = index + 1
+        assert self.named is not None
+        self.named.append(value)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def examples(self, start: int, stop: int) -> list[Example]:
+        """The examples from `start` to `stop` in the shuffled order."""
+        return [self._make(position, index) for position, index in
+                zip(range(start, stop), self.order[start:stop].tolist(), strict=True)]
+
+    def example(self, position: int) -> Example:
+        """The example at `position` in the shuffled order."""
+        return self._make(position, int(self.order[position]))
+
+    def _make(self, position: int, index: int) -> Example:
+        text = self.texts[index]
+        assert text is not None
+        if self.named is not None:
+            row_id = self.named[index]
+        else:
+            n = int(self.occurrence[position])
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            row_id = digest if n == 1 else f"{digest}.{n}"
+        gold = self.golds[index] if self.golds is not None else None
+        return Example(id=row_id or "", text=text, gold=gold, row=index + 1)
+
+
+class Rows(Sequence[Example]):
+    """A run of a `ShuffledFile`'s order, as a sequence whose examples are made when read."""
+
+    def __init__(self, source: ShuffledFile, start: int, stop: int) -> None:
+        self.source, self.start, self.stop = source, start, max(start, stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @overload
+    def __getitem__(self, index: int) -> Example: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Example]: ...
+
+    def __getitem__(self, index: int | slice) -> Example | list[Example]:
+        positions = range(self.start, self.stop)
+        if isinstance(index, slice):
+            chosen = positions[index]
+            if chosen.step == 1:
+                return self.source.examples(chosen.start, chosen.stop)
+            return [self.source.example(p) for p in chosen]
+        return self.source.example(positions[index])
+
+    def __iter__(self) -> Iterator[Example]:
+        return (self.source.example(p) for p in range(self.start, self.stop))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Sequence[Example]) -> list[Example]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence[Example]) -> list[Example]:
+        return [*other, *self]
+
+
 @dataclass(frozen=True)
 class Splits:
-    to_label: list[Example]
-    test: list[Example]
+    to_label: Rows
+    test: Rows
 
 
 def split_inputs(config: Config) -> Splits:
     """Rows for the teacher to label and held-out test queries; the same config always gives the same split.
 
     Inputs are shuffled before truncation because real files are often sorted by label. Rows appended to a
-    file later never pull an old row into the test split, so labels already paid for stay usable.
+    file later never pull an old row into the test split, so labels already paid for stay usable. The files are
+    read a row at a time and the chosen rows' examples made as they are used, so memory holds little more than
+    the texts themselves however many rows there are.
     """
     data = config.data
     canonical_gold = make_task(config.task).parse_gold
-    inputs = _shuffled(load_examples(data.inputs, data, canonical_gold), data.seed)
-    test = _shuffled(load_examples(data.test, data, canonical_gold), data.seed) if data.test is not None else None
+    inputs = ShuffledFile(data.inputs, data, canonical_gold)
+    test = ShuffledFile(data.test, data, canonical_gold) if data.test is not None else None
     problems = size_problems(data, len(inputs), None if test is None else len(test))
     if problems:
         raise UserError("\n".join(problems))
-    if test is None:
-        test, inputs = inputs[: data.test_size], inputs[data.test_size :]
-    return Splits(to_label=inputs[: data.max_inputs], test=test[: data.max_test])
+    first = 0 if test is not None else data.test_size
+    last = len(inputs) if data.max_inputs is None else min(len(inputs), first + data.max_inputs)
+    held_out = Rows(test, 0, len(test)) if test is not None else Rows(inputs, 0, data.test_size)
+    if data.max_test is not None:
+        held_out = Rows(held_out.source, 0, min(len(held_out), data.max_test))
+    return Splits(to_label=Rows(inputs, first, last), test=held_out)

@@ -13,7 +13,7 @@ import codecs
 import csv
 import io
 import json
-import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,12 @@ class Table:
     notes: list[str] = field(default_factory=list)  # worth a look, not wrong (validate prints them)
 
     def where(self, index: int) -> str:
-        """A row as a person finds it in the file: its 1-based row number, and its line where it has one."""
-        line = self.lines[index]
-        return f"row {index + 1}" + (f" (line {line})" if line is not None else "")
+        return where(index, self.lines[index])
+
+
+def where(index: int, line: int | None) -> str:
+    """A row as a person finds it in the file: its 1-based row number, and its line where it has one."""
+    return f"row {index + 1}" + (f" (line {line})" if line is not None else "")
 
 
 def decode(path: Path) -> str:
@@ -87,9 +90,34 @@ def read_table(path: Path, data_format: str = "auto", header: list[str] | None =
 
 def delimited(path: Path, text: str, delimiter: str, header: list[str] | None, quoted: bool) -> Table:
     """Rows of a CSV/TSV text; every line with the wrong number of fields is reported, not just the first."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
-                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
-    columns, rows, lines, problems, end = header, [], [], [], 0
+    lines = Lines(io.StringIO(text, newline=""))
+    rows, starts = [], []
+    for row, start in delimited_rows(path, lines, delimiter, header, quoted):
+        rows.append(row)
+        starts.append(start)
+    table = Table(rows, starts, physical_lines=lines.non_blank)
+    _check_line_count(path, table, header is None, delimiter if quoted else None)
+    return table
+
+
+class Lines:
+    """Lines of a text as the csv module reads them, counting those that are not blank as they go by."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines, self.non_blank = lines, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            self.non_blank += bool(line.strip())
+            yield line
+
+
+def delimited_rows(path: Path, lines: Iterable[str], delimiter: str, header: list[str] | None, quoted: bool
+                   ) -> Iterator[tuple[dict[str, str], int]]:
+    """Each row of a CSV/TSV text with the line it starts on; the lines with the wrong number of fields are all
+    reported (a `DataError`) once the text is read."""
+    reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    columns, problems, end = header, [], 0
     try:
         for record in reader:
             start, end = end + 1, reader.line_num
@@ -101,17 +129,50 @@ def delimited(path: Path, text: str, delimiter: str, header: list[str] | None, q
                 problems.append(f"{path}: line {start}: {len(record)} fields where the header has {len(columns)} "
                                 f"({', '.join(columns)})" + (_quote_hint(delimiter) if not quoted else ""))
             else:
-                rows.append(dict(zip(columns, record, strict=True)))
-                lines.append(start)
+                yield dict(zip(columns, record, strict=True)), start
     except csv.Error as exc:
         problems.append(f"{path}: line {reader.line_num}: {exc}")
     if problems:
         raise DataError(problems)
-    table = Table(rows, lines, physical_lines=sum(1 for line in re.split(r"\r\n|\r|\n", text) if line.strip()))
-    _check_line_count(path, table, header is None, delimiter if quoted else None)
-    return table
 
 
+def iter_rows(path: Path, data_format: str = "auto", header: list[str] | None = None, quoting: str = "auto"
+              ) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """The rows `read_table` gives, each with its line, read as they come: a CSV/TSV, JSON Lines or Parquet file
+    of millions of rows is never in memory at once (a JSON list is)."""
+    kind = path.suffix.lower().lstrip(".") if data_format == "auto" else data_format
+    if kind in ("csv", "tsv", "jsonl"):
+        yield from _text_rows(path, kind, header, quoting)
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            yield from ((row, None) for row in batch.to_pylist())
+    else:
+        table = read_table(path, data_format, header, quoting)
+        yield from zip(table.rows, table.lines, strict=True)
+
+
+def _text_rows(path: Path, kind: str, header: list[str] | None, quoting: str
+               ) -> Iterator[tuple[dict[str, Any], int | None]]:
+    # JSON Lines end at "\n" only (newline="\n"); CSV/TSV lines at any line break, kept for quoted fields.
+    try:
+        with open(path, encoding="utf-8-sig", newline="\n" if kind == "jsonl" else "") as handle:
+            if kind == "jsonl":
+                yield from json_line_rows(path, (line.removesuffix("\n") for line in handle))
+                return
+            quoted = quoting == "csv" or (quoting == "auto" and kind == "csv")
+            lines = Lines(handle)
+            count = 0
+            for item in delimited_rows(path, lines, "\t" if kind == "tsv" else ",", header, quoted):
+                count += 1
+                yield item
+            if not quoted and count != lines.non_blank - (header is None):
+                raise UserError(f"{path}: {count} rows read from {lines.non_blank - (header is None)} data lines; "
+                                "please report this")
+    except UnicodeDecodeError:
+        decode(path)  # raises the error naming the line and byte
+        raise
 def _header(path: Path, record: list[str]) -> list[str]:
     repeated = sorted({name for name in record if record.count(name) > 1})
     if repeated:
@@ -145,10 +206,19 @@ def _check_line_count(path: Path, table: Table, has_header: bool, delimiter: str
 
 
 def json_lines(path: Path, text: str) -> Table:
-    rows, lines, problems = [], [], []
+    rows, lines = [], []
     # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other characters JSON allows raw
     # inside a string.
-    for number, line in enumerate(text.split("\n"), 1):
+    for row, number in json_line_rows(path, text.split("\n")):
+        rows.append(row)
+        lines.append(number)
+    return Table(rows, lines)
+
+
+def json_line_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each object of a JSON Lines text with its line; every bad line is reported (a `DataError`) at the end."""
+    problems = []
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -159,11 +229,9 @@ def json_lines(path: Path, text: str) -> Table:
         if not isinstance(row, dict):
             problems.append(f"{path}: line {number}: a JSON object per line is expected, not {type(row).__name__}")
             continue
-        rows.append(row)
-        lines.append(number)
+        yield row, number
     if problems:
         raise DataError(problems)
-    return Table(rows, lines)
 
 
 def _json(path: Path, text: str) -> Any:
