@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,15 +58,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time, all its threads: less swayed than wall time by other work on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_stage(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
     from distill.layout import RunLayout
     from teacher.generate import generate
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     manifest = generate(make_config(url, inputs, test, rows), RunLayout(folder))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert manifest["counts"]["labelled"] == rows, manifest["counts"]
-    return {"seconds": seconds, "answers": rows, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "cpu_s": cpu, "answers": rows, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_bare(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
@@ -97,11 +104,11 @@ def run_bare(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dic
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     uvloop.run(loop())
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert len(answers) == rows
-    return {"seconds": seconds, "answers": rows, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "cpu_s": cpu, "answers": rows, "peak_rss_mb": peak_rss_mb()}
 
 
 def child(kind: str, url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dict:
@@ -113,10 +120,28 @@ def child(kind: str, url: str, inputs: Path, test: Path, rows: int, folder: Path
     return json.loads(out.strip().splitlines()[-1])
 
 
+def rate(run: dict) -> float:
+    return run["answers"] / run["seconds"]
+
+
+def paired_rounds(url: str, inputs: Path, test: Path, rows: int, rounds: int, scratch: Path) -> list[dict]:
+    """Bare and stage runs in turn (the order swapped each round, so a drift in the machine's load favours
+    neither side): each round's ratio compares runs made about the same time."""
+    results = []
+    for index in range(rounds):
+        sides = ("bare", "stage") if index % 2 == 0 else ("stage", "bare")
+        runs = {side: child(side, url, inputs, test, rows, scratch / f"{side}{index}") for side in sides}
+        results.append({**runs, "ratio": rate(runs["stage"]) / rate(runs["bare"]),
+                        "cpu_ratio": (runs["bare"]["cpu_s"] / runs["bare"]["answers"])
+                        / (runs["stage"]["cpu_s"] / runs["stage"]["answers"])})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small-rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--side", choices=["stage", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
@@ -129,8 +154,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        inputs = write_inputs(scratch / "inputs.csv", args.rows)
         test = write_inputs(scratch / "test.csv", 10)
+        # Each size its own file: 100k rows cut from a 1M-row file would still read (and index) 1M rows.
+        small_inputs = write_inputs(scratch / "small.csv", args.small_rows)
+        inputs = write_inputs(scratch / "inputs.csv", args.rows)
         from teacher.server import free_port
 
         port = free_port()
@@ -139,29 +166,36 @@ def main() -> None:
         try:
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             url = f"http://127.0.0.1:{port}/v1"
-            bare = child("bare", url, inputs, test, args.rows, scratch / "bare")
-            stage = child("stage", url, inputs, test, args.rows, scratch / "big")
-            # Its own file: the split reads a whole input file, so 100k rows of a 1M-row file would hold 1M texts.
-            small_inputs = write_inputs(scratch / "small.csv", args.small_rows)
-            small = child("stage", url, small_inputs, test, args.small_rows, scratch / "small")
+            rounds = paired_rounds(url, small_inputs, test, args.small_rows, args.rounds, scratch)
+            big = {side: child(side, url, inputs, test, args.rows, scratch / f"{side}-big")
+                   for side in ("bare", "stage")}
         finally:
             server.terminate()
             server.wait()
-    stage_rate, bare_rate = stage["answers"] / stage["seconds"], bare["answers"] / bare["seconds"]
-    print(json.dumps({
-        "answers_per_s": round(stage_rate, 1),
-        "bare_answers_per_s": round(bare_rate, 1),
-        "ratio": round(stage_rate / bare_rate, 4),
+    print(json.dumps(summary(args, rounds, big)))
+
+
+def summary(args: argparse.Namespace, rounds: list[dict], big: dict[str, dict]) -> dict:
+    stage, bare = big["stage"], big["bare"]
+    small_peak = max(r["stage"]["peak_rss_mb"] for r in rounds)
+    return {
+        "answers_per_s": round(rate(stage), 1),
+        "bare_answers_per_s": round(rate(bare), 1),
+        "ratio": round(statistics.median(r["ratio"] for r in rounds), 4),
+        "ratio_rounds": [round(r["ratio"], 4) for r in rounds],
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 4),
+        "ratio_one_run_at_rows": round(rate(stage) / rate(bare), 4),
         "rows": args.rows,
         "peak_rss_mb": round(stage["peak_rss_mb"], 1),
         "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1),
         "small_rows": args.small_rows,
-        "small_peak_rss_mb": round(small["peak_rss_mb"], 1),
-        "small_answers_per_s": round(small["answers"] / small["seconds"], 1),
-        "rss_ratio_1m_vs_100k": round(stage["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        "small_answers_per_s": round(statistics.median(rate(r["stage"]) for r in rounds), 1),
+        "small_bare_answers_per_s": round(statistics.median(rate(r["bare"]) for r in rounds), 1),
+        "small_peak_rss_mb": round(small_peak, 1),
+        "rss_ratio_1m_vs_100k": round(stage["peak_rss_mb"] / small_peak, 3),
         "concurrency": CONCURRENCY,
         "cache": "on",
-    }))
+    }
 
 
 if __name__ == "__main__":

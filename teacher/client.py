@@ -38,7 +38,7 @@ STATUS_NAMES = {400: "BadRequestError", 401: "AuthenticationError", 403: "Permis
 RETRYABLE_STATUS = {408, 409, 429}
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     text: str | None
     logprob: float | None = None  # summed log-probability of the sample's tokens: the model's confidence
@@ -46,7 +46,7 @@ class Sample:
     finish_reason: str | None = None  # "stop", or "length" where max_tokens cut the answer off
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
     """One request's outcome: its samples (one unless `n` > 1), usage and latency, or the error it ended in."""
 
@@ -131,12 +131,20 @@ class Endpoint:
     async def complete(self, prompt: str, **params: Any) -> Answer:
         return await self.send("/completions", {"prompt": prompt, **params})
 
-    async def send(self, path: str, request: dict[str, Any]) -> Answer:
+    def payload(self, request: dict[str, Any]) -> bytes:
+        """A request's body as sent: the model named, `extra_body` merged in, JSON-encoded."""
         extra = request.get("extra_body")
-        body = {"model": self.model, **{k: v for k, v in request.items() if k != "extra_body"}, **(extra or {})}
-        payload = _encode(body)
+        return _encode({"model": self.model, **{k: v for k, v in request.items() if k != "extra_body"},
+                        **(extra or {})})
+
+    async def send(self, path: str, request: dict[str, Any]) -> Answer:
+        return await self.send_payload(path, self.payload(request))
+
+    async def send_payload(self, path: str, payload: bytes) -> Answer:
+        """Send an encoded body (see `payload`), retrying where that may help; the outcome as an `Answer`."""
         start = time.perf_counter()
-        failure, last = RequestFailed("APIConnectionError", "no attempt"), None
+        failure: RequestFailed | None = None
+        last = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(random.uniform(0, min(8.0, 0.5 * 2 ** attempt)))  # full jitter
@@ -152,6 +160,7 @@ class Endpoint:
             replica.failures_in_a_row = 0
             answer.latency_ms = _ms_since(start)
             return answer
+        failure = failure or RequestFailed("APIConnectionError", "no attempt")
         return Answer(latency_ms=_ms_since(start), error=str(failure), status=failure.status)
 
     def _pick(self, avoid: Replica | None) -> Replica:

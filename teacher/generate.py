@@ -2,7 +2,8 @@
 (one `TeacherRow` per row to label), `generate/test.parquet` (the held-out split) and `generate/cache.sqlite`.
 
 The teacher labels every input row once, with its output format enforced. Rows stream through in chunks
-(teacher/stream.py): requests, answers and output rows are never all in memory (the input split still is). Every
+(teacher/stream.py): requests, answers and output rows are never all in memory, and the input split keeps only
+each row's text, compactly, with its place in the seeded order (distill/data/inputs.py). Every
 answer is in a durable cache within 50 ms of arriving, so a killed run pays again for at most what was in flight
 and the last uncommitted group; failed requests are recorded in the outputs with their error and retried by the
 next run. Cache keys carry the teacher's fingerprint (teacher/fingerprint.py), so answers of another model,
@@ -14,7 +15,7 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -118,27 +119,45 @@ def teacher_schema() -> Any:
                       for f in fields(TeacherRow)])
 
 
-def output_row(example: Example, answer: Answer | None, task: Task, rationale: bool) -> dict[str, Any]:
+def output_row(example: Example, answer: Answer | None, parse: Callable[[str | None, str | None], Parsed],
+               dumps: Callable[[Any], str] = json.dumps) -> tuple[Any, ...]:
+    """One `TeacherRow`'s values, in `TEACHER_COLUMNS` order. `parse(text, finish_reason)` reads a sample."""
     answer = answer or Answer(error=NOT_SENT)
-    # An answer cut off at max_tokens is not trusted even where it parses (a JSON object may close early).
-    parsed = [Parsed(None, TRUNCATED) if s.finish_reason == "length" else task.parse(s.text, rationale)
-              for s in answer.samples] or [task.parse(None)]
-    chosen, share = vote(parsed)
-    sample = answer.samples[parsed.index(chosen)] if answer.samples else None
-    return vars(TeacherRow(
-        id=example.id, text=example.text, gold=example.gold, raw=sample.text if sample else None,
-        label=chosen.value, error=answer.error or chosen.error, rationale=chosen.rationale, vote_share=share,
-        samples=json.dumps([p.value for p in parsed]), logprob=sample.logprob if sample else None,
-        top_logprobs=json.dumps(sample.top_logprobs if sample else []), prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms,
-        finish_reason=sample.finish_reason if sample else None, serving_s=answer.serving_s))
+    if len(answer.samples) == 1:  # the usual case, without a vote
+        sample, share = answer.samples[0], None
+        chosen = parse(sample.text, sample.finish_reason)
+        parsed = [chosen]
+    else:
+        parsed = [parse(s.text, s.finish_reason) for s in answer.samples] or [parse(None, None)]
+        chosen, share = vote(parsed)
+        sample = answer.samples[parsed.index(chosen)] if answer.samples else None
+    return (example.id, example.text, example.gold, sample.text if sample else None, chosen.value,
+            answer.error or chosen.error, chosen.rationale, share, dumps([p.value for p in parsed]),
+            sample.logprob if sample else None, json.dumps(sample.top_logprobs if sample else []),
+            answer.prompt_tokens, answer.completion_tokens, answer.latency_ms,
+            sample.finish_reason if sample else None, answer.serving_s)
+
+
+def sample_parser(task: Task, rationale: bool) -> Callable[[str | None, str | None], Parsed]:
+    """`task.parse` for a sample, remembered for the texts seen (labels repeat): an answer cut off at max_tokens
+    is not trusted even where it parses (a JSON object may close early)."""
+    seen: dict[tuple[str | None, bool], Parsed] = {}
+
+    def parse(text: str | None, finish_reason: str | None) -> Parsed:
+        key = (text, finish_reason == "length")
+        found = seen.get(key)
+        if found is None:
+            found = seen[key] = Parsed(None, TRUNCATED) if key[1] else task.parse(text, rationale)
+        return found
+
+    return parse
 
 
 @dataclass
 class Plan:
     task: Task
-    examples: list[Example]
-    test: list[Example]
+    examples: Sequence[Example]  # made as they are read (distill/data/inputs.py Rows)
+    test: Sequence[Example]
     prefix: bytes  # what every cache key of this teacher and request shape shares
     fingerprint: dict[str, Any]
 
@@ -183,6 +202,8 @@ def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, 
            ) -> Survey:
     """One pass over the rows, a chunk at a time: which answers the cache lacks; only those rows' prompts are
     built and counted (for the context check and estimates), so a cached row is never tokenised again."""
+    if not cache_path.exists() and tokenizer is None and not count_chars:
+        return Survey(to_send=len(plan.examples))  # nothing cached, nothing to count: no row need be looked at
     reader = ResponseCache(cache_path) if cache_path.exists() else None
     result = Survey(prompt_tokens=0 if tokenizer is not None else None)
     try:
@@ -233,18 +254,32 @@ class OutputTally:
         self.serving_s = 0.0
 
     def __call__(self, chunk: Chunk) -> None:
-        answers = [Answer(error=chunk.skipped[i]) if i in chunk.skipped else a for i, a in enumerate(chunk.answers)]
-        rows = [output_row(e, a, self.task, self.rationale) for e, a in zip(chunk.examples, answers, strict=True)]
-        self.write({c: [r[c] for r in rows] for c in TEACHER_COLUMNS})
-        for r in rows:
-            self.counts["rows"] += 1
-            self.counts["labelled"] += r["label"] is not None
-            self.counts["errors"] += r["error"] is not None
-            self.counts["not_sent"] += r["error"] == NOT_SENT
-            self.counts["truncated"] += r["finish_reason"] == "length"
-            self.counts["prompt_tokens"] += r["prompt_tokens"]
-            self.counts["completion_tokens"] += r["completion_tokens"]
-            self.serving_s += r["serving_s"]
+        # Parses and JSON of repeated answers are made once per chunk: a label task's answers are few distinct texts.
+        parse, dumps = sample_parser(self.task, self.rationale), _remembered_dumps()
+        rows = [output_row(e, Answer(error=chunk.skipped[i]) if i in chunk.skipped else a, parse, dumps)
+                for i, (e, a) in enumerate(zip(chunk.examples, chunk.answers, strict=True))]
+        columns = dict(zip(TEACHER_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        self.write(columns)
+        n, errors = len(rows), columns["error"]
+        self.counts.update(rows=n, labelled=n - columns["label"].count(None), errors=n - errors.count(None),
+                           not_sent=errors.count(NOT_SENT), truncated=columns["finish_reason"].count("length"),
+                           prompt_tokens=sum(columns["prompt_tokens"]),
+                           completion_tokens=sum(columns["completion_tokens"]))
+        for seconds in columns["serving_s"]:
+            self.serving_s += seconds
+
+
+def _remembered_dumps() -> Callable[[list[str | None]], str]:
+    seen: dict[tuple[str | None, ...], str] = {}
+
+    def dumps(values: list[str | None]) -> str:
+        key = tuple(values)
+        found = seen.get(key)
+        if found is None:
+            found = seen[key] = json.dumps(values)
+        return found
+
+    return dumps
 
 
 def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally
@@ -252,6 +287,7 @@ def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tall
     """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
     build = partial(teacher_request, plan.task, config.teacher)
     labeller = Labeller(config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
+    labeller.look_up = found.to_send + len(found.oversize) < len(plan.examples)  # else the cache has none of them
     if found.to_send == 0:
         labeller.run(None, 0)
         return labeller, None
@@ -267,8 +303,7 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     files = layout.generate
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
-    # A million rows are millions of long-lived objects: out of the garbage collector's sight, its passes stay
-    # short (they would otherwise walk every row again and again while answers stream in).
+    # What is loaded by now lives for the whole run: out of the garbage collector's sight, its passes stay short.
     gc.freeze()
     found = survey(config, plan, files.cache, _local_tokenizer(config))
     refuse_oversize(config, plan.examples, found.oversize)

@@ -292,16 +292,36 @@ def test_a_row_whose_request_raises_is_recorded_and_the_run_finishes(tmp_path: P
     """An answer the client cannot even parse must not leave its worker dead and the stage waiting forever."""
     from teacher.client import Endpoint
 
-    chat = Endpoint.chat
+    send = Endpoint.send_payload
 
-    async def odd_reply(self, **request):
-        if "charge" in request["messages"][-1]["content"]:
+    async def odd_reply(self, path: str, payload: bytes):
+        if b"charge" in payload:
             raise KeyError("logprobs")  # what a 200 without the expected fields raised inside the client
-        return await chat(self, **request)
+        return await send(self, path, payload)
 
-    monkeypatch.setattr(Endpoint, "chat", odd_reply)
+    monkeypatch.setattr(Endpoint, "send_payload", odd_reply)
     with FakeEndpoint() as fake:
         manifest = generate(_config(tmp_path, fake.url, concurrency=2), RunLayout(tmp_path))
     failing = [r for r in _rows(tmp_path) if "charge" in r["text"]]
     assert failing and all(r["label"] is None and "KeyError" in r["error"] for r in failing)
     assert manifest["counts"]["rows"] == 6
+
+
+def test_request_bytes_are_the_full_build_or_it_is_used() -> None:
+    """Bodies joined from the encoded request's two halves equal building and encoding the whole request; a task
+    that does not put the text in its request once, as it is, gets the full build."""
+    import msgspec
+
+    from teacher.stream import Payloads
+
+    encode = msgspec.json.encode
+    payloads = Payloads(lambda text: {"messages": [{"role": "user", "content": f"Q: {text}"}], "n": 1}, encode)
+    assert payloads.parts is not None
+    for text in ['say "hi"\n\tnow', "caf\u00e9 \u2028 \\ \x00", ""]:
+        assert payloads(text) == encode({"messages": [{"role": "user", "content": f"Q: {text}"}], "n": 1})
+    twice = Payloads(lambda text: {"a": text, "b": text}, encode)
+    assert twice.parts is None and twice("x") == encode({"a": "x", "b": "x"})
+    stripped = Payloads(lambda text: {"a": text.strip()}, encode)
+    assert stripped.parts is not None
+    stripped.check(" padded ")  # each chunk's first row to send is compared with the full build
+    assert stripped.parts is None and stripped(" padded ") == encode({"a": "padded"})
