@@ -33,6 +33,7 @@ from teacher.client import Answer, Endpoint, Target
 
 CHUNK_ROWS = 4096
 _encode = msgspec.json.Encoder().encode
+GC_CHUNKS = 8  # cycles (a failed request's traceback) wait at most this many chunks to be collected
 WINDOW_CHUNKS = 4  # chunks open at once: enough to keep every worker busy while the oldest one finishes
 NOT_SENT = "not sent: teacher.max_cost reached"
 
@@ -79,17 +80,24 @@ class Breaker:
 
     def record(self, answer: Answer) -> None:
         failed = answer.error is not None
-        self.last_error = answer.error or self.last_error
-        self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
         self.recent.append(failed)
         self.recent_failures += failed
         if len(self.recent) > self.window:
             self.recent_failures -= self.recent.popleft()
+        if failed:
+            self.last_error = answer.error
+            self.failures_in_a_row += 1
+        else:
+            self.failures_in_a_row = 0
+        if self.reason is None and self.recent_failures:  # with no failure in the window nothing can trip
+            self._check()
+
+    def _check(self) -> None:
         rate = self.recent_failures / len(self.recent)
-        if self.reason is None and self.failures_in_a_row >= self.in_a_row:
+        if self.failures_in_a_row >= self.in_a_row:
             self.reason = (f"{self.in_a_row} requests in a row failed (teacher.max_failures_in_a_row); "
                            f"last: {self.last_error}")
-        elif self.reason is None and len(self.recent) >= self.window // 4 and rate > self.max_rate:
+        elif len(self.recent) >= self.window // 4 and rate > self.max_rate:
             self.reason = (f"{rate:.0%} of the last {len(self.recent)} requests failed (teacher.max_failure_rate="
                            f"{self.max_rate:g}); last: {self.last_error}")
 
@@ -169,9 +177,9 @@ class Labeller:
     def run(self, target: Target | None, to_send: int) -> Counters:
         """Label every row (sending only what is not cached); raises `TeacherFailing` if the breaker trips."""
         collecting = gc.isenabled()
-        # The young generations are collected once per finished chunk (_drain) instead of every 700 allocations:
-        # each answer makes a few dozen short-lived objects, and automatic passes over the open window's
-        # thousands of live ones cost about a sixth of the loop's time.
+        # The young generations are collected every GC_CHUNKS finished chunks (_drain) instead of every 700
+        # allocations: each answer makes a few dozen short-lived objects, almost never a cycle, and automatic
+        # passes over the open window's live ones cost about a sixth of the loop's time.
         gc.disable()
         try:
             run_loop(self._run(target, to_send))
@@ -284,11 +292,14 @@ class Labeller:
 
     async def _drain(self, ready: asyncio.Queue) -> None:
         """Hand finished chunks to the sink in row order; their answers' serving seconds are shared out first."""
+        drained = 0
         while (chunk := await ready.get()) is not None:
             await chunk.done.wait()
             self.writer.flush()
             self.sink(chunk)
-            gc.collect(1)
+            drained += 1
+            if drained % GC_CHUNKS == 0:
+                gc.collect(1)
 
     async def _tick(self) -> None:
         self.writer.start_clock()
