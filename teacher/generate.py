@@ -15,7 +15,8 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -297,20 +298,30 @@ def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tall
         return labeller, _hit_rate(before, prefix_cache_counters(target))
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What is loaded by now lives for the whole labelling run: out of the garbage collector's sight, its passes
+    stay short. Released afterwards, so a longer process (`distill run`, `study`) collects it as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def generate(config: Config, layout: RunLayout) -> Manifest:
     """Label `data.inputs` (less the held-out test rows) with the teacher; write `generate/outputs.parquet` and
     the test split, `generate/test.parquet`, which filter and compare read."""
     files = layout.generate
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
-    # What is loaded by now lives for the whole run: out of the garbage collector's sight, its passes stay short.
-    gc.freeze()
-    found = survey(config, plan, files.cache, _local_tokenizer(config))
-    refuse_oversize(config, plan.examples, found.oversize)
-    write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
-    with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
-        tally = OutputTally(plan.task, config.teacher.rationale, write)
-        labeller, prefix = _label(config, plan, found, files, tally)
+    with frozen_heap():
+        found = survey(config, plan, files.cache, _local_tokenizer(config))
+        refuse_oversize(config, plan.examples, found.oversize)
+        write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
+        with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
+            tally = OutputTally(plan.task, config.teacher.rationale, write)
+            labeller, prefix = _label(config, plan, found, files, tally)
     with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
         checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
                                partial(teacher_request, plan.task), plan.fingerprint)
