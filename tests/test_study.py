@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from distill.artifacts import read_rows
-from distill.config import load_config
+from distill.config import Config, load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.study.folders import variant_layout
@@ -66,7 +66,7 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
 
     from distill.cli import app
 
-    config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8}}})
+    config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}}})
     config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
     path = write_config(tmp_path / "study.yaml", config)
     result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
@@ -74,7 +74,7 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
     run_dir = tmp_path / "run"
     study = json.loads((run_dir / "study.json").read_text())
     assert [row["variant"] for row in study["variants"]] == ["main", "r4"]
-    assert study["variants"][1]["settings"].startswith("r=4 alpha=8")
+    assert study["variants"][1]["settings"] == "r=4 alpha=8 epochs=1 lr=0.0003 lora.dropout=0.0"
     summary = json.loads((run_dir / "variants" / "r4" / "summary.json").read_text())
     assert [s["action"] for s in summary["stages"]] == ["skipped", "skipped", "ran", "ran"]
     adapter = json.loads((run_dir / "variants" / "r4" / "train" / "adapter" / "adapter_config.json").read_text())
@@ -119,3 +119,12 @@ def test_learning_curve_trains_nested_budgets_from_one_labelled_pool(tmp_path: P
     summary = json.loads((point / "summary.json").read_text())
     assert [s["action"] for s in summary["stages"]] == ["skipped", "ran", "ran", "ran"]  # labelled once
     assert "Learning curve" in (tmp_path / "run" / "study.html").read_text()
+
+
+def test_settings_name_every_key_a_variant_overrides() -> None:
+    from distill.study.report import settings_text
+
+    config = Config.model_validate(study_config("m", DEMO_INPUTS, variants={"kd": {"distill_weight": 0.5}}))
+    kd = config.variant("kd")
+    assert settings_text(config, {}) == "r=8 alpha=16 epochs=1 lr=0.0003"
+    assert settings_text(kd, config.variants["kd"]) == "r=8 alpha=16 epochs=1 lr=0.0003 distill_weight=0.5"

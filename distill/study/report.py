@@ -21,12 +21,26 @@ from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
 from distill.study.folders import variant_layout
 
 
-def study_row(name: str, config: Config, metrics: dict[str, Any]) -> dict[str, Any]:
+def _flat(override: dict[str, Any], prefix: str = "") -> list[str]:
+    return [item for key, value in override.items()
+            for item in (_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"])]
+
+
+def settings_text(config: Config, override: dict[str, Any]) -> str:
+    """The main settings, then every other key the variant overrides (distill_weight, prompt_format, ...)."""
     student, lora = config.student, config.student.lora
+    shown = f"r={lora.r} alpha={lora.alpha} epochs={student.epochs:g} lr={student.learning_rate:g}"
+    covered = {"lora.r", "lora.alpha", "epochs", "learning_rate"}
+    return " ".join([shown, *(item for item in _flat(override) if item.split("=")[0] not in covered)])
+
+
+def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    student = config.student
     return {
         "variant": name,
         "student_model": student.model,
-        "settings": f"r={lora.r} alpha={lora.alpha} epochs={student.epochs:g} lr={student.learning_rate:g}",
+        "settings": settings_text(config, override or {}),
         "served_as": metrics["student"]["served_as"],
         "verdict": metrics["recommendation"]["verdict"],
         "quality": metrics["student"].get("quality"),
@@ -52,7 +66,8 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
     study = {"quality_name": main["task"]["quality_name"],
              "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
                                                      "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics) for name, (cfg, summary) in runs.items()],
+             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name))
+                          for name, (cfg, summary) in runs.items()],
              "learning_curve": curve}
     write_json(layout.root / "study.json", study)
     markdown_text = study_markdown(study, config.name) + (curve_markdown(curve, study["quality_name"]) if curve else "")
