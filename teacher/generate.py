@@ -288,7 +288,6 @@ def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tall
     """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
     build = partial(teacher_request, plan.task, config.teacher)
     labeller = Labeller(config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
-    labeller.look_up = found.to_send + len(found.oversize) < len(plan.examples)  # else the cache has none of them
     if found.to_send == 0:
         labeller.run(None, 0)
         return labeller, None

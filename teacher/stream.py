@@ -171,7 +171,6 @@ class Labeller:
         self.counters = Counters()
         self.endpoint: Endpoint | None = None
         self.payloads: Payloads | None = None
-        self.look_up = True  # False where the cache is known to hold none of the rows' answers
         self.progress: Any = None
 
     def run(self, target: Target | None, to_send: int) -> Counters:
@@ -231,8 +230,8 @@ class Labeller:
         for start, part, keys in chunks_of(self.examples, self.prefix):
             if self.breaker.reason is not None:
                 break  # the rows not reached are neither sent nor written: the run stops with the reason
-            cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize]
-                                          ) if self.look_up else {}
+            # Looked up even on a first run: a text repeated a few chunks on is answered from the cache, not paid again.
+            cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
             chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
                           {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
             self.counters.from_cache += len(cached)

@@ -1,6 +1,7 @@
 """The teacher's timing is measured once per teacher, test queries and sweep settings: a study's variants and a
 rerun reuse it from the labelling cache instead of serving the teacher again, and say so (fast, offline)."""
 
+import sqlite3
 from pathlib import Path
 
 from distill.compare import stage as compare_stage
@@ -41,6 +42,20 @@ def test_stored_timing_round_trips_and_is_keyed_by_what_it_measured(tmp_path: Pa
     assert timing_key(other_hardware, ["a", "b"]) != key
     assert timing_key(_config("http://127.0.0.1:9/v1", max_concurrency=64), ["a", "b"]) != key
     assert timing_key(config, ["b", "a"]) != key, "other queries (or order) are another measurement"
+    two_replicas = config.model_copy(update={"teacher": config.teacher.model_copy(update={
+        "server": config.teacher.server.model_copy(update={"data_parallel_size": 2})})})
+    assert timing_key(two_replicas, ["a", "b"]) != key, "another serving setup is another measurement"
+    assert timing_key(_config("http://127.0.0.1:10/v1"), ["a", "b"]) != key, "another endpoint too"
+
+
+def test_a_timing_this_version_cannot_read_is_timed_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    store_timing(cache, "k", [SweepPoint(4, 8, 0.5, 16.0, {"p50": 1.0, "p95": 2.0, "p99": 3.0}, 0)])
+    db = sqlite3.connect(cache)
+    db.execute("""UPDATE teacher_timings SET timing = '{"measured_at": "x", "points": [{"renamed": 1}]}'""")
+    db.commit()
+    db.close()
+    assert load_timing(cache, "k") is None
 
 
 def test_a_second_compare_reuses_the_teacher_timing_without_asking_again(tmp_path: Path) -> None:

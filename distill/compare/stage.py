@@ -5,7 +5,9 @@ cost), the generate and train manifests and `train/adapter/` (and `merged/`); wr
 Teacher and student answer the same held-out queries on the same engine, one model at a time (so neither slows
 the other). Each is costed at saturation (distill/compare/measure.py), and the verdict follows a stated rule
 (distill/compare/decision.py). The teacher's answers to the test queries go through the labelling cache, so a
-rerun or a study variant never pays for them twice; a teacher served here is still timed by a real pass.
+rerun or a study variant never pays for them twice; the teacher's sweep is stored beside them (table
+`teacher_timings` in `generate/cache.sqlite`, distill/compare/timing.py) and reused for the same teacher, queries
+and serving, so a study times its teacher once.
 
 Measured: the teacher; the student through its adapter (not with DoRA, which vLLM cannot load) and, where a merged
 copy exists, merged; and the student's base model given the teacher's prompt, on a server whose context fits

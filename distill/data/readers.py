@@ -1,10 +1,11 @@
 """Data files read as they are written: rows of CSV/TSV, JSON Lines, JSON and Parquet files, and readers for
 public datasets whose files are not plain tables.
 
-Text files are decoded whole, so a non-UTF-8 byte is reported at its true line and byte; a byte-order mark is
-dropped. Cell values keep their type: a JSON object in a JSONL or Parquet cell stays an object. A TSV file is
-read without quote processing by default (tab-separated data such as SMS Spam uses `"` as plain text), so each
-line is one row and a line with the wrong number of fields is an error naming it.
+CSV/TSV, JSON Lines and Parquet files can also be read a row at a time (`iter_rows`, for the input split); a
+non-UTF-8 byte is reported at its true line and byte either way, and a byte-order mark is dropped. Cell values
+keep their type: a JSON object in a JSONL or Parquet cell stays an object. A TSV file is read without quote
+processing by default (tab-separated data such as SMS Spam uses `"` as plain text), so each line is one row and a
+line with the wrong number of fields is an error naming it.
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ def _text_rows(path: Path, kind: str, header: list[str] | None, quoting: str
     except UnicodeDecodeError:
         decode(path)  # raises the error naming the line and byte
         raise
+
+
 def _header(path: Path, record: list[str]) -> list[str]:
     repeated = sorted({name for name in record if record.count(name) > 1})
     if repeated:
