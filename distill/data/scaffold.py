@@ -137,7 +137,7 @@ def render_config(proposal: Proposal, data_file: Path, out: Path, name: str) -> 
         "student:",
         "  model: smollm2-135m-instruct",
         "  lora: {r: 16, alpha: 32}",
-        "  epochs: 2",
+        "  epochs: 3",
         "  max_tokens: 256" if task["type"] != "classification" else "  max_tokens: 16", "",
         "cost:   # $/hour of the machines; replace with your own prices",
         "  hardware: 2-core CPU",
