@@ -1,9 +1,9 @@
 """A durable, content-addressed store of teacher answers, so no request is paid for twice.
 
 SQLite in WAL mode with synchronous=FULL. Answers are committed in small groups (every 50 ms or 256 answers) by a
-thread of their own, off the event loop's path: a process killed at any moment loses at most the requests in
-flight and the last group not yet committed, and a rerun sends only what is missing. Failed requests are not
-stored, so a rerun retries them.
+thread of their own, off the event loop's path, at most 8 groups behind: a process killed at any moment loses at
+most the requests in flight and the groups not yet committed, and a rerun sends only what is missing. Failed
+requests are not stored, so a rerun retries them.
 
 A key covers the teacher's fingerprint (which weights, dtype, quantization, server options: teacher/fingerprint.py),
 the request as sent with a placeholder for the row's text, and the text: another teacher never reuses an answer.
@@ -26,6 +26,7 @@ from teacher.client import Answer
 
 GROUP_SECONDS = 0.05
 GROUP_ANSWERS = 256
+GROUPS_BEHIND = 8  # groups handed over but not yet committed, at most
 _LOOKUP_BATCH = 900  # below SQLite's oldest limit on bound parameters (999)
 _encode = msgspec.json.Encoder().encode
 
@@ -93,7 +94,9 @@ class CacheWriter:
     def __init__(self, path: Path) -> None:
         self.cache = ResponseCache(path)
         self.pending: list[tuple[str, Answer]] = []
-        self.groups: queue.SimpleQueue[list[tuple[str, Answer]] | None] = queue.SimpleQueue()
+        # Bounded: when the disk is slower than the teacher, handing over waits (and so does sending), rather than
+        # answers piling up in memory uncommitted, where a kill would lose them all.
+        self.groups: queue.Queue[list[tuple[str, Answer]] | None] = queue.Queue(maxsize=GROUPS_BEHIND)
         self.since = time.monotonic()
         self.committed = 0
         self.error: BaseException | None = None
