@@ -15,8 +15,10 @@ swapped each round), the ratio of each pair, and the median of 3 rounds (`ratio`
 on 1,000,000 rows then gives `answers_per_s`, `peak_rss_mb` and `rss_ratio_1m_vs_100k` (against the highest
 100k peak: memory must stay flat as rows grow). The last line is that JSON object.
 
-Measured 2026-11-26 (2 cores, a study running beside it): 5,518 answers/s at 1M rows (bare 8,743); ratio 0.71
-(rounds 0.76, 0.71, 0.67), cpu_ratio 0.71; peak RSS 323 MB at 1M rows vs 215 MB at 100k (1.50x; bare 272 MB).
+Measured 2026-11-26 (2 cores, nothing else running): 5,811 answers/s at 1M rows (bare 11,223); ratio 0.62
+(rounds 0.76, 0.62, 0.61), cpu_ratio 0.60; peak RSS 289 MB at 1M rows vs 210 MB at 100k (1.38x; bare 272 MB).
+The loop waits for the cache's commits once they are 8 groups behind; without that bound one run gave 0.87 but
+held 1,120 MB of uncommitted answers at 1M rows.
 What is left (py-spy, 100k rows): on the event loop's thread, aiohttp's own request path is most of both sides;
 the stage adds output rows and row groups (7% of its samples), chunk rows and cache keys (3%), the split, plan
 and test file (4%), response parsing (2%) and worker bookkeeping (3%); beside it, the cache's commit thread
