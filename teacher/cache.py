@@ -126,8 +126,18 @@ class CacheWriter:
         for _, answer in self.pending:
             answer.serving_s = share
         self.since = now
-        self.groups.put(self.pending)
+        self._put(self.pending)
         self.pending = []
+
+    def _put(self, group: list[tuple[str, Answer]] | None) -> None:
+        """Wait for room in the queue, but never for a commit thread that has stopped."""
+        while True:
+            try:
+                self.groups.put(group, timeout=0.1)
+                return
+            except queue.Full:
+                if not self.thread.is_alive():
+                    raise RuntimeError(f"the answer cache stopped committing: {self.error}") from self.error
 
     def _commit_loop(self) -> None:
         while True:
@@ -150,7 +160,7 @@ class CacheWriter:
     def close(self) -> None:
         """Commit everything pending and stop; raises what the commit thread met, if anything."""
         self.flush()
-        self.groups.put(None)
+        self._put(None)
         self.thread.join()
         self.cache.close()
         if self.error is not None:

@@ -325,3 +325,16 @@ def test_request_bytes_are_the_full_build_or_it_is_used() -> None:
     assert stripped.parts is not None
     stripped.check(" padded ")  # each chunk's first row to send is compared with the full build
     assert stripped.parts is None and stripped(" padded ") == encode({"a": "padded"})
+
+
+def test_a_full_commit_queue_whose_thread_stopped_raises_instead_of_hanging(tmp_path: Path) -> None:
+    from teacher.cache import GROUP_ANSWERS, GROUPS_BEHIND, CacheWriter
+    from teacher.client import Answer
+
+    writer = CacheWriter(tmp_path / "cache.sqlite")
+    writer.error = OSError("disk full")
+    writer.groups.put(None)  # the commit thread stops, as it does after a failed commit
+    writer.thread.join()
+    with pytest.raises(RuntimeError, match="stopped committing"):
+        for i in range((GROUPS_BEHIND + 2) * GROUP_ANSWERS):
+            writer.add(str(i), Answer())
