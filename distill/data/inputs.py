@@ -116,15 +116,24 @@ def _with_ids(path: Path, table: Table, data: DataConfig, examples: list[Example
     named = []
     for example in examples:
         value = gold_text(table.rows[example.row - 1].get(data.id_column))
-        where = f"{path}: {table.where(example.row - 1)}, column {data.id_column!r}"
-        if value is None:
-            problems.append(f"{where}: empty id (data.id_column); give every row an id")
-        elif value in first_row:
-            problems.append(f"{where}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique")
+        place = f"{path}: {table.where(example.row - 1)}, column {data.id_column!r}"
+        problem = id_problem(value, place, example.row, first_row)
+        if problem:
+            problems.append(problem)
         else:
-            first_row[value] = example.row
             named.append(Example(value, example.text, example.gold, example.row))
     return named
+
+
+def id_problem(value: str | None, place: str, row: int, first_row: dict[str, int]) -> str | None:
+    """What is wrong with a row's `data.id_column` value (empty, or an earlier row's), else None; `first_row`
+    remembers each id's row."""
+    if value is None:
+        return f"{place}: empty id (data.id_column); give every row an id"
+    if value in first_row:
+        return f"{place}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique"
+    first_row[value] = row
+    return None
 
 
 def load_examples(path: Path, data: DataConfig, canonical_gold: Callable[[str], str] = str) -> list[Example]:
@@ -230,13 +239,9 @@ class ShuffledFile:
     def _named_id(self, path: Path, data: DataConfig, row: dict[str, Any], index: int, line: int | None,
                   first_row: dict[str, int], problems: list[str]) -> None:
         value = gold_text(row.get(data.id_column))
-        place = f"{path}: {where(index, line)}, column {data.id_column!r}"
-        if value is None:
-            problems.append(f"{place}: empty id (data.id_column); give every row an id")
-        elif value in first_row:
-            problems.append(f"{place}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique")
-        else:
-            first_row[value] = index + 1
+        problem = id_problem(value, f"{path}: {where(index, line)}, column {data.id_column!r}", index + 1, first_row)
+        if problem:
+            problems.append(problem)
         assert self.named is not None
         self.named.append(value)
 
