@@ -17,6 +17,8 @@ on 1,000,000 rows then gives `answers_per_s`, `peak_rss_mb` and `rss_ratio_1m_vs
 
 Measured 2026-11-26 (2 cores, nothing else running): 5,811 answers/s at 1M rows (bare 11,223); ratio 0.62
 (rounds 0.76, 0.62, 0.61), cpu_ratio 0.60; peak RSS 289 MB at 1M rows vs 210 MB at 100k (1.38x; bare 272 MB).
+On 16 cores (a lent GPU machine, same day): 6,352 answers/s (bare 9,748), ratio 0.73 (0.74, 0.71, 0.73), peak
+RSS 281 MB at 1M rows vs 205 MB at 100k: more cores raise the ratio little, the cost is on the loop's own thread.
 The loop waits for the cache's commits once they are 8 groups behind; without that bound one run gave 0.87 but
 held 1,120 MB of uncommitted answers at 1M rows.
 What is left (py-spy, 100k rows): on the event loop's thread, aiohttp's own request path is most of both sides;
@@ -129,9 +131,11 @@ def child(kind: str, url: str, inputs: Path, test: Path, rows: int, folder: Path
     """Run one side in a fresh process and read back its JSON line."""
     command = [sys.executable, __file__, "--side", kind, "--url", url, "--inputs", str(inputs), "--test", str(test),
                "--rows", str(rows), "--folder", str(folder)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # keep the caller's too
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
+    if done.returncode:
+        raise SystemExit(f"the {kind} side failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def rate(run: dict) -> float:

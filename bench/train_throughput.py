@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/train_throughput.py     # SmolLM2-135M, LoRA r=16, 24 steps of 16 BANKING77 examples
 
-Tokens/s counts real (non-padding) tokens only, so both sides are credited for the same work. Baseline first,
-then the stage, in one process; the last line is JSON with `ratio` (stage tokens/s over baseline tokens/s) and
+On a GPU both sides train in bf16 autocast and the JSON adds each side's peak GPU memory; `--model` takes a
+model folder. Tokens/s counts real (non-padding) tokens only, so both sides are credited for the same work.
+Baseline first, then the stage, in one process; the last line is JSON with `ratio` (stage tokens/s over baseline tokens/s) and
 the peak resident memory of each run (measured in a child process each, so the two do not mix).
 """
 
@@ -59,8 +60,9 @@ def run_baseline(model: str, rows: list[dict], queue: multiprocessing.Queue) -> 
     data = [encode_example(tokenizer, f"{r['text']}\nIntent:", f" {r['label']}", 128) for r in rows]
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     peft_model = add_lora(base, StudentConfig(model=model))
+    gpu = torch.cuda.is_available()  # on a GPU the plain way is bf16 autocast too
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=16, num_train_epochs=1,
-                             learning_rate=3e-4, save_strategy="no", report_to=[], use_cpu=True,
+                             learning_rate=3e-4, save_strategy="no", report_to=[], use_cpu=not gpu, bf16=gpu,
                              remove_unused_columns=False, disable_tqdm=True, seed=0)
     trainer = Trainer(model=peft_model, args=args, train_dataset=data,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
@@ -69,7 +71,7 @@ def run_baseline(model: str, rows: list[dict], queue: multiprocessing.Queue) -> 
     seconds = time.perf_counter() - start
     tokens = sum(len(x["input_ids"]) for x in data)
     queue.put({"tokens_per_s": tokens / seconds, "seconds": seconds,
-               "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+               **peak_memory()})
 
 
 def run_stage(model: str, rows: list[dict], queue: multiprocessing.Queue) -> None:
@@ -85,7 +87,15 @@ def run_stage(model: str, rows: list[dict], queue: multiprocessing.Queue) -> Non
         config = make_config(model, sorted({r["label"] for r in rows}), folder)
         manifest = train(config, RunLayout(folder))
     queue.put({"tokens_per_s": manifest["tokens_per_s"], "seconds": manifest["timings"]["train"],
-               "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+               **peak_memory()})
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process, and of the GPU where training ran on one."""
+    import torch
+
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu_peak_memory_mb": gpu}
 
 
 def in_child(target, *args) -> dict:
@@ -112,6 +122,8 @@ def main() -> None:
         "baseline_tokens_per_s": round(baseline["tokens_per_s"], 1),
         "stage_peak_memory_mb": round(stage["peak_memory_mb"]),
         "baseline_peak_memory_mb": round(baseline["peak_memory_mb"]),
+        "stage_gpu_peak_memory_mb": stage["gpu_peak_memory_mb"] and round(stage["gpu_peak_memory_mb"]),
+        "baseline_gpu_peak_memory_mb": baseline["gpu_peak_memory_mb"] and round(baseline["gpu_peak_memory_mb"]),
         "steps": args.steps, "batch_size": 16, "model": args.model,
     }))
 

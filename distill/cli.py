@@ -183,7 +183,7 @@ def train(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
     if devices > 1 and "WORLD_SIZE" not in os.environ:  # start this same command once per device, under torchrun
         from student.distributed import relaunch
 
-        raise typer.Exit(relaunch(devices, sys.argv[1:]))
+        raise typer.Exit(_guarded(lambda: relaunch(devices, sys.argv[1:])))
     _console(quiet, verbose)
     _stage_command("train", config, run_dir, set_)
 

@@ -77,6 +77,19 @@ def torchrun_command(devices: int, argv: list[str]) -> list[str]:
             "-m", "distill.cli", *rest]
 
 
+def check_devices(devices: int) -> None:
+    """On a GPU machine each process needs a GPU of its own: NCCL cannot put two ranks on one."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else None
+    if visible is not None and devices > visible:
+        from distill.errors import UserError
+
+        raise UserError(f"--devices {devices}: this machine shows {visible} GPU(s) (CUDA_VISIBLE_DEVICES); give "
+                        f"--devices {visible} or fewer")
+
+
 def relaunch(devices: int, argv: list[str]) -> int:
     """Run the command as `devices` processes; their exit code (torchrun stops them all if one fails)."""
+    check_devices(devices)
     return subprocess.call(torchrun_command(devices, argv))

@@ -68,6 +68,20 @@ def test_devices_option_relaunches_the_same_command_under_torchrun() -> None:
     assert command[5:] == ["-m", "distill.cli", "train", "-c", "s.yaml", "--run-dir", "2"]
 
 
+def test_more_devices_than_gpus_is_refused_before_any_process_starts(monkeypatch) -> None:
+    import pytest
+    import torch
+
+    from distill.errors import UserError
+    from student.distributed import check_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_devices(1)
+    with pytest.raises(UserError, match="--devices 2: this machine shows 1 GPU"):
+        check_devices(2)
+
+
 def test_batch_size_is_split_between_processes(monkeypatch) -> None:
     import pytest
 
