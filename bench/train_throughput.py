@@ -4,8 +4,8 @@
 
 On a GPU both sides train in bf16 autocast and the JSON adds each side's peak GPU memory; `--model` takes a
 model folder. Tokens/s counts real (non-padding) tokens only, so both sides are credited for the same work.
-Baseline first, then the stage, in one process; the last line is JSON with `ratio` (stage tokens/s over baseline tokens/s) and
-the peak resident memory of each run (measured in a child process each, so the two do not mix).
+Baseline first, then the stage, in one process; the last line is JSON with `ratio` (stage tokens/s over baseline
+tokens/s) and the peak resident memory of each run (measured in a child process each, so the two do not mix).
 """
 
 from __future__ import annotations
