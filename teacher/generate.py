@@ -287,11 +287,14 @@ def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tall
            ) -> tuple[Labeller, dict[str, float] | None]:
     """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
     build = partial(teacher_request, plan.task, config.teacher)
-    labeller = Labeller(config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
+    # Made only once the teacher is up: the labeller opens the cache and its commit thread, which its run closes.
+    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
     if found.to_send == 0:
+        labeller = new_labeller()
         labeller.run(None, 0)
         return labeller, None
     with open_teacher(config.teacher, files.server_log) as target:
+        labeller = new_labeller()
         before = prefix_cache_counters(target)
         labeller.run(target, found.to_send)
         return labeller, _hit_rate(before, prefix_cache_counters(target))
