@@ -338,3 +338,19 @@ def test_a_full_commit_queue_whose_thread_stopped_raises_instead_of_hanging(tmp_
     with pytest.raises(RuntimeError, match="stopped committing"):
         for i in range((GROUPS_BEHIND + 2) * GROUP_ANSWERS):
             writer.add(str(i), Answer())
+
+
+def test_output_row_values_land_in_the_columns_they_name() -> None:
+    from distill.data.inputs import Example
+    from teacher.client import Answer, Sample
+    from teacher.generate import TEACHER_COLUMNS, output_row
+
+    sample = Sample('{"label": "b"}', logprob=-0.25, top_logprobs=[{"token": "b", "logprob": -0.25}],
+                    finish_reason="stop")
+    answer = Answer(samples=[sample], prompt_tokens=41, completion_tokens=5, latency_ms=12.5, serving_s=0.75)
+    row = dict(zip(TEACHER_COLUMNS, output_row(Example("i1", "the text", "gold-b"), answer,
+                                               lambda text, _: Parsed("b", None, "because")), strict=True))
+    assert row == {"id": "i1", "text": "the text", "gold": "gold-b", "raw": '{"label": "b"}', "label": "b",
+                   "error": None, "rationale": "because", "vote_share": None, "samples": '["b"]', "logprob": -0.25,
+                   "top_logprobs": '[{"token": "b", "logprob": -0.25}]', "prompt_tokens": 41,
+                   "completion_tokens": 5, "latency_ms": 12.5, "finish_reason": "stop", "serving_s": 0.75}
