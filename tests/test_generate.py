@@ -22,6 +22,13 @@ def _config(tmp_path: Path, url: str, rows: int = 6, **teacher: object):
     return load_config(write_config(tmp_path / "c.yaml", config))
 
 
+def _last_text(tmp_path: Path) -> str:
+    """The last input the config labels (the first is sent alone, as a probe that stops the run if it fails)."""
+    from distill.data.inputs import split_inputs
+
+    return split_inputs(_config(tmp_path, "http://unused/v1")).to_label[-1].text
+
+
 def _rows(run_dir: Path) -> list[dict]:
     return read_rows(run_dir / "generate" / "outputs.parquet")
 
@@ -35,10 +42,11 @@ def test_429_and_500_are_retried_until_they_succeed(tmp_path: Path) -> None:
 
 
 def test_persistent_errors_are_recorded_then_retried_by_the_next_run(tmp_path: Path) -> None:
-    with FakeEndpoint(fail_text="charge", status=500) as fake:  # rows about a charge fail every time
+    broken = _last_text(tmp_path)
+    with FakeEndpoint(fail_text=broken, status=500) as fake:  # this row fails every time
         manifest = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
     rows = _rows(tmp_path)
-    failing = [r for r in rows if "charge" in r["text"]]
+    failing = [r for r in rows if r["text"] == broken]
     assert len(rows) == 6 and 0 < len(failing) < 6
     assert all(r["label"] is None and "InternalServerError" in r["error"] for r in failing)
     assert manifest["counts"]["failed"] == len(failing)
@@ -294,16 +302,18 @@ def test_a_row_whose_request_raises_is_recorded_and_the_run_finishes(tmp_path: P
 
     send = Endpoint.send_payload
 
+    broken = json.dumps(_last_text(tmp_path))[1:-1].encode()  # as the request's JSON spells it
+
     async def odd_reply(self, path: str, payload: bytes):
-        if b"charge" in payload:
+        if broken in payload:
             raise KeyError("logprobs")  # what a 200 without the expected fields raised inside the client
         return await send(self, path, payload)
 
     monkeypatch.setattr(Endpoint, "send_payload", odd_reply)
     with FakeEndpoint() as fake:
         manifest = generate(_config(tmp_path, fake.url, concurrency=2), RunLayout(tmp_path))
-    failing = [r for r in _rows(tmp_path) if "charge" in r["text"]]
-    assert failing and all(r["label"] is None and "KeyError" in r["error"] for r in failing)
+    failing = [r for r in _rows(tmp_path) if r["text"] == _last_text(tmp_path)]
+    assert len(failing) == 1 and all(r["label"] is None and "KeyError" in r["error"] for r in failing)
     assert manifest["counts"]["rows"] == 6
 
 
