@@ -200,7 +200,8 @@ class StudentConfig(Strict):
     eval_max_rows: int = Field(200, gt=0, description="Eval rows the student answers at each evaluation.")
     early_stopping_patience: int | None = Field(
         2, ge=1, description="Stop after this many evaluations without a better task metric (null: train every "
-        "epoch). The checkpoint with the best task metric is the one kept either way.")
+        "epoch). The checkpoint kept either way is the latest whose task metric is within one standard error of "
+        "the best.")
     distill_weight: float = Field(
         0.0, ge=0, le=1, description="Knowledge distillation: weight of the loss against the teacher's top-k "
         "probabilities at the answer's first token (kept by generate), mapped to labels and then to the student's "

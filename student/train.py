@@ -239,10 +239,8 @@ def _collator(student: StudentConfig, tokenizer: Any) -> Any:
 
 def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
                   train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
-    from transformers import EarlyStoppingCallback
-
     from distill.console.training import use_console
-    from student.trainer import StudentTrainer, TaskEval
+    from student.trainer import ScorePatience, StudentTrainer, TaskEval
 
     student = config.student
     train_data = _encode(config, task, tokenizer, prompter, train_rows)
@@ -254,8 +252,8 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
         scored = eval_rows[:student.eval_max_rows]
         task_eval = TaskEval(task, tokenizer, [prompter(r["text"]) for r in scored], [r["label"] for r in scored],
                              task.answer_token_budget(student.max_tokens), student.batch_size)
-    callbacks = ([EarlyStoppingCallback(early_stopping_patience=student.early_stopping_patience)]
-                 if eval_data and student.early_stopping_patience else [])
+    patience = student.early_stopping_patience
+    callbacks = [ScorePatience(patience)] if eval_data and patience else []
     args = _training_args(student, output_dir, len(train_data), bool(eval_data), list(config.tracking.report_to))
     trainer = StudentTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data or None,
                              data_collator=_collator(student, tokenizer), callbacks=callbacks, task_eval=task_eval,

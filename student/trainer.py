@@ -3,7 +3,8 @@
 It adds two things to the stock Trainer: a loss weighted per label position where the collator says so (the
 hard-label loss mixed with the teacher's soft targets by `distill_weight`, and the rationale task beside the
 label task, student/rationale.py), and every evaluation scored by the task's own metric on generated answers, so
-that score reaches the log, early stopping and the best-checkpoint choice like any built-in metric.
+that score reaches the log, early stopping (`ScorePatience`) and the kept checkpoint (student/evaluate.py's
+`selection`) like any built-in metric.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from distill.artifacts import write_json
 from distill.tasks import Task
 from student import distributed
 from student.distillation import SOFT_KEYS, soft_target_loss
-from student.evaluate import LOSS_TIE_BREAK, SCORE_KEY, SELECTION_KEY, generate_answers, task_score
+from student.evaluate import ERROR_KEY, SCORE_KEY, SELECTION_KEY, generate_answers, selection, task_score
 from student.rationale import WEIGHT_KEY, TaskWeightCollator, weighted_answer_loss
 
 
@@ -68,9 +69,29 @@ class StudentTrainer(Trainer):
         scores = distributed.from_rank_zero(scores)  # so every rank's early stopping and best checkpoint agree
         for key, value in scores.items():
             output.metrics[f"{metric_key_prefix}_{key}"] = value
-        loss = output.metrics.get(f"{metric_key_prefix}_loss", 0.0)
-        output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = scores[SCORE_KEY] - LOSS_TIE_BREAK * loss
+        # The evaluations before this one, from the log a resumed run restores with its checkpoint.
+        earlier = [(e[f"eval_{SCORE_KEY}"], e.get(f"eval_{ERROR_KEY}", 0.0)) for e in self.state.log_history
+                   if f"eval_{SCORE_KEY}" in e]
+        output.metrics[f"{metric_key_prefix}_{SELECTION_KEY}"] = selection(earlier, scores[SCORE_KEY],
+                                                                            scores[ERROR_KEY])
         return output
+
+
+class ScorePatience(TrainerCallback):
+    """Stops training after `patience` evaluations in a row without a higher task score than the best before.
+
+    Read from the log, which a resumed run restores with its checkpoint, so a resume counts the evaluations before
+    it. (transformers' EarlyStoppingCallback watches the metric that keeps a checkpoint; that one prefers the
+    latest checkpoint within noise of the best, which would let a plateau run on to the last epoch.)"""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        scores = [e[f"eval_{SCORE_KEY}"] for e in state.log_history if f"eval_{SCORE_KEY}" in e]
+        best_at = max(range(len(scores)), key=lambda i: (scores[i], -i), default=0)  # the first of equal bests
+        if len(scores) - 1 - best_at >= self.patience:
+            control.should_training_stop = True
 
 
 class AttemptClock(TrainerCallback):

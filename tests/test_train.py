@@ -110,3 +110,22 @@ def test_a_score_still_rising_at_the_end_is_flagged() -> None:
     assert not still_rising(history(0.3, 0.5, 0.4))  # peaked before the end
     assert not still_rising(history(0.5, 0.5))  # flat: nothing suggests more epochs help
     assert not still_rising(history(0.5))
+
+
+def test_the_kept_evaluation_is_the_latest_within_one_standard_error_of_the_best() -> None:
+    from student.evaluate import selection
+
+    def kept(*evaluations: tuple[float, float]) -> int:
+        """The 1-based evaluation the Trainer keeps: the last one whose selection value was a new maximum."""
+        best, chosen = float("-inf"), 0
+        for n, (score, error) in enumerate(evaluations):
+            value = selection(list(evaluations[:n]), score, error)
+            if value > best:
+                best, chosen = value, n + 1
+        return chosen
+
+    assert kept((0.38, 0.05), (0.54, 0.05), (0.52, 0.05)) == 3  # two rows of 100 below: noise, trained longer
+    assert kept((0.38, 0.05), (0.54, 0.05), (0.40, 0.05)) == 2  # clearly worse: the earlier one stays
+    assert kept((0.60, 0.05), (0.56, 0.05), (0.50, 0.05)) == 2  # within the best's error, then not
+    assert kept((0.50, 0.0), (0.49, 0.0)) == 1  # no error (one row): the strict maximum
+    assert selection([(0.6, 0.05)], 0.5, 0.05) < 0 < selection([(0.6, 0.05)], 0.58, 0.05)

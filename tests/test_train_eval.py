@@ -1,4 +1,4 @@
-"""Training by the task metric: early stopping, the best checkpoint kept, resume after kill -9, determinism,
+"""Training by the task metric: early stopping, the checkpoint kept, resume after kill -9, determinism,
 DoRA, chat-template prompts and QLoRA's requirements."""
 
 import json
@@ -34,19 +34,21 @@ def _study(tmp_path: Path, tiny_model: Path, train_labels: list[str], eval_label
     return write_config(tmp_path / "c.yaml", config)
 
 
-def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tiny_model: Path) -> None:
+def test_early_stopping_stops_after_patience_evaluations_without_a_better_score(tmp_path: Path,
+                                                                                tiny_model: Path) -> None:
     # The eval split asks for a label the training rows never show: the task metric cannot improve after the
-    # first evaluation, so training stops one evaluation later and keeps the first.
+    # first evaluation, so training stops one evaluation later. Equal scores: the later checkpoint is kept.
     config = _study(tmp_path, tiny_model, ["billing"] * 16, ["refund"] * 4, epochs=4, evals_per_epoch=2,
                     early_stopping_patience=1)
     manifest = train(load_config(config), RunLayout(tmp_path))
     curves = json.loads((tmp_path / "train" / "curves.json").read_text())
     assert [p["step"] for p in curves["eval"]] == [2, 4]
     assert manifest["counts"]["steps"] == 4 < 16, "stopped early"
-    assert manifest["best_step"] == 2 and manifest["best_eval_task_score"] == 0.0
+    assert manifest["best_step"] == 4 and manifest["best_eval_task_score"] == 0.0
 
 
-def test_the_kept_adapter_is_the_best_scoring_one(tmp_path: Path, tiny_model: Path) -> None:
+def test_the_kept_adapter_is_the_latest_within_one_standard_error_of_the_best(tmp_path: Path,
+                                                                               tiny_model: Path) -> None:
     from peft import PeftModel
 
     from student.evaluate import generate_answers, task_score
@@ -56,8 +58,10 @@ def test_the_kept_adapter_is_the_best_scoring_one(tmp_path: Path, tiny_model: Pa
                                 early_stopping_patience=None))
     manifest = train(config, RunLayout(tmp_path))
     curves = json.loads((tmp_path / "train" / "curves.json").read_text())
-    best = max(curves["eval"], key=lambda p: p["task_score"])
-    assert manifest["best_eval_task_score"] == best["task_score"]
+    top = max(curves["eval"], key=lambda p: p["task_score"])
+    error = (top["task_score"] * (1 - top["task_score"]) / 5) ** 0.5  # accuracy's sample stdev on 6 rows, / sqrt(6)
+    best = [p for p in curves["eval"] if p["task_score"] >= top["task_score"] - error - 1e-9][-1]
+    assert manifest["best_step"] == best["step"] and manifest["best_eval_task_score"] == best["task_score"]
     tokenizer, base = load_student(config.student)
     model = PeftModel.from_pretrained(base, tmp_path / "train" / "adapter").eval()
     task = make_task(config.task)
