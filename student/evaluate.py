@@ -51,7 +51,7 @@ def selection(earlier: list[tuple[float, float]], score: float, error: float) ->
 
     A small eval split is noisy (100 rows: about 0.05), so a checkpoint that scores a row or two below an earlier
     one is not worse on that evidence; it has trained longer, and on BANKING77 the eval score was still rising at
-    the last epoch while a strict maximum kept the one before it (README, Training). Early stopping counts the
-    evaluations that fall more than that below the best."""
+    the last epoch while a strict maximum kept the one before it (README, Training). Early stopping is separate
+    (student/trainer.py, `ScorePatience`): it waits for a higher score, not one within the error."""
     best_score, best_error = max([*earlier, (score, error)], key=lambda evaluation: evaluation[0])
     return float(len(earlier) + 1) if score >= best_score - best_error else -1.0
