@@ -302,7 +302,8 @@ def test_a_row_whose_request_raises_is_recorded_and_the_run_finishes(tmp_path: P
 
     send = Endpoint.send_payload
 
-    broken = json.dumps(_last_text(tmp_path))[1:-1].encode()  # as the request's JSON spells it
+    text = _last_text(tmp_path)
+    broken = json.dumps(text)[1:-1].encode()  # as the request's JSON spells it
 
     async def odd_reply(self, path: str, payload: bytes):
         if broken in payload:
@@ -312,7 +313,7 @@ def test_a_row_whose_request_raises_is_recorded_and_the_run_finishes(tmp_path: P
     monkeypatch.setattr(Endpoint, "send_payload", odd_reply)
     with FakeEndpoint() as fake:
         manifest = generate(_config(tmp_path, fake.url, concurrency=2), RunLayout(tmp_path))
-    failing = [r for r in _rows(tmp_path) if r["text"] == _last_text(tmp_path)]
+    failing = [r for r in _rows(tmp_path) if r["text"] == text]
     assert len(failing) == 1 and all(r["label"] is None and "KeyError" in r["error"] for r in failing)
     assert manifest["counts"]["rows"] == 6
 
