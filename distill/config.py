@@ -318,6 +318,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def split_variant(override: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A variant's student keys, and its `filter` keys (StudentConfig has no `filter` key, so none is shadowed)."""
+    return {k: v for k, v in override.items() if k != "filter"}, override.get("filter", {})
+
+
 class StudyConfig(Strict):
     label_counts: list[int] = Field(
         default_factory=list, description="Learning curve (`distill study`): train the student on nested subsets "
@@ -344,24 +349,32 @@ class Config(Strict):
     tracking: TrackingConfig = TrackingConfig()
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Other student settings to study beside `student` (`distill study`): "
-        "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}.")
+        "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}; under "
+        "`filter`, keys of `filter` (the variant then filters the same labels itself), e.g. "
+        "{confident: {filter: {min_logprob: -0.5}}}.")
     study: StudyConfig = StudyConfig()
 
     @field_validator("variants")
     @classmethod
     def _variants_valid(cls, variants: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
-        student = info.data.get("student")
         for name, override in variants.items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main" or name.startswith("labels-"):
                 raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main' or "
                                  "'labels-...', which name the learning curve's points)")
-            if student is None:
-                continue  # `student` itself is invalid and reported on its own
-            try:
-                StudentConfig.model_validate(deep_merge(student.model_dump(), override))
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise ValueError(f"variant {name!r} overrides student with {problems}") from None
+            student_keys, filter_keys = split_variant(override)
+            if not isinstance(filter_keys, dict):
+                raise ValueError(f"variant {name!r}: `filter` must map keys of `filter` to values, not "
+                                 f"{filter_keys!r}")
+            sections = (("filter", FilterConfig, info.data.get("filter"), filter_keys),
+                        ("student", StudentConfig, info.data.get("student"), student_keys))
+            for section, model, base, keys in sections:
+                if base is None:
+                    continue  # the section itself is invalid and reported on its own
+                try:
+                    model.model_validate(deep_merge(base.model_dump(), keys))
+                except ValidationError as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    raise ValueError(f"variant {name!r} overrides {section} with {problems}") from None
         return variants
 
     @model_validator(mode="after")
@@ -369,8 +382,10 @@ class Config(Strict):
         task = make_task(self.task)
         if self.teacher.rationale and not task.supports_rationale:
             raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
-        if self.filter.max_per_label is not None and not task.single_label:
-            raise ValueError("filter.max_per_label: caps apply to single-label classification only; remove it")
+        for where, filters in (("filter", self.filter),
+                               *((f"variants.{name}.filter", self.variant(name).filter) for name in self.variants)):
+            if filters.max_per_label is not None and not task.single_label:
+                raise ValueError(f"{where}.max_per_label: caps apply to single-label classification only; remove it")
         # Variants are trained and served like the main student: each is checked by the same rules.
         for where, student in (("student", self.student),
                                *((f"variants.{name}", self.variant(name).student) for name in self.variants)):
@@ -407,9 +422,15 @@ class Config(Strict):
             "variants": {}, "study": StudyConfig()})
 
     def variant(self, name: str) -> Config:
-        """This study with the student of variant `name` (and no variants of its own)."""
-        student = StudentConfig.model_validate(deep_merge(self.student.model_dump(), self.variants[name]))
-        return self.model_copy(update={"student": student, "variants": {}})
+        """This study with the student (and filter) of variant `name`, and no variants of its own."""
+        student_keys, filter_keys = split_variant(self.variants[name])
+        student = StudentConfig.model_validate(deep_merge(self.student.model_dump(), student_keys))
+        filters = FilterConfig.model_validate(deep_merge(self.filter.model_dump(), filter_keys))
+        return self.model_copy(update={"student": student, "filter": filters, "variants": {}})
+
+    def variant_filters_labels(self, name: str) -> bool:
+        """Whether variant `name` keeps other rows than the main run, so needs a filter stage of its own."""
+        return self.variant(name).filter != self.filter
 
 
 def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str] = ()) -> str:

@@ -24,6 +24,9 @@ def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None
     config["variants"] = {"bad": {"lora": {"rank": 4}}}
     with pytest.raises(UserError, match=r"c.yaml: variants: variant 'bad' overrides student with lora.rank"):
         load_config(write_config(tmp_path / "c.yaml", config))
+    config["variants"] = {"bad": {"filter": {"min_logprob": 0.5}}}
+    with pytest.raises(UserError, match=r"variant 'bad' overrides filter with min_logprob: .*less than or equal"):
+        load_config(write_config(tmp_path / "c.yaml", config))
 
     # A variant is trained and served like the main student, so the same cross-section rules apply to it.
     config["variants"] = {"kd": {"distill_weight": 0.5}}
@@ -36,6 +39,35 @@ def test_variants_override_the_student_and_are_validated(tmp_path: Path) -> None
         load_config(write_config(tmp_path / "c.yaml", config))
 
 
+def test_a_filter_variant_filters_the_same_labels_its_own_way(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS, variants={"confident": {"filter": {"min_logprob": -0.5}, "epochs": 2},
+                                                       "r4": {"lora": {"r": 4}}})
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    confident = loaded.variant("confident")
+    assert (confident.filter.min_logprob, confident.student.epochs) == (-0.5, 2)
+    assert confident.filter.eval_fraction == loaded.filter.eval_fraction  # the other filter keys stay the main's
+    assert loaded.variant_filters_labels("confident") and not loaded.variant_filters_labels("r4")
+
+    config["task"] = {**config["task"], "multi_label": True}
+    config["variants"] = {"capped": {"filter": {"max_per_label": 5}}}
+    with pytest.raises(UserError, match=r"variants.capped.filter.max_per_label: caps apply to single-label"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def test_a_variant_folder_follows_its_filter_override(tmp_path: Path) -> None:
+    (tmp_path / "filter").mkdir()
+    (tmp_path / "filter" / "train.parquet").write_text("main")
+    shared = variant_layout(RunLayout(tmp_path), "v")
+    assert shared.filter.train.read_text() == "main"
+    own = variant_layout(RunLayout(tmp_path), "v", shared=("generate",))  # a filter override was added
+    assert not own.stage_dir("filter").exists() and own.stage_dir("generate").is_symlink()
+    own.stage_dir("filter").mkdir()
+    own.filter.train.write_text("variant")
+    back = variant_layout(RunLayout(tmp_path), "v")  # and removed again
+    assert back.stage_dir("filter").is_symlink() and back.filter.train.read_text() == "main"
+    assert (tmp_path / "filter" / "train.parquet").read_text() == "main"
+
+
 def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
     (tmp_path / "generate").mkdir()
     (tmp_path / "generate" / "outputs.parquet").write_text("x")
@@ -45,7 +77,7 @@ def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
 
 
 def test_study_markdown_lists_every_variant() -> None:
-    row = {"variant": "main", "student_model": "s", "settings": "r=16", "served_as": "adapter",
+    row = {"variant": "main", "student_model": "s", "settings": "r=16", "train_rows": 1341, "served_as": "adapter",
            "verdict": "insufficient_evidence", "quality": 0.5, "quality_ci": [0.4, 0.6],
            "quality_diff_ci": [-0.2, 0.05], "agreement": 0.7, "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
            "break_even_queries": 1234.0}
@@ -54,8 +86,8 @@ def test_study_markdown_lists_every_variant() -> None:
                          "cost_per_1k_queries": 0.02},
              "variants": [row, {**row, "variant": "r4", "quality": None, "quality_ci": None}]}
     text = study_markdown(study, "demo")
-    assert "| main | s | r=16 | adapter | insufficient_evidence | 0.500 [0.400, 0.600] | [-0.200, +0.050] | 0.700 | " \
-           "9.00 | 0.00100 | 1,234 |" in text
+    assert "| main | s | r=16 | 1,341 | adapter | insufficient_evidence | 0.500 [0.400, 0.600] | [-0.200, +0.050] | " \
+           "0.700 | 9.00 | 0.00100 | 1,234 |" in text
     assert "| accuracy [95% CI] |" in text and "at 16 requests in flight" in text
     assert "| r4 |" in text and "n/a" in text
 
@@ -66,17 +98,26 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
 
     from distill.cli import app
 
-    config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}}})
+    config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+                                                             "few": {"filter": {"max_train_rows": 12}}})
     config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
     path = write_config(tmp_path / "study.yaml", config)
     result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
     study = json.loads((run_dir / "study.json").read_text())
-    assert [row["variant"] for row in study["variants"]] == ["main", "r4"]
+    assert [row["variant"] for row in study["variants"]] == ["main", "r4", "few"]
     assert study["variants"][1]["settings"] == "r=4 alpha=8 epochs=1 lr=0.0003 lora.dropout=0.0"
     summary = json.loads((run_dir / "variants" / "r4" / "summary.json").read_text())
     assert [s["action"] for s in summary["stages"]] == ["skipped", "skipped", "ran", "ran"]
+    # The filter variant filters the same labels itself: labelled once, its own training rows.
+    few = run_dir / "variants" / "few"
+    summary = json.loads((few / "summary.json").read_text())
+    assert [s["action"] for s in summary["stages"]] == ["skipped", "ran", "ran", "ran"]
+    assert (few / "generate").is_symlink() and not (few / "filter").is_symlink()
+    assert len(read_rows(few / "filter" / "train.parquet")) == 12 == study["variants"][2]["train_rows"]
+    assert study["variants"][0]["train_rows"] == len(read_rows(run_dir / "filter" / "train.parquet")) > 12
+    assert study["variants"][2]["settings"].endswith("filter.max_train_rows=12")
     adapter = json.loads((run_dir / "variants" / "r4" / "train" / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 4
     assert (run_dir / "study.html").read_text().count("data:image/png;base64,") == 1

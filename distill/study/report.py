@@ -2,7 +2,8 @@
 learning curve over label budgets.
 
 The main student runs in the run folder; each variant runs in `variants/<name>/`, whose generate and filter
-folders link to the main ones, so the teacher labels once and every student learns from the same rows. Each
+folders link to the main ones, so the teacher labels once and every student learns from the same rows; a variant
+that overrides `filter` links generate only and filters the same labels its own way. Each
 learning-curve point runs in `variants/labels-<N>/`, whose generate folder links to the main one: it filters
 the same labelled pool down to the first N kept rows (nested subsets), so labels are paid for once.
 """
@@ -17,8 +18,9 @@ from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
+from distill.stages import read_manifest
 from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
-from distill.study.folders import variant_layout
+from distill.study.folders import SHARED_STAGES, variant_layout
 
 
 def _flat(override: dict[str, Any], prefix: str = "") -> list[str]:
@@ -34,13 +36,14 @@ def settings_text(config: Config, override: dict[str, Any]) -> str:
     return " ".join([shown, *(item for item in _flat(override) if item.split("=")[0] not in covered)])
 
 
-def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict[str, Any] | None = None,
+              train_rows: int | None = None) -> dict[str, Any]:
     student = config.student
     return {
         "variant": name,
         "student_model": student.model,
         "settings": settings_text(config, override or {}),
+        "train_rows": train_rows,
         "served_as": metrics["student"]["served_as"],
         "verdict": metrics["recommendation"]["verdict"],
         "quality": metrics["student"].get("quality"),
@@ -56,18 +59,22 @@ def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict
 
 def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcome], None] | None = None
               ) -> dict[str, Any]:
-    runs: dict[str, tuple[Config, RunSummary]] = {"main": (config, run_pipeline(config, layout, on_stage=on_stage))}
+    runs: dict[str, tuple[Config, RunSummary, RunLayout]] = {
+        "main": (config, run_pipeline(config, layout, on_stage=on_stage), layout)}
     for name in config.variants:
         variant = config.variant(name)
-        runs[name] = (variant, run_pipeline(variant, variant_layout(layout, name), on_stage=on_stage))
+        shared = ("generate",) if config.variant_filters_labels(name) else SHARED_STAGES
+        folder = variant_layout(layout, name, shared)
+        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage), folder)
     curve = run_learning_curve(config, layout, runs["main"][1], on_stage) if config.study.label_counts else None
     main = runs["main"][1].metrics
     teacher = main["teacher"]
     study = {"quality_name": main["task"]["quality_name"],
              "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
                                                      "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name))
-                          for name, (cfg, summary) in runs.items()],
+             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name),
+                                    read_manifest(folder, "filter")["counts"]["train"])
+                          for name, (cfg, summary, folder) in runs.items()],
              "learning_curve": curve}
     write_json(layout.root / "study.json", study)
     markdown_text = study_markdown(study, config.name) + (curve_markdown(curve, study["quality_name"]) if curve else "")
@@ -84,12 +91,13 @@ def study_markdown(study: dict[str, Any], name: str) -> str:
              f"Teacher {teacher['model']}: {quality} {fmt(teacher['quality'])}, "
              f"${fmt(teacher['cost_per_1k_queries'], 5)} per 1k queries at {fmt(teacher.get('concurrency'))} "
              "requests in flight.", "",
-             f"| variant | student | settings | served as | verdict | {quality} [95% CI] | student - teacher "
-             "[95% CI] | agreement | queries/s | cost per 1k ($) | break-even queries |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| variant | student | settings | training rows | served as | verdict | {quality} [95% CI] | "
+             "student - teacher [95% CI] | agreement | queries/s | cost per 1k ($) | break-even queries |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in study["variants"]:
         diff = row.get("quality_diff_ci")
-        lines.append(f"| {row['variant']} | {row['student_model']} | {row['settings']} | {row['served_as']} | "
+        lines.append(f"| {row['variant']} | {row['student_model']} | {row['settings']} | "
+                     f"{fmt(row.get('train_rows'), 0)} | {row['served_as']} | "
                      f"{row.get('verdict', 'n/a')} | {with_interval(row['quality'], row['quality_ci'])} | "
                      f"{f'[{diff[0]:+.3f}, {diff[1]:+.3f}]' if diff else 'n/a'} | {fmt(row['agreement'])} | "
                      f"{fmt(row['queries_per_s'], 2)} | {fmt(row['cost_per_1k_queries'], 5)} | "
