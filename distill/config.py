@@ -423,9 +423,11 @@ class Config(Strict):
 
     def variant(self, name: str) -> Config:
         """This study with the student (and filter) of variant `name`, and no variants of its own."""
+        # Built from the keys the config sets, so what it leaves to defaults stays as the main student has it
+        # (an unvalidated default 900 would come back 900.0 and change the variant's stage keys).
         student_keys, filter_keys = split_variant(self.variants[name])
-        student = StudentConfig.model_validate(deep_merge(self.student.model_dump(), student_keys))
-        filters = FilterConfig.model_validate(deep_merge(self.filter.model_dump(), filter_keys))
+        student = StudentConfig.model_validate(deep_merge(self.student.model_dump(exclude_unset=True), student_keys))
+        filters = FilterConfig.model_validate(deep_merge(self.filter.model_dump(exclude_unset=True), filter_keys))
         return self.model_copy(update={"student": student, "filter": filters, "variants": {}})
 
     def variant_filters_labels(self, name: str) -> bool:

@@ -108,3 +108,20 @@ def test_a_new_test_split_makes_filter_and_compare_stale(tmp_path: Path) -> None
     states = _states(layout.root, config)
     # Train reads filter's outputs, which only a rerun of filter can change.
     assert states == {"generate": "complete", "filter": "stale", "train": "complete", "compare": "stale"}
+
+
+
+def test_a_variant_with_the_main_students_settings_has_its_keys(tmp_path: Path) -> None:
+    """A variant's student goes through a dump and a validation: the same settings must not train again, even
+    where the config leaves a number to a default written as an int (startup_timeout_s: 900)."""
+    from distill.pipeline import get_stage
+    from distill.stages import config_key
+
+    config = study_config("m", DEMO_INPUTS, variants={"same": {"epochs": 1}, "r4": {"lora": {"r": 4}}})
+    for section in ("teacher", "student"):
+        config[section]["server"] = {k: v for k, v in config[section]["server"].items() if k != "startup_timeout_s"}
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    train = get_stage("train")
+    assert config_key(train, loaded.variant("same")) == config_key(train, loaded)
+    assert config_key(train, loaded.variant("r4")) != config_key(train, loaded)
+    assert loaded.variant("r4").student.server == loaded.student.server
