@@ -242,11 +242,13 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
         result = run_study(loaded, layout, on_stage=_announce)
         quality = result["quality_name"]
         table = Table(title=f"{loaded.name}: students (teacher {quality} {fmt(result['teacher']['quality'])})")
-        for column in ("variant", "settings", "verdict", quality, "agreement", "queries/s", "cost per 1k ($)"):
+        for column in ("variant", "settings", "training rows", "verdict", quality, "agreement", "queries/s",
+                       "cost per 1k ($)"):
             table.add_column(column)
         for row in result["variants"]:
-            table.add_row(row["variant"], row["settings"], row["verdict"], fmt(row["quality"]), fmt(row["agreement"]),
-                          fmt(row["queries_per_s"], 2), fmt(row["cost_per_1k_queries"], 5))
+            table.add_row(row["variant"], row["settings"], fmt(row["train_rows"], 0), row["verdict"],
+                          fmt(row["quality"]), fmt(row["agreement"]), fmt(row["queries_per_s"], 2),
+                          fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
         if result["learning_curve"]:
             from distill.study.curve import curve_markdown

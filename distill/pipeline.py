@@ -115,14 +115,15 @@ def _new_training_rows(layout: RunLayout) -> int:
     return sum(row["id"] not in trained for row in read_rows(layout.filter.train))
 
 
-def decide(stage: Stage, config: Config, layout: RunLayout, forced: bool) -> tuple[str, str]:
-    """Whether a stage must run ("run"), is unchanged ("skipped"), or keeps the current student ("kept")."""
+def decide(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_keep: bool = True) -> tuple[str, str]:
+    """Whether a stage must run ("run"), is unchanged ("skipped"), or keeps the current student ("kept"; only
+    where `may_keep`)."""
     if forced:
         return "run", "forced"
     state = stage_state(stage, config, layout)
     if state.state == "complete":
         return "skipped", state.reason
-    threshold = config.student.retrain_min_new_rows
+    threshold = config.student.retrain_min_new_rows if may_keep else 0
     if (stage.name == "train" and threshold and state.state == "stale" and state.manifest is not None
             and state.manifest.get("config_key") == config_key(stage, config)):
         new_rows = _new_training_rows(layout)
@@ -146,8 +147,11 @@ class RunSummary:
 
 
 def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, gates: tuple[str, ...] = (),
-                 on_stage: Callable[[StageOutcome], None] | None = None) -> RunSummary:
-    """Generate, filter, train and compare, skipping what is current; `force` reruns from that stage on."""
+                 on_stage: Callable[[StageOutcome], None] | None = None, may_keep_student: bool = True
+                 ) -> RunSummary:
+    """Generate, filter, train and compare, skipping what is current; `force` reruns from that stage on.
+    `may_keep_student=False` turns off student.retrain_min_new_rows: a study's variant or learning-curve point
+    measures its own rows, never a student trained on others."""
     from distill.compare.gates import check_gates, parse_gate
 
     if force is not None:
@@ -158,7 +162,7 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
     with run_lock(layout):
         for index, name in enumerate(STAGES):
             forced = force is not None and index >= STAGES.index(force)
-            outcome = _advance(get_stage(name), config, layout, forced)
+            outcome = _advance(get_stage(name), config, layout, forced, may_keep_student)
             summary.stages.append(outcome)
             if on_stage is not None:
                 on_stage(outcome)
@@ -173,8 +177,8 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
     return summary
 
 
-def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool) -> StageOutcome:
-    action, reason = decide(stage, config, layout, forced)
+def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_keep: bool) -> StageOutcome:
+    action, reason = decide(stage, config, layout, forced, may_keep)
     start = time.perf_counter()
     if action == "run":
         from distill.console import stage_log

@@ -78,3 +78,22 @@ def test_splits_follow_content_when_a_row_is_inserted_at_the_top(tmp_path: Path)
     train, evaluation = split_train_eval(rows, 0.2, seed=0)
     _, evaluation_after = split_train_eval([{"id": "new", "text": "new"}, *rows], 0.2, seed=0)
     assert len({r["id"] for r in evaluation} ^ {r["id"] for r in evaluation_after}) <= 2
+
+
+def test_a_study_never_keeps_a_student_trained_on_other_rows(tmp_path: Path) -> None:
+    """With student.retrain_min_new_rows, `distill run` keeps the current student while few rows are new; a
+    study's variant or curve point whose filter now keeps fewer rows has none new, yet must train on its own."""
+    from distill.pipeline import decide, get_stage
+    from distill.stages import MANIFEST, config_key
+
+    config = study_config("m", write_csv(tmp_path / "in.csv", ROWS))
+    config["student"]["retrain_min_new_rows"] = 5
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    layout = RunLayout(tmp_path / "run")
+    train = get_stage("train")
+    write_json(layout.train.trained_ids, [f"row{i}" for i in range(40)])
+    write_rows(layout.filter.train, [{"id": f"row{i}", "text": "t"} for i in range(20)])  # a tighter filter
+    write_json(layout.train.folder / MANIFEST, {"key": "trained on the old rows", "outputs": {},
+                                                "config_key": config_key(train, loaded)})
+    assert decide(train, loaded, layout, forced=False)[0] == "kept"
+    assert decide(train, loaded, layout, forced=False, may_keep=False)[0] == "run"

@@ -48,6 +48,16 @@ def test_a_filter_variant_filters_the_same_labels_its_own_way(tmp_path: Path) ->
     assert confident.filter.eval_fraction == loaded.filter.eval_fraction  # the other filter keys stay the main's
     assert loaded.variant_filters_labels("confident") and not loaded.variant_filters_labels("r4")
 
+    config["variants"] = {"same": {"filter": {}}, "main-like": {"filter": {"eval_fraction": 0.1}}}
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    assert not loaded.variant_filters_labels("same") and not loaded.variant_filters_labels("main-like")
+    config["variants"] = {"odd": {"filter": 5}}
+    with pytest.raises(UserError, match=r"variant 'odd': `filter` must map keys of `filter` to values"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+    config["variants"] = {"typo": {"filter": {"min_logprobs": -1}}}
+    with pytest.raises(UserError, match=r"variant 'typo' overrides filter with min_logprobs"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
     config["task"] = {**config["task"], "multi_label": True}
     config["variants"] = {"capped": {"filter": {"max_per_label": 5}}}
     with pytest.raises(UserError, match=r"variants.capped.filter.max_per_label: caps apply to single-label"):
@@ -66,6 +76,12 @@ def test_a_variant_folder_follows_its_filter_override(tmp_path: Path) -> None:
     back = variant_layout(RunLayout(tmp_path), "v")  # and removed again
     assert back.stage_dir("filter").is_symlink() and back.filter.train.read_text() == "main"
     assert (tmp_path / "filter" / "train.parquet").read_text() == "main"
+
+    # A generate folder of its own holds paid labels: the study refuses to replace it.
+    (tmp_path / "variants" / "w" / "generate").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"variants/w/generate: a generate folder of its own"):
+        variant_layout(RunLayout(tmp_path), "w")
+    assert (tmp_path / "variants" / "w" / "generate").is_dir()
 
 
 def test_variant_folders_share_the_labels(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
         if labels >= full:
             continue  # the main run already is this point: the pool has no more kept rows
         point_layout = variant_layout(layout, f"labels-{labels}", shared=("generate",))
-        summary = run_pipeline(config.with_label_budget(labels), point_layout, on_stage=on_stage)
+        summary = run_pipeline(config.with_label_budget(labels), point_layout, on_stage=on_stage,
+                               may_keep_student=False)
         points.append(_point(labels, summary.metrics))
     points.sort(key=lambda p: p["labels"])
     teacher_quality = main.metrics["teacher"].get("quality")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from distill.errors import UserError
 from distill.layout import RunLayout
 
 SHARED_STAGES = ("generate", "filter")
@@ -19,6 +20,9 @@ def variant_layout(layout: RunLayout, name: str, shared: tuple[str, ...] = SHARE
     for stage in SHARED_STAGES:
         folder = variant.stage_dir(stage)
         if stage in shared and not folder.is_symlink():
+            if folder.exists() and stage != "filter":  # generate holds paid labels: never deleted here
+                raise UserError(f"{folder}: a {stage} folder of its own where the study links the main run's; "
+                                f"move it away (or delete it) and run the study again")
             if folder.exists():
                 shutil.rmtree(folder)
             folder.symlink_to(Path("..", "..", stage), target_is_directory=True)

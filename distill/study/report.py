@@ -10,6 +10,7 @@ the same labelled pool down to the first N kept rows (nested subsets), so labels
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,6 @@ from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
-from distill.stages import read_manifest
 from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
 from distill.study.folders import SHARED_STAGES, variant_layout
 
@@ -57,6 +57,12 @@ def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict
     }
 
 
+def _trained_rows(layout: RunLayout) -> int:
+    """The rows the student in `layout` was trained on (the main run may keep a student trained before its
+    latest filter run: student.retrain_min_new_rows)."""
+    return len(json.loads(layout.train.trained_ids.read_text()))
+
+
 def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcome], None] | None = None
               ) -> dict[str, Any]:
     runs: dict[str, tuple[Config, RunSummary, RunLayout]] = {
@@ -65,15 +71,14 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
         variant = config.variant(name)
         shared = ("generate",) if config.variant_filters_labels(name) else SHARED_STAGES
         folder = variant_layout(layout, name, shared)
-        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage), folder)
+        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage, may_keep_student=False), folder)
     curve = run_learning_curve(config, layout, runs["main"][1], on_stage) if config.study.label_counts else None
     main = runs["main"][1].metrics
     teacher = main["teacher"]
     study = {"quality_name": main["task"]["quality_name"],
              "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
                                                      "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name),
-                                    read_manifest(folder, "filter")["counts"]["train"])
+             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name), _trained_rows(folder))
                           for name, (cfg, summary, folder) in runs.items()],
              "learning_curve": curve}
     write_json(layout.root / "study.json", study)
