@@ -430,10 +430,6 @@ class Config(Strict):
         filters = FilterConfig.model_validate(deep_merge(self.filter.model_dump(exclude_unset=True), filter_keys))
         return self.model_copy(update={"student": student, "filter": filters, "variants": {}})
 
-    def variant_filters_labels(self, name: str) -> bool:
-        """Whether variant `name` keeps other rows than the main run, so needs a filter stage of its own."""
-        return self.variant(name).filter != self.filter
-
 
 def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str] = ()) -> str:
     lines = []

@@ -147,11 +147,12 @@ class RunSummary:
 
 
 def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, gates: tuple[str, ...] = (),
-                 on_stage: Callable[[StageOutcome], None] | None = None, may_keep_student: bool = True
-                 ) -> RunSummary:
+                 on_stage: Callable[[StageOutcome], None] | None = None, may_keep_student: bool = True,
+                 set_up: Callable[[], None] | None = None) -> RunSummary:
     """Generate, filter, train and compare, skipping what is current; `force` reruns from that stage on.
     `may_keep_student=False` turns off student.retrain_min_new_rows: a study's variant or learning-curve point
-    measures its own rows, never a student trained on others."""
+    measures its own rows, never a student trained on others. `set_up` runs under the folder's lock before any
+    stage (a study links a variant's shared folders there)."""
     from distill.compare.gates import check_gates, parse_gate
 
     if force is not None:
@@ -160,6 +161,8 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
         parse_gate(gate)
     summary = RunSummary(run_dir=str(layout.root), started_at=datetime.now(UTC).isoformat())
     with run_lock(layout):
+        if set_up is not None:
+            set_up()
         for index, name in enumerate(STAGES):
             forced = force is not None and index >= STAGES.index(force)
             outcome = _advance(get_stage(name), config, layout, forced, may_keep_student)

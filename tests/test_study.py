@@ -1,6 +1,7 @@
 """Several student settings in one config: validation, shared labels, one table and one plot."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from distill.artifacts import read_rows
 from distill.config import Config, load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
-from distill.study.folders import variant_layout
+from distill.pipeline import LockedError, run_lock, run_pipeline
+from distill.study.folders import SHARED_STAGES, link_shared_stages, shared_stages
 from distill.study.report import study_markdown
 from helpers import DEMO_INPUTS, study_config, write_config
 
@@ -46,11 +48,12 @@ def test_a_filter_variant_filters_the_same_labels_its_own_way(tmp_path: Path) ->
     confident = loaded.variant("confident")
     assert (confident.filter.min_logprob, confident.student.epochs) == (-0.5, 2)
     assert confident.filter.eval_fraction == loaded.filter.eval_fraction  # the other filter keys stay the main's
-    assert loaded.variant_filters_labels("confident") and not loaded.variant_filters_labels("r4")
+    assert shared_stages(loaded, confident) == ("generate",)
+    assert shared_stages(loaded, loaded.variant("r4")) == SHARED_STAGES
 
     config["variants"] = {"same": {"filter": {}}, "main-like": {"filter": {"eval_fraction": 0.1}}}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
-    assert not loaded.variant_filters_labels("same") and not loaded.variant_filters_labels("main-like")
+    assert all(shared_stages(loaded, loaded.variant(name)) == SHARED_STAGES for name in ("same", "main-like"))
     config["variants"] = {"odd": {"filter": 5}}
     with pytest.raises(UserError, match=r"variant 'odd': `filter` must map keys of `filter` to values"):
         load_config(write_config(tmp_path / "c.yaml", config))
@@ -67,29 +70,54 @@ def test_a_filter_variant_filters_the_same_labels_its_own_way(tmp_path: Path) ->
 def test_a_variant_folder_follows_its_filter_override(tmp_path: Path) -> None:
     (tmp_path / "filter").mkdir()
     (tmp_path / "filter" / "train.parquet").write_text("main")
-    shared = variant_layout(RunLayout(tmp_path), "v")
-    assert shared.filter.train.read_text() == "main"
-    own = variant_layout(RunLayout(tmp_path), "v", shared=("generate",))  # a filter override was added
-    assert not own.stage_dir("filter").exists() and own.stage_dir("generate").is_symlink()
-    own.stage_dir("filter").mkdir()
-    own.filter.train.write_text("variant")
-    back = variant_layout(RunLayout(tmp_path), "v")  # and removed again
-    assert back.stage_dir("filter").is_symlink() and back.filter.train.read_text() == "main"
+    variant = RunLayout(tmp_path).variant("v")
+    link_shared_stages(variant)
+    assert variant.filter.train.read_text() == "main"
+    link_shared_stages(variant, shared=("generate",))  # a filter override was added
+    assert not variant.stage_dir("filter").exists() and variant.stage_dir("generate").is_symlink()
+    variant.stage_dir("filter").mkdir()
+    variant.filter.train.write_text("variant")
+    link_shared_stages(variant)  # and removed again
+    assert variant.stage_dir("filter").is_symlink() and variant.filter.train.read_text() == "main"
     assert (tmp_path / "filter" / "train.parquet").read_text() == "main"
 
     # A generate folder of its own holds paid labels: the study refuses to replace it.
     (tmp_path / "variants" / "w" / "generate").mkdir(parents=True)
     with pytest.raises(UserError, match=r"variants/w/generate: a generate folder of its own"):
-        variant_layout(RunLayout(tmp_path), "w")
+        link_shared_stages(RunLayout(tmp_path).variant("w"))
     assert (tmp_path / "variants" / "w" / "generate").is_dir()
+
+
+def test_a_variant_folder_in_use_is_not_switched(tmp_path: Path) -> None:
+    """Folders are switched under the variant's run lock: a second study waits its turn instead of replacing
+    the filter folder the first one is training from."""
+    config = load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS)))
+    variant = RunLayout(tmp_path / "run").variant("v")
+    variant.stage_dir("filter").mkdir(parents=True)
+    variant.filter.train.write_text("the variant's own rows")
+    switch = partial(link_shared_stages, variant)
+    with run_lock(variant), pytest.raises(LockedError):
+        run_pipeline(config, variant, set_up=switch)
+    assert not variant.stage_dir("filter").is_symlink()
+    assert variant.filter.train.read_text() == "the variant's own rows"
+
+    def switch_and_stop() -> None:  # the lock is held while the folders switch
+        assert variant.lock_holder.exists()
+        switch()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, variant, set_up=switch_and_stop)
+    assert variant.stage_dir("filter").is_symlink() and not variant.lock_holder.exists()
 
 
 def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
     (tmp_path / "generate").mkdir()
     (tmp_path / "generate" / "outputs.parquet").write_text("x")
-    variant = variant_layout(RunLayout(tmp_path), "r4")
-    assert variant.generate.outputs.read_text() == "x"
-    assert variant_layout(RunLayout(tmp_path), "r4") == variant  # idempotent
+    variant = RunLayout(tmp_path).variant("r4")
+    link_shared_stages(variant)
+    link_shared_stages(variant)  # idempotent
+    assert variant.generate.outputs.read_text() == "x" and variant.stage_dir("generate").is_symlink()
 
 
 def test_study_markdown_lists_every_variant() -> None:

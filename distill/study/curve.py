@@ -8,6 +8,7 @@ The bar is the rule's own (distill/compare/decision.py): with gold, the teacher'
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from distill.artifacts import read_rows
@@ -17,7 +18,7 @@ from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, new_figure, to_png, with_interval
 from distill.study.fit import labels_needed, still_rising
-from distill.study.folders import variant_layout
+from distill.study.folders import link_shared_stages
 
 Z95 = 1.96  # a 95% interval spans about 2 x 1.96 standard errors
 
@@ -62,9 +63,9 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
     for labels in config.study.label_counts:
         if labels >= full:
             continue  # the main run already is this point: the pool has no more kept rows
-        point_layout = variant_layout(layout, f"labels-{labels}", shared=("generate",))
+        point_layout = layout.variant(f"labels-{labels}")
         summary = run_pipeline(config.with_label_budget(labels), point_layout, on_stage=on_stage,
-                               may_keep_student=False)
+                               may_keep_student=False, set_up=partial(link_shared_stages, point_layout, ("generate",)))
         points.append(_point(labels, summary.metrics))
     points.sort(key=lambda p: p["labels"])
     teacher_quality = main.metrics["teacher"].get("quality")

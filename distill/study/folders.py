@@ -5,17 +5,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
 
 SHARED_STAGES = ("generate", "filter")
 
 
-def variant_layout(layout: RunLayout, name: str, shared: tuple[str, ...] = SHARED_STAGES) -> RunLayout:
-    """A variant's run folder, whose `shared` stage folders link to the main run's and whose other stages are
-    its own. A variant whose settings changed since its last run (a filter override added or removed) has its
-    links and folders switched: a stage folder it owned holds only what it derived from the shared labels."""
-    variant = layout.variant(name)
+def shared_stages(main: Config, variant: Config) -> tuple[str, ...]:
+    """The main run's stage folders a variant uses: all labelled ones, or only generate where the variant's
+    filter keeps other rows (it filters the same labels its own way)."""
+    return SHARED_STAGES if variant.filter == main.filter else ("generate",)
+
+
+def link_shared_stages(variant: RunLayout, shared: tuple[str, ...] = SHARED_STAGES) -> None:
+    """Link the `shared` stage folders of a variant's run folder to the main run's (two levels up); its other
+    stages are its own. A variant whose settings changed since its last run (a filter override added or
+    removed) has its links and folders switched: a stage folder it owned holds only what it derived from the
+    shared labels. Call it under the variant folder's run lock, so two studies cannot swap folders under each
+    other."""
     variant.root.mkdir(parents=True, exist_ok=True)
     for stage in SHARED_STAGES:
         folder = variant.stage_dir(stage)
@@ -28,4 +36,3 @@ def variant_layout(layout: RunLayout, name: str, shared: tuple[str, ...] = SHARE
             folder.symlink_to(Path("..", "..", stage), target_is_directory=True)
         elif stage not in shared and folder.is_symlink():
             folder.unlink()  # the link only: the main run's folder stays
-    return variant

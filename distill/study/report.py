@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from distill.artifacts import write_json, write_text
@@ -20,7 +21,7 @@ from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
 from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
-from distill.study.folders import SHARED_STAGES, variant_layout
+from distill.study.folders import link_shared_stages, shared_stages
 
 
 def _flat(override: dict[str, Any], prefix: str = "") -> list[str]:
@@ -58,9 +59,9 @@ def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict
 
 
 def _trained_rows(layout: RunLayout) -> int:
-    """The rows the student in `layout` was trained on (the main run may keep a student trained before its
-    latest filter run: student.retrain_min_new_rows)."""
-    return len(json.loads(layout.train.trained_ids.read_text()))
+    """The rows the student in `layout` was trained on, from its train manifest (the main run may keep a
+    student trained before its latest filter run: student.retrain_min_new_rows)."""
+    return json.loads(layout.manifest("train").read_text())["counts"]["train_rows"]
 
 
 def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcome], None] | None = None
@@ -69,9 +70,9 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
         "main": (config, run_pipeline(config, layout, on_stage=on_stage), layout)}
     for name in config.variants:
         variant = config.variant(name)
-        shared = ("generate",) if config.variant_filters_labels(name) else SHARED_STAGES
-        folder = variant_layout(layout, name, shared)
-        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage, may_keep_student=False), folder)
+        folder, shared = layout.variant(name), shared_stages(config, variant)
+        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage, may_keep_student=False,
+                                            set_up=partial(link_shared_stages, folder, shared)), folder)
     curve = run_learning_curve(config, layout, runs["main"][1], on_stage) if config.study.label_counts else None
     main = runs["main"][1].metrics
     teacher = main["teacher"]
