@@ -93,7 +93,9 @@ class TeacherConfig(Strict):
                                        "row (after retries); answers paid for stay cached.")
     max_failure_rate: float = Field(0.5, gt=0, le=1, description="Stop the run when more than this share of the "
                                     "last 200 requests failed (after retries).")
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of the labels; compare asks the teacher "
+                               "greedily (temperature 0, one sample), the one reference every student is measured "
+                               "against.")
     max_tokens: int = Field(32, gt=0)
     top_logprobs: int = Field(5, ge=0, le=20, description="Alternatives kept at the answer's first token.")
     samples: int = Field(1, ge=1, description="Answers per input (n); >1 gives a majority vote and its share.")
@@ -318,9 +320,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def split_variant(override: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """A variant's student keys, and its `filter` keys (StudentConfig has no `filter` key, so none is shadowed)."""
-    return {k: v for k, v in override.items() if k != "filter"}, override.get("filter", {})
+# Teacher settings a study variant may change: they change how the labels are made, not the teacher that every
+# student is compared with (compare asks it once, greedily), so all variants stay in one table.
+VARIANT_TEACHER_KEYS = ("samples", "temperature")
+
+
+def split_variant(override: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """A variant's student keys, its `filter` keys and its `teacher` keys (StudentConfig has neither key, so
+    none is shadowed)."""
+    return ({k: v for k, v in override.items() if k not in ("filter", "teacher")}, override.get("filter", {}),
+            override.get("teacher", {}))
 
 
 class StudyConfig(Strict):
@@ -351,7 +360,9 @@ class Config(Strict):
         default_factory=dict, description="Other student settings to study beside `student` (`distill study`): "
         "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}; under "
         "`filter`, keys of `filter` (the variant then filters the same labels itself), e.g. "
-        "{confident: {filter: {min_logprob: -0.5}}}.")
+        "{confident: {filter: {min_logprob: -0.5}}}; under `teacher`, teacher.samples and temperature (the "
+        "variant labels the inputs again, e.g. self-consistency: {sc5: {teacher: {samples: 5, temperature: 0.7}, "
+        "filter: {min_vote_share: 0.6}}}).")
     study: StudyConfig = StudyConfig()
 
     @field_validator("variants")
@@ -361,11 +372,17 @@ class Config(Strict):
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main" or name.startswith("labels-"):
                 raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main' or "
                                  "'labels-...', which name the learning curve's points)")
-            student_keys, filter_keys = split_variant(override)
-            if not isinstance(filter_keys, dict):
-                raise ValueError(f"variant {name!r}: `filter` must map keys of `filter` to values, not "
-                                 f"{filter_keys!r}")
+            student_keys, filter_keys, teacher_keys = split_variant(override)
+            for section, keys in (("filter", filter_keys), ("teacher", teacher_keys)):
+                if not isinstance(keys, dict):
+                    raise ValueError(f"variant {name!r}: `{section}` must map keys of `{section}` to values, not "
+                                     f"{keys!r}")
+            if other := sorted(set(teacher_keys) - set(VARIANT_TEACHER_KEYS)):
+                raise ValueError(f"variant {name!r} overrides teacher.{', teacher.'.join(other)}: a variant may "
+                                 f"change only teacher.{' and teacher.'.join(VARIANT_TEACHER_KEYS)} (how labels are "
+                                 "made); another teacher is another study, in a run folder of its own")
             sections = (("filter", FilterConfig, info.data.get("filter"), filter_keys),
+                        ("teacher", TeacherConfig, info.data.get("teacher"), teacher_keys),
                         ("student", StudentConfig, info.data.get("student"), student_keys))
             for section, model, base, keys in sections:
                 if base is None:
@@ -422,13 +439,15 @@ class Config(Strict):
             "variants": {}, "study": StudyConfig()})
 
     def variant(self, name: str) -> Config:
-        """This study with the student (and filter) of variant `name`, and no variants of its own."""
+        """This study with the student (filter, labelling settings) of variant `name`, and no variants of its own."""
         # Built from the keys the config sets, so what it leaves to defaults stays as the main student has it
         # (an unvalidated default 900 would come back 900.0 and change the variant's stage keys).
-        student_keys, filter_keys = split_variant(self.variants[name])
+        student_keys, filter_keys, teacher_keys = split_variant(self.variants[name])
         student = StudentConfig.model_validate(deep_merge(self.student.model_dump(exclude_unset=True), student_keys))
         filters = FilterConfig.model_validate(deep_merge(self.filter.model_dump(exclude_unset=True), filter_keys))
-        return self.model_copy(update={"student": student, "filter": filters, "variants": {}})
+        teacher = (TeacherConfig.model_validate(deep_merge(self.teacher.model_dump(exclude_unset=True), teacher_keys))
+                   if teacher_keys else self.teacher)
+        return self.model_copy(update={"student": student, "filter": filters, "teacher": teacher, "variants": {}})
 
 
 def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str] = ()) -> str:

@@ -67,6 +67,48 @@ def test_a_filter_variant_filters_the_same_labels_its_own_way(tmp_path: Path) ->
         load_config(write_config(tmp_path / "c.yaml", config))
 
 
+def test_a_variant_may_make_its_labels_another_way(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS, variants={"sc3": {"teacher": {"samples": 3, "temperature": 0.7},
+                                                              "filter": {"min_vote_share": 0.6}}})
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    sc3 = loaded.variant("sc3")
+    assert (sc3.teacher.samples, sc3.teacher.temperature, sc3.filter.min_vote_share) == (3, 0.7, 0.6)
+    assert sc3.teacher.model == loaded.teacher.model and sc3.student == loaded.student
+    assert shared_stages(loaded, sc3) == ()  # labelled again, in a generate folder of its own
+
+    config["variants"] = {"other": {"teacher": {"model": "another"}}}
+    with pytest.raises(UserError, match=r"variant 'other' overrides teacher.model: a variant may change only "
+                                        r"teacher.samples and teacher.temperature"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+    config["variants"] = {"greedy": {"teacher": {"samples": 3}}}
+    with pytest.raises(UserError, match=r"variant 'greedy' overrides teacher with .*samples > 1 needs temperature"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def test_a_variant_that_labels_again_shares_the_main_cache(tmp_path: Path) -> None:
+    (tmp_path / "generate").mkdir()
+    (tmp_path / "generate" / "cache.sqlite").write_text("answers")
+    variant = RunLayout(tmp_path).variant("sc3")
+    link_shared_stages(variant)  # first without a teacher override
+    link_shared_stages(variant, shared=())  # then with one
+    assert not variant.stage_dir("generate").is_symlink() and not variant.stage_dir("filter").exists()
+    assert variant.generate.cache.is_symlink() and variant.generate.cache.read_text() == "answers"
+    assert (tmp_path / "generate" / "cache.sqlite").read_text() == "answers"
+
+
+def test_every_variant_is_compared_with_one_greedy_teacher(tmp_path: Path) -> None:
+    from distill.compare.stage import TeacherAnswers
+    from distill.tasks import make_task
+
+    config = load_config(write_config(tmp_path / "c.yaml", study_config(
+        "m", DEMO_INPUTS, variants={"sc3": {"teacher": {"samples": 3, "temperature": 0.7}}})))
+    texts = ["my card was charged twice", "where is my parcel"]
+    main, sc3 = (TeacherAnswers(c, make_task(c.task), RunLayout(tmp_path), texts)
+                 for c in (config, config.variant("sc3")))
+    assert sc3.keys == main.keys and sc3.requests == main.requests
+    assert all(r["temperature"] == 0 and "n" not in r for r in sc3.requests)
+
+
 def test_a_variant_folder_follows_its_filter_override(tmp_path: Path) -> None:
     (tmp_path / "filter").mkdir()
     (tmp_path / "filter" / "train.parquet").write_text("main")
@@ -143,14 +185,15 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
     from distill.cli import app
 
     config = study_config(tiny_model, DEMO_INPUTS, variants={"r4": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
-                                                             "few": {"filter": {"max_train_rows": 12}}})
+                                                             "few": {"filter": {"max_train_rows": 12}},
+                                                             "sc3": {"teacher": {"samples": 3, "temperature": 1.0}}})
     config["compare"] = {"max_concurrency": 16, "prompt_baseline": False}
     path = write_config(tmp_path / "study.yaml", config)
     result = CliRunner().invoke(app, ["study", "-c", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
     study = json.loads((run_dir / "study.json").read_text())
-    assert [row["variant"] for row in study["variants"]] == ["main", "r4", "few"]
+    assert [row["variant"] for row in study["variants"]] == ["main", "r4", "few", "sc3"]
     assert study["variants"][1]["settings"] == "r=4 alpha=8 epochs=1 lr=0.0003 lora.dropout=0.0"
     summary = json.loads((run_dir / "variants" / "r4" / "summary.json").read_text())
     assert [s["action"] for s in summary["stages"]] == ["skipped", "skipped", "ran", "ran"]
@@ -162,6 +205,16 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
     assert len(read_rows(few / "filter" / "train.parquet")) == 12 == study["variants"][2]["train_rows"]
     assert study["variants"][0]["train_rows"] == len(read_rows(run_dir / "filter" / "train.parquet")) > 12
     assert study["variants"][2]["settings"].endswith("filter.max_train_rows=12")
+    # Self-consistency labels: made again, three samples each, through the main run's cache; compared with
+    # the same greedy teacher answers (from the cache, with the main run's timing: the teacher is not served).
+    sc3 = run_dir / "variants" / "sc3"
+    summary = json.loads((sc3 / "summary.json").read_text())
+    assert [s["action"] for s in summary["stages"]] == ["ran", "ran", "ran", "ran"]
+    assert not (sc3 / "generate").is_symlink() and (sc3 / "generate" / "cache.sqlite").is_symlink()
+    assert {len(json.loads(row["samples"])) for row in read_rows(sc3 / "generate" / "outputs.parquet")} == {3}
+    assert "teacher" not in json.loads((sc3 / "compare" / "manifest.json").read_text())["timings"]
+    main_answers, sc3_answers = (read_rows(folder / "compare" / "answers.parquet") for folder in (run_dir, sc3))
+    assert [r["teacher"] for r in main_answers] == [r["teacher"] for r in sc3_answers]
     adapter = json.loads((run_dir / "variants" / "r4" / "train" / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 4
     assert (run_dir / "study.html").read_text().count("data:image/png;base64,") == 1

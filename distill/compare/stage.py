@@ -28,7 +28,7 @@ from distill.compare.build import build_metrics
 from distill.compare.measure import Measured, answer_all, costed_point, from_sweep, measure_target, skipped
 from distill.compare.report import write_reports
 from distill.compare.timing import load_timing, store_timing, timing_key
-from distill.config import Config
+from distill.config import Config, TeacherConfig
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
@@ -49,13 +49,21 @@ def _sweep(config: Config, target: Target, requests: list[dict[str, Any]], metho
                                       compare.max_failed_share, name))
 
 
+def reference_teacher(teacher: TeacherConfig) -> TeacherConfig:
+    """The teacher every student is measured against: one greedy answer per query. teacher.samples and
+    temperature say how the labels are made, so students trained on labels made different ways share one
+    reference, and an answer is reproducible."""
+    return teacher.model_copy(update={"temperature": 0.0, "samples": 1})
+
+
 class TeacherAnswers:
     """The teacher's answers to the test queries, through the labelling cache (keys as generate makes them)."""
 
     def __init__(self, config: Config, task: Task, layout: RunLayout, texts: list[str]) -> None:
         self.texts = texts
-        self.requests = [teacher_request(task, config.teacher, t, samples=1) for t in texts]
-        prefix = key_prefix(teacher_fingerprint(config), teacher_request(task, config.teacher, "\0{text}\0", 1))
+        teacher = reference_teacher(config.teacher)
+        self.requests = [teacher_request(task, teacher, t) for t in texts]
+        prefix = key_prefix(teacher_fingerprint(config), teacher_request(task, teacher, "\0{text}\0"))
         self.keys = [request_key(prefix, t) for t in texts]
         self.path = layout.generate.cache
 
@@ -170,8 +178,8 @@ def _adapter_and_baseline(config: Config, layout: RunLayout, recorder: StageReco
 def measure_students(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
                      ) -> dict[str, Measured]:
     requests = student_requests(task, config, texts)
-    prompt_only = config.teacher.model_copy(update={"rationale": False})
-    baseline = ([teacher_request(task, prompt_only, t, samples=1) for t in texts]
+    prompt_only = reference_teacher(config.teacher).model_copy(update={"rationale": False})
+    baseline = ([teacher_request(task, prompt_only, t) for t in texts]
                 if config.compare.prompt_baseline else [])
 
     def parse(text: str | None) -> str | None:

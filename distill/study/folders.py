@@ -13,8 +13,11 @@ SHARED_STAGES = ("generate", "filter")
 
 
 def shared_stages(main: Config, variant: Config) -> tuple[str, ...]:
-    """The main run's stage folders a variant uses: all labelled ones, or only generate where the variant's
-    filter keeps other rows (it filters the same labels its own way)."""
+    """The main run's stage folders a variant uses: all labelled ones; only generate where the variant's
+    filter keeps other rows (it filters the same labels its own way); none where it makes its labels another
+    way (teacher.samples, temperature)."""
+    if variant.teacher != main.teacher:
+        return ()
     return SHARED_STAGES if variant.filter == main.filter else ("generate",)
 
 
@@ -36,3 +39,14 @@ def link_shared_stages(variant: RunLayout, shared: tuple[str, ...] = SHARED_STAG
             folder.symlink_to(Path("..", "..", stage), target_is_directory=True)
         elif stage not in shared and folder.is_symlink():
             folder.unlink()  # the link only: the main run's folder stays
+    if "generate" not in shared:
+        _share_cache(variant)
+
+
+def _share_cache(variant: RunLayout) -> None:
+    """A variant that labels again asks through the main run's cache: an answer it shares with the main run
+    (every test query's, and any label made the same way) is paid for once, and the teacher's timing is reused."""
+    cache = variant.generate.cache
+    if not cache.exists() and not cache.is_symlink():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.symlink_to(Path("..", "..", "..", "generate", cache.name))
