@@ -102,7 +102,8 @@ def _announce(outcome: Any) -> None:
     from distill.console.progress import NORMAL, SETTINGS
 
     if SETTINGS.verbosity >= NORMAL:
-        typer.secho(f"== {outcome.stage}: {outcome.action} ({outcome.reason})", bold=True, err=True)
+        took = f" in {outcome.seconds:.0f} s" if outcome.action == "ran" else ""
+        typer.secho(f"== {outcome.stage}: {outcome.action}{took} (because: {outcome.reason})", bold=True, err=True)
 
 
 def _print_report(metrics: dict[str, Any], layout: Any) -> None:
