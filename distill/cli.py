@@ -229,7 +229,7 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
 
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
-    from distill.present import fmt
+    from distill.present import fmt, with_interval
     from distill.study.report import run_study
 
     _console(quiet, verbose)
@@ -243,12 +243,13 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
         result = run_study(loaded, layout, on_stage=_announce)
         quality = result["quality_name"]
         table = Table(title=f"{loaded.name}: students (teacher {quality} {fmt(result['teacher']['quality'])})")
-        for column in ("variant", "settings", "training rows", "verdict", quality, "agreement", "queries/s",
-                       "cost per 1k ($)"):
+        for column in ("variant", "settings", "training rows", "verdict", f"{quality} [95% CI]",
+                       "agreement [95% CI]", "queries/s", "cost per 1k ($)"):
             table.add_column(column)
         for row in result["variants"]:
             table.add_row(row["variant"], row["settings"], fmt(row["train_rows"], 0), row["verdict"],
-                          fmt(row["quality"]), fmt(row["agreement"]), fmt(row["queries_per_s"], 2),
+                          with_interval(row["quality"], row["quality_ci"]),
+                          with_interval(row["agreement"], row["agreement_ci"]), fmt(row["queries_per_s"], 2),
                           fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
         if result["learning_curve"]:

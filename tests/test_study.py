@@ -165,15 +165,15 @@ def test_variant_folders_share_the_labels(tmp_path: Path) -> None:
 def test_study_markdown_lists_every_variant() -> None:
     row = {"variant": "main", "student_model": "s", "settings": "r=16", "train_rows": 1341, "served_as": "adapter",
            "verdict": "insufficient_evidence", "quality": 0.5, "quality_ci": [0.4, 0.6],
-           "quality_diff_ci": [-0.2, 0.05], "agreement": 0.7, "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
-           "break_even_queries": 1234.0}
+           "quality_diff_ci": [-0.2, 0.05], "agreement": 0.7, "agreement_ci": [0.62, 0.77], "queries_per_s": 9.0,
+           "cost_per_1k_queries": 0.001, "break_even_queries": 1234.0}
     study = {"quality_name": "accuracy",
              "teacher": {"model": "t", "quality": 0.8, "concurrency": 16, "queries_per_s": 1.0,
                          "cost_per_1k_queries": 0.02},
              "variants": [row, {**row, "variant": "r4", "quality": None, "quality_ci": None}]}
     text = study_markdown(study, "demo")
     assert "| main | s | r=16 | 1,341 | adapter | insufficient_evidence | 0.500 [0.400, 0.600] | [-0.200, +0.050] | " \
-           "0.700 | 9.00 | 0.00100 | 1,234 |" in text
+           "0.700 [0.620, 0.770] | 9.00 | 0.00100 | 1,234 |" in text
     assert "| accuracy [95% CI] |" in text and "at 16 requests in flight" in text
     assert "| r4 |" in text and "n/a" in text
 

@@ -51,6 +51,7 @@ def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict
         "quality_ci": metrics["student"].get("quality_ci"),
         "quality_diff_ci": metrics.get("quality_diff_ci"),
         "agreement": metrics["agreement"],
+        "agreement_ci": metrics.get("agreement_ci"),
         "concurrency": metrics["student"].get("concurrency"),
         "queries_per_s": metrics["student"].get("queries_per_s"),
         "cost_per_1k_queries": metrics["student"].get("cost_per_1k_queries"),
@@ -98,14 +99,15 @@ def study_markdown(study: dict[str, Any], name: str) -> str:
              f"${fmt(teacher['cost_per_1k_queries'], 5)} per 1k queries at {fmt(teacher.get('concurrency'))} "
              "requests in flight.", "",
              f"| variant | student | settings | training rows | served as | verdict | {quality} [95% CI] | "
-             "student - teacher [95% CI] | agreement | queries/s | cost per 1k ($) | break-even queries |",
+             "student - teacher [95% CI] | agreement [95% CI] | queries/s | cost per 1k ($) | break-even queries |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in study["variants"]:
         diff = row.get("quality_diff_ci")
         lines.append(f"| {row['variant']} | {row['student_model']} | {row['settings']} | "
                      f"{fmt(row.get('train_rows'), 0)} | {row['served_as']} | "
                      f"{row.get('verdict', 'n/a')} | {with_interval(row['quality'], row['quality_ci'])} | "
-                     f"{f'[{diff[0]:+.3f}, {diff[1]:+.3f}]' if diff else 'n/a'} | {fmt(row['agreement'])} | "
+                     f"{f'[{diff[0]:+.3f}, {diff[1]:+.3f}]' if diff else 'n/a'} | "
+                     f"{with_interval(row['agreement'], row.get('agreement_ci'))} | "
                      f"{fmt(row['queries_per_s'], 2)} | {fmt(row['cost_per_1k_queries'], 5)} | "
                      f"{fmt(row['break_even_queries'], 0)} |")
     return "\n".join(lines) + "\n"
