@@ -3,7 +3,8 @@ learning curve over label budgets.
 
 The main student runs in the run folder; each variant runs in `variants/<name>/`, whose generate and filter
 folders link to the main ones, so the teacher labels once and every student learns from the same rows; a variant
-that overrides `filter` links generate only and filters the same labels its own way. Each
+that overrides `filter` links generate only and filters the same labels its own way; one that overrides
+`teacher.samples` or `temperature` labels again in a generate folder of its own, through the main run's cache. Each
 learning-curve point runs in `variants/labels-<N>/`, whose generate folder links to the main one: it filters
 the same labelled pool down to the first N kept rows (nested subsets), so labels are paid for once.
 """
