@@ -390,7 +390,8 @@ class Config(Strict):
                 try:
                     model.model_validate(deep_merge(base.model_dump(), keys))
                 except ValidationError as exc:
-                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or section}: "
+                                         f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
                     raise ValueError(f"variant {name!r} overrides {section} with {problems}") from None
         return variants
 
@@ -399,10 +400,13 @@ class Config(Strict):
         task = make_task(self.task)
         if self.teacher.rationale and not task.supports_rationale:
             raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
-        for where, filters in (("filter", self.filter),
-                               *((f"variants.{name}.filter", self.variant(name).filter) for name in self.variants)):
-            if filters.max_per_label is not None and not task.single_label:
-                raise ValueError(f"{where}.max_per_label: caps apply to single-label classification only; remove it")
+        for where, run in (("", self), *((f"variants.{name}.", self.variant(name)) for name in self.variants)):
+            if run.filter.max_per_label is not None and not task.single_label:
+                raise ValueError(f"{where}filter.max_per_label: caps apply to single-label classification only; "
+                                 "remove it")
+            if run.filter.min_vote_share is not None and run.teacher.samples == 1:
+                raise ValueError(f"{where}filter.min_vote_share: one answer per input has no vote share to filter "
+                                 f"on; set {where}teacher.samples above 1 (with a temperature) or remove it")
         # Variants are trained and served like the main student: each is checked by the same rules.
         for where, student in (("student", self.student),
                                *((f"variants.{name}", self.variant(name).student) for name in self.variants)):

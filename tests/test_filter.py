@@ -89,6 +89,8 @@ def _stage(tmp_path: Path, rows: list[dict], test_texts: list[str] | None = None
     config = study_config("m", inputs)
     config["data"] = {"inputs": str(inputs), "test": str(test)}
     config["filter"] = {"eval_fraction": 0.0, **rules}
+    if "min_vote_share" in rules:  # a vote share needs several samples per input
+        config["teacher"] = {**config["teacher"], "samples": 3, "temperature": 0.7}
     loaded = load_config(write_config(tmp_path / "c.yaml", config))
     _generate_output(tmp_path, rows, tuple(test_texts or ["an unrelated held out question"]))
     filter_stage(loaded, RunLayout(tmp_path))

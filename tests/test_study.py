@@ -81,18 +81,28 @@ def test_a_variant_may_make_its_labels_another_way(tmp_path: Path) -> None:
                                         r"teacher.samples and teacher.temperature"):
         load_config(write_config(tmp_path / "c.yaml", config))
     config["variants"] = {"greedy": {"teacher": {"samples": 3}}}
-    with pytest.raises(UserError, match=r"variant 'greedy' overrides teacher with .*samples > 1 needs temperature"):
+    with pytest.raises(UserError, match=r"variant 'greedy' overrides teacher with teacher: samples > 1 needs "
+                                        r"temperature"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+    config["variants"] = {"votes": {"filter": {"min_vote_share": 0.6}}}  # but one answer per input
+    with pytest.raises(UserError, match=r"variants.votes.filter.min_vote_share: one answer per input has no vote "
+                                        r"share .* set variants.votes.teacher.samples above 1"):
         load_config(write_config(tmp_path / "c.yaml", config))
 
 
 def test_a_variant_that_labels_again_shares_the_main_cache(tmp_path: Path) -> None:
-    (tmp_path / "generate").mkdir()
+    for stage in ("generate", "filter"):
+        (tmp_path / stage).mkdir()
     (tmp_path / "generate" / "cache.sqlite").write_text("answers")
     variant = RunLayout(tmp_path).variant("sc3")
     link_shared_stages(variant)  # first without a teacher override
     link_shared_stages(variant, shared=())  # then with one
-    assert not variant.stage_dir("generate").is_symlink() and not variant.stage_dir("filter").exists()
+    assert not variant.stage_dir("generate").is_symlink() and not variant.stage_dir("filter").is_symlink()
     assert variant.generate.cache.is_symlink() and variant.generate.cache.read_text() == "answers"
+    variant.generate.outputs.write_text("labels made through the main cache")
+
+    link_shared_stages(variant)  # the override removed: its answers are in the main cache, so its folder goes
+    assert variant.stage_dir("generate").is_symlink() and variant.stage_dir("filter").is_symlink()
     assert (tmp_path / "generate" / "cache.sqlite").read_text() == "answers"
 
 

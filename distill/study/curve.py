@@ -18,7 +18,7 @@ from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, new_figure, to_png, with_interval
 from distill.study.fit import labels_needed, still_rising
-from distill.study.folders import link_shared_stages
+from distill.study.folders import link_shared_stages, trained_rows
 
 Z95 = 1.96  # a 95% interval spans about 2 x 1.96 standard errors
 
@@ -59,7 +59,7 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
                        on_stage: Callable[[StageOutcome], None] | None = None) -> dict[str, Any]:
     """Every `study.label_counts` point, plus the main run at its full training set, fitted."""
     full = len(read_rows(layout.filter.train))
-    points = [_point(full, main.metrics)]
+    points = [_point(trained_rows(layout), main.metrics)]  # the main student may predate the filter's rows
     for labels in config.study.label_counts:
         if labels >= full:
             continue  # the main run already is this point: the pool has no more kept rows

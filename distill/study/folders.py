@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from distill.errors import UserError
 from distill.layout import RunLayout
 
 SHARED_STAGES = ("generate", "filter")
+
+
+def trained_rows(layout: RunLayout) -> int:
+    """The rows the student in `layout` was trained on, from its train manifest (the main run may keep a
+    student trained before its latest filter run: student.retrain_min_new_rows)."""
+    return json.loads(layout.manifest("train").read_text())["counts"]["train_rows"]
 
 
 def shared_stages(main: Config, variant: Config) -> tuple[str, ...]:
@@ -23,15 +30,16 @@ def shared_stages(main: Config, variant: Config) -> tuple[str, ...]:
 
 def link_shared_stages(variant: RunLayout, shared: tuple[str, ...] = SHARED_STAGES) -> None:
     """Link the `shared` stage folders of a variant's run folder to the main run's (two levels up); its other
-    stages are its own. A variant whose settings changed since its last run (a filter override added or
-    removed) has its links and folders switched: a stage folder it owned holds only what it derived from the
-    shared labels. Call it under the variant folder's run lock, so two studies cannot swap folders under each
-    other."""
+    stages are its own. A variant whose settings changed since its last run (a filter or teacher override added
+    or removed) has its links and folders switched: a stage folder it owned holds only what it derived from the
+    shared labels, or labels whose answers are in the main run's cache. Call it under the variant folder's run
+    lock, so two studies cannot swap folders under each other."""
     variant.root.mkdir(parents=True, exist_ok=True)
     for stage in SHARED_STAGES:
         folder = variant.stage_dir(stage)
         if stage in shared and not folder.is_symlink():
-            if folder.exists() and stage != "filter":  # generate holds paid labels: never deleted here
+            if folder.exists() and stage == "generate" and not (folder / "cache.sqlite").is_symlink():
+                # A cache of its own holds labels paid for: never deleted here.
                 raise UserError(f"{folder}: a {stage} folder of its own where the study links the main run's; "
                                 f"move it away (or delete it) and run the study again")
             if folder.exists():

@@ -11,7 +11,6 @@ the same labelled pool down to the first N kept rows (nested subsets), so labels
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -22,7 +21,7 @@ from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
 from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
-from distill.study.folders import link_shared_stages, shared_stages
+from distill.study.folders import link_shared_stages, shared_stages, trained_rows
 
 
 def _flat(override: dict[str, Any], prefix: str = "") -> list[str]:
@@ -60,12 +59,6 @@ def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict
     }
 
 
-def _trained_rows(layout: RunLayout) -> int:
-    """The rows the student in `layout` was trained on, from its train manifest (the main run may keep a
-    student trained before its latest filter run: student.retrain_min_new_rows)."""
-    return json.loads(layout.manifest("train").read_text())["counts"]["train_rows"]
-
-
 def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcome], None] | None = None
               ) -> dict[str, Any]:
     runs: dict[str, tuple[Config, RunSummary, RunLayout]] = {
@@ -81,7 +74,7 @@ def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcom
     study = {"quality_name": main["task"]["quality_name"],
              "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
                                                      "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name), _trained_rows(folder))
+             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name), trained_rows(folder))
                           for name, (cfg, summary, folder) in runs.items()],
              "learning_curve": curve}
     write_json(layout.root / "study.json", study)
