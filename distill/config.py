@@ -400,6 +400,7 @@ class Config(Strict):
         task = make_task(self.task)
         if self.teacher.rationale and not task.supports_rationale:
             raise ValueError(f"teacher.rationale: a {self.task.type} task has no rationale option; set it to false")
+        # Variants are filtered, trained and served like the main run: each is checked by the same rules.
         for where, run in (("", self), *((f"variants.{name}.", self.variant(name)) for name in self.variants)):
             if run.filter.max_per_label is not None and not task.single_label:
                 raise ValueError(f"{where}filter.max_per_label: caps apply to single-label classification only; "
@@ -407,10 +408,7 @@ class Config(Strict):
             if run.filter.min_vote_share is not None and run.teacher.samples == 1:
                 raise ValueError(f"{where}filter.min_vote_share: one answer per input has no vote share to filter "
                                  f"on; set {where}teacher.samples above 1 (with a temperature) or remove it")
-        # Variants are trained and served like the main student: each is checked by the same rules.
-        for where, student in (("student", self.student),
-                               *((f"variants.{name}", self.variant(name).student) for name in self.variants)):
-            self._student_fits(where, student, task)
+            self._student_fits(where.rstrip(".") or "student", run.student, task)
         return self
 
     def _student_fits(self, where: str, student: StudentConfig, task: Any) -> None:

@@ -38,7 +38,7 @@ def link_shared_stages(variant: RunLayout, shared: tuple[str, ...] = SHARED_STAG
     for stage in SHARED_STAGES:
         folder = variant.stage_dir(stage)
         if stage in shared and not folder.is_symlink():
-            if folder.exists() and stage == "generate" and not (folder / "cache.sqlite").is_symlink():
+            if folder.exists() and stage == "generate" and not variant.generate.cache.is_symlink():
                 # A cache of its own holds labels paid for: never deleted here.
                 raise UserError(f"{folder}: a {stage} folder of its own where the study links the main run's; "
                                 f"move it away (or delete it) and run the study again")
