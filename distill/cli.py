@@ -76,7 +76,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
 
 
 def _stage_command(stage: str, config_path: Path, run_dir: Path | None, overrides: list[str] | None,
-                   gates: list[str] | None = None) -> None:
+                   gates: list[str] | None = None, before: Callable[[Any], None] | None = None) -> None:
     from distill.compare.gates import check_gates, parse_gate
     from distill.console import stage_log
     from distill.layout import RunLayout
@@ -88,6 +88,8 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, override
             parse_gate(gate)
         layout = RunLayout(run_dir or default_run_dir(config))
         with run_lock(layout), stage_log(stage, layout.stage_log(stage)):
+            if before is not None:
+                before(layout)
             manifest = get_stage(stage).run(config, layout)
         typer.echo(f"{stage}: done, {manifest['counts']} -> {layout.stage_dir(stage)}")
         if stage == "compare":
@@ -143,11 +145,18 @@ def validate(config: ConfigOption) -> None:
 def generate(config: ConfigOption, run_dir: RunDirOption = None,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="Count requests, tokens and cost; "
                                                    "send nothing.")] = False,
+             retry_invalid: Annotated[bool, typer.Option("--retry-invalid", help="Ask again for every cached "
+                                                         "answer that is empty or invalid.")] = False,
              set_: SetOption = None, quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """Label the inputs with the teacher."""
     _console(quiet, verbose)
     if not dry_run:
-        _stage_command("generate", config, run_dir, set_)
+        from teacher.rerun import mark_retry
+
+        def mark(layout: Any) -> None:
+            mark_retry(layout.generate.retry_invalid, "--retry-invalid")
+
+        _stage_command("generate", config, run_dir, set_, before=mark if retry_invalid else None)
         return
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir

@@ -93,6 +93,10 @@ class TeacherConfig(Strict):
                                        "row (after retries); answers paid for stay cached.")
     max_failure_rate: float = Field(0.5, gt=0, le=1, description="Stop the run when more than this share of the "
                                     "last 200 requests failed (after retries).")
+    max_invalid_rate: float = Field(0.8, gt=0, le=1, description="A broken server answers but says nothing: stop "
+                                    "when more than this share of the last 32 answers is empty or invalid, and "
+                                    "record a run with more than this share invalid overall as partial; the next "
+                                    "run asks for those answers again.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature of the labels; compare asks the teacher "
                                "greedily (temperature 0, one sample), the one reference every student is measured "
                                "against.")

@@ -29,6 +29,10 @@ class GenerateFiles:
         return self.folder / "server.log"
 
     @property
+    def retry_invalid(self) -> Path:  # present: the next run asks again for every cached invalid answer
+        return self.folder / "retry-invalid.json"
+
+    @property
     def fidelity(self) -> Path:  # teacher.fidelity_check: constrained vs unconstrained answers on a sample
         return self.folder / "fidelity.json"
 

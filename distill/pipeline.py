@@ -90,7 +90,7 @@ class StageOutcome:
 class StageState:
     """Where a stage of a run folder stands, and the manifest that says so."""
 
-    state: str  # "complete", "stale", "damaged", "unfinished" or "missing"
+    state: str  # "complete", "partial", "stale", "damaged", "unfinished" or "missing"
     reason: str
     manifest: Manifest | None = None
 
@@ -107,6 +107,9 @@ def stage_state(stage: Stage, config: Config | None, layout: RunLayout) -> Stage
                           manifest)
     if config is not None and manifest.get("key") != stage_key(stage, config, layout):
         return StageState("stale", "config or inputs changed", manifest)
+    if manifest.get("partial"):  # finished, but with rows a rerun asks for again (teacher/generate.py)
+        return StageState("partial", f"partial: {manifest['partial']}; rerunning asks for those rows again",
+                          manifest)
     return StageState("complete", "config and inputs unchanged", manifest)
 
 

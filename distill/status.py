@@ -1,4 +1,4 @@
-"""`distill status`: which stages of a run folder are complete, stale, damaged or missing, and what each cost."""
+"""`distill status`: which stages of a run folder are complete, partial, stale, damaged or missing, and their cost."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from distill.errors import UserError
 from teacher.client import Answer
 
 GROUP_SECONDS = 0.05
@@ -29,6 +30,10 @@ GROUP_ANSWERS = 256
 GROUPS_BEHIND = 8  # groups handed over but not yet committed, at most
 _LOOKUP_BATCH = 900  # below SQLite's oldest limit on bound parameters (999)
 _encode = msgspec.json.Encoder().encode
+
+
+class CacheFailed(UserError):
+    """The commit thread met an error (disk full, I/O error): what it committed is kept, nothing more can be."""
 
 
 def key_prefix(fingerprint: Any, request_template: dict[str, Any]) -> bytes:
@@ -115,7 +120,7 @@ class CacheWriter:
         """Hand the pending group over; raises once the commit thread has failed, so the caller stops paying for
         answers that can no longer be kept."""
         if self.error is not None:
-            raise RuntimeError(f"the answer cache stopped committing: {self.error}") from self.error
+            raise self._failed() from self.error
         self._hand_over()
 
     def _hand_over(self) -> None:
@@ -137,7 +142,12 @@ class CacheWriter:
                 return
             except queue.Full:
                 if not self.thread.is_alive():
-                    raise RuntimeError(f"the answer cache stopped committing: {self.error}") from self.error
+                    raise self._failed() from self.error
+
+    def _failed(self) -> CacheFailed:
+        return CacheFailed(f"the answer cache {self.cache.path} stopped committing ({type(self.error).__name__}: "
+                              f"{self.error}); {self.committed} answers were committed and are kept: free disk "
+                              "space or fix the cause, and rerun to ask for the rest")
 
     def _commit_loop(self) -> None:
         while True:
@@ -159,9 +169,13 @@ class CacheWriter:
 
     def close(self) -> None:
         """Commit everything pending and stop; raises what the commit thread met, if anything."""
-        self.flush()
-        self._put(None)
-        self.thread.join()
-        self.cache.close()
+        try:
+            if self.error is None:
+                self._hand_over()
+            if self.thread.is_alive():
+                self._put(None)
+                self.thread.join()
+        finally:
+            self.cache.close()
         if self.error is not None:
-            raise self.error
+            raise self._failed() from self.error

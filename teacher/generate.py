@@ -6,8 +6,9 @@ The teacher labels every input row once, with its output format enforced. Rows s
 each row's text, compactly, with its place in the seeded order (distill/data/inputs.py). Every
 answer is in a durable cache within 50 ms of arriving, so a killed run pays again for at most what was in flight
 and the last uncommitted group; failed requests are recorded in the outputs with their error and retried by the
-next run. Cache keys carry the teacher's fingerprint (teacher/fingerprint.py), so answers of another model,
-dtype or quantization are never reused.
+next run. A run with failed or unsent rows, or too many invalid answers, is recorded partial (`partial` in its
+manifest): `distill run` runs it again, asking only for those (teacher/rerun.py). Cache keys carry the teacher's
+fingerprint (teacher/fingerprint.py), so answers of another model, dtype or quantization are never reused.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from teacher import fidelity
 from teacher.cache import ResponseCache, key_prefix
 from teacher.client import Answer, Endpoint, Target, api_key_from_env
 from teacher.fingerprint import endpoint_fingerprint, local_fingerprint, stage_fingerprint
+from teacher.health import TeacherUnhealthy
 from teacher.outputs import row_group_writer
+from teacher.rerun import failed_keys, invalid_answer, mark_retry
 from teacher.server import open_teacher, prefix_cache_counters
-from teacher.stream import NOT_SENT, Chunk, Labeller, chunks_of, run_loop
+from teacher.stream import NOT_SENT, Checks, Chunk, Labeller, chunks_of, run_loop
 from teacher.tokens import (
     estimate,
     load_teacher_tokenizer,
@@ -199,17 +202,19 @@ class Survey:
     prompt_chars: int = 0
 
 
-def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, count_chars: bool = False
-           ) -> Survey:
-    """One pass over the rows, a chunk at a time: which answers the cache lacks; only those rows' prompts are
-    built and counted (for the context check and estimates), so a cached row is never tokenised again."""
+def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, count_chars: bool = False,
+           retry: Callable[[Answer], bool] | None = None) -> Survey:
+    """One pass over the rows, a chunk at a time: which answers the cache lacks (or holds but `retry` asks
+    again); only those rows' prompts are built and counted (for the context check and estimates), so a cached
+    row is never tokenised again."""
     if not cache_path.exists() and tokenizer is None and not count_chars:
         return Survey(to_send=len(plan.examples))  # nothing cached, nothing to count: no row need be looked at
     reader = ResponseCache(cache_path) if cache_path.exists() else None
     result = Survey(prompt_tokens=0 if tokenizer is not None else None)
     try:
         for start, part, keys in chunks_of(plan.examples, plan.prefix):
-            present = reader.present(keys) if reader is not None else set()
+            present = (set() if reader is None else reader.present(keys) if retry is None
+                       else {k for k, a in reader.get_many(keys).items() if not retry(a)})
             missing = [i for i, key in enumerate(keys) if key not in present]
             result.to_send += len(missing)
             if tokenizer is None and not count_chars:
@@ -238,8 +243,10 @@ def _local_tokenizer(config: Config) -> Any | None:
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
     """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
     plan = make_plan(config)
-    tokenizer = load_teacher_tokenizer(config)
-    found = survey(config, plan, layout.generate.cache, tokenizer, count_chars=True)
+    tokenizer = load_teacher_tokenizer(config, convert=False)
+    found = survey(config, plan, layout.generate.cache, tokenizer, count_chars=True, retry=_retry(config, plan,
+                                                                                                   layout.generate))
+    refuse_oversize(config, plan.examples, found.oversize)  # as the run itself would
     result = estimate(config, found.to_send, found.prompt_tokens, found.prompt_chars, tokenizer,
                       plan.task.labels if plan.task.single_label else None)
     return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - len(found.oversize),
@@ -249,8 +256,9 @@ def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
 class OutputTally:
     """Writes each finished chunk as a row group of `outputs.parquet` and keeps the counts the manifest needs."""
 
-    def __init__(self, task: Task, rationale: bool, write: Callable[[dict[str, list]], None]) -> None:
-        self.task, self.rationale, self.write = task, rationale, write
+    def __init__(self, task: Task, rationale: bool, write: Callable[[dict[str, list]], None],
+                 invalid: Callable[[Answer], bool]) -> None:
+        self.task, self.rationale, self.write, self.invalid = task, rationale, write, invalid
         self.counts: Counter[str] = Counter()
         self.serving_s = 0.0
 
@@ -265,7 +273,9 @@ class OutputTally:
         self.counts.update(rows=n, labelled=n - columns["label"].count(None), errors=n - errors.count(None),
                            not_sent=errors.count(NOT_SENT), truncated=columns["finish_reason"].count("length"),
                            prompt_tokens=sum(columns["prompt_tokens"]),
-                           completion_tokens=sum(columns["completion_tokens"]))
+                           completion_tokens=sum(columns["completion_tokens"]),
+                           answered=sum(a is not None and a.error is None for a in chunk.answers),
+                           invalid=sum(a is not None and a.error is None and self.invalid(a) for a in chunk.answers))
         for seconds in columns["serving_s"]:
             self.serving_s += seconds
 
@@ -283,12 +293,26 @@ def _remembered_dumps() -> Callable[[list[str | None]], str]:
     return dumps
 
 
-def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally
+def _retry(config: Config, plan: Plan, files: GenerateFiles) -> Callable[[Answer], bool] | None:
+    """Which cached answers to ask for again: the invalid ones, while the retry marker stands."""
+    return invalid_answer(plan.task, config.teacher.rationale) if files.retry_invalid.exists() else None
+
+
+def _checks(config: Config, plan: Plan, files: GenerateFiles, tokenizer: Any | None) -> Checks:
+    build = partial(teacher_request, plan.task, config.teacher)
+    counter = None if tokenizer is None else (lambda text: prompt_token_counts(tokenizer, [build(text)])[0])
+    return Checks(invalid_answer(plan.task, config.teacher.rationale), config.teacher.max_invalid_rate, counter,
+                  failed_keys(files.outputs, plan.prefix), files.retry_invalid.exists(),
+                  f"the server's log, {files.server_log}" if not config.teacher.urls else "the teacher server's log")
+
+
+def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally, checks: Checks
            ) -> tuple[Labeller, dict[str, float] | None]:
     """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
     build = partial(teacher_request, plan.task, config.teacher)
     # Made only once the teacher is up: the labeller opens the cache and its commit thread, which its run closes.
-    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
+    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally,
+                           checks)
     if found.to_send == 0:
         labeller = new_labeller()
         labeller.run(None, 0)
@@ -318,23 +342,32 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
     with frozen_heap():
-        found = survey(config, plan, files.cache, _local_tokenizer(config))
+        tokenizer = _local_tokenizer(config)
+        found = survey(config, plan, files.cache, tokenizer, retry=_retry(config, plan, files))
         refuse_oversize(config, plan.examples, found.oversize)
+        checks = _checks(config, plan, files, tokenizer)  # read before the outputs are replaced
         write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
-        with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
-            tally = OutputTally(plan.task, config.teacher.rationale, write)
-            labeller, prefix = _label(config, plan, found, files, tally)
+        try:
+            with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
+                tally = OutputTally(plan.task, config.teacher.rationale, write, checks.invalid)
+                labeller, prefix = _label(config, plan, found, files, tally, checks)
+        except TeacherUnhealthy as exc:
+            mark_retry(files.retry_invalid, str(exc))
+            raise
     with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
         checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
                                partial(teacher_request, plan.task), plan.fingerprint)
     counts = tally.counts
+    failed = counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"] - counts["invalid"]
+    partial_because = _partial(config, files, failed, counts)
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],
-        counts={"rows": counts["rows"], "labelled": counts["labelled"],
-                "failed": counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"],
-                "truncated": counts["truncated"], "oversize": len(found.oversize), "not_sent": counts["not_sent"],
-                "requests_sent": labeller.counters.sent, "from_cache": labeller.counters.from_cache,
-                "test": len(plan.test)},
+        counts={"rows": counts["rows"], "labelled": counts["labelled"], "failed": failed,
+                "invalid": counts["invalid"], "truncated": counts["truncated"], "oversize": len(found.oversize),
+                "not_sent": counts["not_sent"], "requests_sent": labeller.counters.sent,
+                "from_cache": labeller.counters.from_cache, "copies": labeller.counters.copies,
+                "retried_invalid": labeller.counters.retried_invalid, "test": len(plan.test)},
+        partial=partial_because,
         usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"]},
         serving_s=round(tally.serving_s, 3),
         spent_this_run=round(labeller.budget.spent(), 6),
@@ -343,6 +376,23 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
         teacher={"model": config.teacher.model, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
                  "concurrency_per_replica": config.teacher.concurrency},
     )
+
+
+def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[str]) -> str | None:
+    """Why the run is not complete (rows a rerun would ask for again), or None; sets or clears the marker that
+    makes the next run ask again for invalid answers."""
+    reasons = []
+    if failed:
+        reasons.append(f"{failed} rows failed")
+    if counts["not_sent"]:
+        reasons.append(f"{counts['not_sent']} rows were not sent")
+    share = counts["invalid"] / counts["answered"] if counts["answered"] else 0.0
+    if share > config.teacher.max_invalid_rate:
+        reasons.append(f"{share:.0%} of the answers were invalid (> teacher.max_invalid_rate)")
+        mark_retry(files.retry_invalid, reasons[-1])
+    else:
+        files.retry_invalid.unlink(missing_ok=True)
+    return "; ".join(reasons) or None
 
 
 STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None,

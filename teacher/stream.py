@@ -6,9 +6,14 @@ committed to the cache in groups by a thread of their own (teacher/cache.py), an
 `sink` (a row group of the outputs) and forgotten. A bounded window of chunks is open at a time.
 
 The first request to send goes alone: if the teacher refuses it (a 4xx: a schema its grammar backend rejects, a
-wrong model name) or is down, the run stops at once, naming the URL, instead of repeating that on every row. A
-circuit breaker then stops the run when too many requests in a row, or too large a share, fail: what was paid for
-is in the cache, and the caller exits non-zero with the reason.
+wrong model name) or is down, the run stops at once, naming the URL, instead of repeating that on every row; it is
+a row that did not fail in an earlier run, since one row the teacher refuses must not stop every later run. A
+circuit breaker then stops the run when too many requests in a row, or too large a share, fail, and a health check
+(teacher/health.py) when the answers that arrive look like a broken server's: what was paid for is in the cache,
+and the caller exits non-zero with the reason. Copies of one text in the open window are sent once.
+
+Every task (producer, sink, workers, ticker, and through them the cache's commit thread) is watched: an exception
+in any of them stops the run at once rather than leaving the others waiting on it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from distill.data.inputs import Example
 from distill.errors import UserError
 from teacher.cache import CacheWriter, ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target
+from teacher.health import Health, TeacherUnhealthy
 
 CHUNK_ROWS = 4096
 _encode = msgspec.json.Encoder().encode
@@ -110,6 +116,7 @@ class Chunk:
     answers: list[Answer | None]
     skipped: dict[int, str]  # row within the chunk -> why it is not sent (oversize)
     waiting: int = 0
+    owned: list[str] = field(default_factory=list)  # keys first sent from this chunk (copies wait on them)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -154,15 +161,32 @@ class Counters:
     sent: int = 0  # requests sent, whatever their outcome
     received: int = 0  # answers received (and cached)
     from_cache: int = 0
+    copies: int = 0  # rows answered by the request of an earlier copy of their text in the open window
+    retried_invalid: int = 0  # cached invalid answers asked again (teacher/generate.py: retry-invalid)
+
+
+@dataclass
+class Checks:
+    """What the labeller checks answers against, from the task and the teacher's tokenizer."""
+
+    invalid: Callable[[Answer], bool]  # an answer empty or not valid for the task (a cut-off one is not counted)
+    max_invalid_rate: float
+    prompt_tokens: Callable[[str], int] | None = None  # the tokenizer's count of a row's prompt, where at hand
+    failed_before: frozenset[str] = frozenset()  # keys of rows that failed in an earlier run: never the probe
+    retry_invalid: bool = False  # ask again for cached answers that are invalid
+    where: str = "the teacher"  # where to look when the teacher seems broken (the server log, or its URL)
 
 
 class Labeller:
     """One run of the stream. `build` makes a row's request; `sink` receives each finished chunk in order."""
 
     def __init__(self, config: Config, examples: Sequence[Example], prefix: bytes, build: Callable[[str], dict],
-                 oversize: dict[int, str], cache_path: Any, sink: Callable[[Chunk], None]) -> None:
+                 oversize: dict[int, str], cache_path: Any, sink: Callable[[Chunk], None], checks: Checks) -> None:
         self.config, self.examples, self.prefix, self.build = config, examples, prefix, build
-        self.oversize, self.sink = oversize, sink
+        self.oversize, self.sink, self.checks = oversize, sink, checks
+        self.health = Health(checks.invalid, checks.max_invalid_rate)
+        self.copies: dict[str, list[tuple[Chunk, int]]] = {}  # key in flight -> other rows of the same text
+        self.settled: dict[str, Answer] = {}  # answers of keys owned by chunks not yet drained
         self.reader = ResponseCache(cache_path)
         self.writer = CacheWriter(cache_path)
         self.budget = Budget(config)
@@ -174,7 +198,8 @@ class Labeller:
         self.progress: Any = None
 
     def run(self, target: Target | None, to_send: int) -> Counters:
-        """Label every row (sending only what is not cached); raises `TeacherFailing` if the breaker trips."""
+        """Label every row (sending only what is not cached); raises `TeacherFailing` if the breaker trips,
+        `TeacherUnhealthy` if the health check does."""
         collecting = gc.isenabled()
         # The young generations are collected every GC_CHUNKS finished chunks (_drain) instead of every 700
         # allocations: each answer makes a few dozen short-lived objects, almost never a cycle, and automatic
@@ -187,6 +212,11 @@ class Labeller:
                 gc.enable()
             self.reader.close()
             self.writer.close()  # everything paid for is committed, however the run ends
+        urls = ', '.join(target.base_urls) if target else '?'
+        if self.health.reason is not None:
+            raise TeacherUnhealthy(f"teacher at {urls}: stopped, the server looks broken: {self.health.reason}. Read "
+                                   f"{self.checks.where}, restart the teacher, and rerun: the invalid answers will "
+                                   "be asked again")
         if self.breaker.reason is not None:
             raise TeacherFailing(f"teacher at {', '.join(target.base_urls) if target else '?'}: stopped, "
                                  f"{self.breaker.reason}. The {self.counters.received} answers received are cached; "
@@ -210,12 +240,7 @@ class Labeller:
             tasks.append(asyncio.create_task(self._tick()))
         tasks.append(asyncio.create_task(self._produce(work, ready, target)))
         try:
-            # Either side failing (a write error in the sink, a refused probe) ends the run at once: neither
-            # is left waiting on the other.
-            await asyncio.wait((tasks[0], tasks[-1]), return_when=asyncio.FIRST_EXCEPTION)
-            for task in (tasks[-1], tasks[0]):
-                if task.done() and task.exception() is not None:
-                    raise task.exception()
+            await _supervise(tasks, tasks[0])
         finally:
             for task in tasks:
                 task.cancel()
@@ -226,12 +251,16 @@ class Labeller:
                 self.progress.close()
 
     async def _produce(self, work: asyncio.Queue, ready: asyncio.Queue, target: Target | None) -> None:
-        first = True
+        probing = True
         for start, part, keys in chunks_of(self.examples, self.prefix):
-            if self.breaker.reason is not None:
+            if self._stop_reason() is not None:
                 break  # the rows not reached are neither sent nor written: the run stops with the reason
             # Looked up even on a first run: a text repeated a few chunks on is answered from the cache, not paid again.
             cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
+            if self.checks.retry_invalid:
+                kept = {k: a for k, a in cached.items() if not self.checks.invalid(a)}
+                self.counters.retried_invalid += len(cached) - len(kept)
+                cached = kept
             chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
                           {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
             self.counters.from_cache += len(cached)
@@ -242,21 +271,42 @@ class Labeller:
             await ready.put(chunk)  # in row order; waits while the window is full
             if not missing:
                 chunk.done.set()
+            held: list[int] = []  # rows that failed before, sent once the probe has answered
             for i in missing:
-                if first:  # alone, before any other: a refusal or a dead teacher stops the run here
-                    first = False
+                key = keys[i]
+                if key in self.settled or key in self.copies:
+                    self._copy(chunk, i)
+                    continue
+                self.copies[key] = []
+                chunk.owned.append(key)
+                if probing and key in self.checks.failed_before:
+                    held.append(i)
+                elif probing:  # alone, before any other: a refusal or a dead teacher stops the run here
+                    probing = False
                     await self._probe(chunk, i, target)
                 else:
                     work.put_nowait((chunk, i))
+            probing = probing and not held  # a chunk of rows that all failed before goes without a probe
+            for i in held:
+                work.put_nowait((chunk, i))
             await asyncio.sleep(0)
         await ready.put(None)
+
+    def _copy(self, chunk: Chunk, i: int) -> None:
+        """A row whose text is already asked for in the open window: it takes that request's answer."""
+        self.counters.copies += 1
+        answer = self.settled.get(chunk.keys[i])
+        if answer is None:
+            self.copies[chunk.keys[i]].append((chunk, i))
+        else:
+            self._settle(chunk, i, answer)
 
     async def _probe(self, chunk: Chunk, i: int, target: Target | None) -> None:
         answer = await self._ask(chunk, i)
         if answer.error is not None and target is not None:
             raise UserError(f"teacher at {', '.join(target.base_urls)}: the first request failed: {answer.error}; "
                             f"{_first_failure_hint(answer.status)}")
-        self._settle(chunk, i, answer)
+        self._answered(chunk, i, answer)
 
     async def _ask(self, chunk: Chunk, i: int) -> Answer:
         assert self.endpoint is not None and self.payloads is not None
@@ -268,20 +318,37 @@ class Labeller:
         if answer.error is None:
             self.writer.add(chunk.keys[i], answer)
             self.counters.received += 1
+            self._check_health(chunk.examples[i].text, answer)
         self.budget.add(answer)
         self.breaker.record(answer)
         return answer
 
+    def _check_health(self, text: str, answer: Answer) -> None:
+        self.health.record(answer)
+        if self.checks.prompt_tokens is not None and self.health.wants_tokens(self.counters.received - 1):
+            self.health.check_tokens(answer.prompt_tokens, self.checks.prompt_tokens(text))
+
+    def _stop_reason(self) -> str | None:
+        return self.health.reason or self.breaker.reason
+
     async def _work(self, work: asyncio.Queue) -> None:
         while True:
             chunk, i = await work.get()
-            if self.breaker.reason is not None:
-                answer = Answer(error=f"not sent: {self.breaker.reason}")
+            if (reason := self._stop_reason()) is not None:
+                answer = Answer(error=f"not sent: {reason}")
             elif self.budget.exhausted():
                 answer = Answer(error=NOT_SENT)
             else:
                 answer = await self._ask(chunk, i)
-            self._settle(chunk, i, answer)
+            self._answered(chunk, i, answer)
+
+    def _answered(self, chunk: Chunk, i: int, answer: Answer) -> None:
+        """Settle a sent row and the copies of its text that wait on it."""
+        key = chunk.keys[i]
+        self.settled[key] = answer
+        self._settle(chunk, i, answer)
+        for other, j in self.copies.pop(key, ()):
+            self._settle(other, j, answer)
 
     def _settle(self, chunk: Chunk, i: int, answer: Answer) -> None:
         chunk.answers[i] = answer
@@ -296,6 +363,8 @@ class Labeller:
             await chunk.done.wait()
             self.writer.flush()
             self.sink(chunk)
+            for key in chunk.owned:
+                self.settled.pop(key, None)
             drained += 1
             if drained % GC_CHUNKS == 0:
                 gc.collect(1)
@@ -309,6 +378,17 @@ class Labeller:
             self.writer.flush()
             self.progress.update(self.counters.sent - shown)
             shown = self.counters.sent
+
+
+async def _supervise(tasks: list[asyncio.Task], last: asyncio.Task) -> None:
+    """Wait for `last` to finish; the first exception in any task (a sink's write error, a refused probe, a worker
+    or the ticker meeting a failed cache commit) is raised at once, so no task is left waiting on a dead one."""
+    watched = set(tasks)
+    while last in watched:
+        done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
 
 def _first_failure_hint(status: int | None) -> str:

@@ -346,7 +346,7 @@ def test_a_full_commit_queue_whose_thread_stopped_raises_instead_of_hanging(tmp_
     writer.error = OSError("disk full")
     writer.groups.put(None)  # the commit thread stops, as it does after a failed commit
     writer.thread.join()
-    with pytest.raises(RuntimeError, match="stopped committing"):
+    with pytest.raises(UserError, match="stopped committing"):
         for i in range((GROUPS_BEHIND + 2) * GROUP_ANSWERS):
             writer.add(str(i), Answer())
 

@@ -156,6 +156,25 @@ def _counts(task: Task, values: list[str]) -> dict[str, int]:
     return dict(Counter(c for value in values for c in task.categories(value)).most_common())
 
 
+# What fixes the most common drop when nothing is kept: loosening the filter cannot help where the answers are bad.
+_FIXES = {
+    "invalid": "the teacher's answers are empty, failed or not valid (a broken server? read generate/server.log): "
+               "fix the teacher and ask for them again with `distill generate -c CONFIG --retry-invalid` "
+               "(same --run-dir), then rerun",
+    "truncated": "the answers reached teacher.max_tokens: raise it and rerun `distill generate`",
+    "leaks_test": "every input is also a test row: give `data.test` a file of other rows",
+    "duplicate": "the inputs are copies of each other: give more distinct inputs or set filter.dedup_exact: false",
+    "near_duplicate": "raise filter.near_dup_threshold or remove it",
+}
+
+
+def _nothing_kept(source: Path, drops: Counter[str | None]) -> UserError:
+    reason, count = drops.most_common(1)[0]
+    fix = _FIXES.get(str(reason), f"loosen the filter setting that drops {reason!r} rows in `filter`")
+    return UserError(f"{source}: the filter kept no rows; most were dropped as {reason} ({count} of "
+                     f"{sum(drops.values())}; drops: {dict(drops)}): {fix}")
+
+
 def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     """Read `generate/outputs.parquet` and the test split; write `filter/train.parquet`, `eval.parquet`,
     `dropped.parquet` and a report."""
@@ -172,7 +191,7 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
     dropped = [{**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason]
     if not kept:
-        raise UserError(f"{source}: the filter kept no rows (drops: {dict(Counter(reasons))}); loosen `filter`")
+        raise _nothing_kept(source, Counter(reasons))
     train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
     budget = config.filter.max_train_rows or len(train)
     train, over_budget = train[:budget], train[budget:]
