@@ -362,11 +362,10 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     partial_because = _partial(config, files, failed, counts)
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],
-        counts={"rows": counts["rows"], "labelled": counts["labelled"], "failed": failed,
-                "invalid": counts["invalid"], "truncated": counts["truncated"], "oversize": len(found.oversize),
-                "not_sent": counts["not_sent"], "requests_sent": labeller.counters.sent,
-                "from_cache": labeller.counters.from_cache, "copies": labeller.counters.copies,
-                "retried_invalid": labeller.counters.retried_invalid, "test": len(plan.test)},
+        counts={"rows": counts["rows"], "labelled": counts["labelled"], "failed": failed, "invalid": counts["invalid"],
+                "truncated": counts["truncated"], "oversize": len(found.oversize), "not_sent": counts["not_sent"],
+                **{name: getattr(labeller.counters, name) for name in ("from_cache", "copies", "retried_invalid")},
+                "requests_sent": labeller.counters.sent, "test": len(plan.test)},
         partial=partial_because,
         usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"]},
         serving_s=round(tally.serving_s, 3),

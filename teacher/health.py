@@ -1,9 +1,9 @@
-"""Whether the teacher's answers look like a healthy server's, checked while labelling.
+"""Whether the teacher is healthy, checked while labelling: its requests (the breaker) and its answers.
 
-A server can answer every request with status 200 and still be broken: a model folder replaced while vLLM loaded
-it gave empty answers to a whole run, with 5 prompt tokens reported for 600-token prompts. Requests that fail are
-the breaker's (teacher/stream.py); this looks at the answers that arrive: a window of them mostly empty or invalid,
-or a prompt token count far from the teacher tokenizer's, stops the stage.
+The breaker stops a run when too many requests in a row, or too large a share, fail. But a server can answer
+every request with status 200 and still be broken (seen: a whole demo run of empty answers, with 5 prompt tokens
+reported for 430-token prompts). `Health` looks at the answers that arrive: a window of them mostly empty or
+invalid, or a prompt token count far from the teacher tokenizer's, stops the stage.
 """
 
 from __future__ import annotations
@@ -20,8 +20,50 @@ TOKEN_CHECKS = 3  # the first answers received are all checked, then one in ever
 TOKEN_EVERY = 256
 
 
+class TeacherFailing(UserError):
+    """The teacher failed too often to go on; answers paid for are in the cache and a rerun resumes."""
+
+
 class TeacherUnhealthy(UserError):
     """The teacher's answers look like a broken server's; the stage stops and is not recorded complete."""
+
+
+@dataclass
+class Breaker:
+    """Trips after `in_a_row` failures in a row, or when more than `max_rate` of the last `window` requests
+    failed (once at least `window` // 4 were seen)."""
+
+    in_a_row: int
+    max_rate: float
+    window: int = 200
+    recent: deque[bool] = field(default_factory=deque)
+    recent_failures: int = 0
+    last_error: str | None = None
+    failures_in_a_row: int = 0
+    reason: str | None = None
+
+    def record(self, answer: Answer) -> None:
+        failed = answer.error is not None
+        self.recent.append(failed)
+        self.recent_failures += failed
+        if len(self.recent) > self.window:
+            self.recent_failures -= self.recent.popleft()
+        if failed:
+            self.last_error = answer.error
+            self.failures_in_a_row += 1
+        else:
+            self.failures_in_a_row = 0
+        if self.reason is None and self.recent_failures:  # with no failure in the window nothing can trip
+            self._check()
+
+    def _check(self) -> None:
+        rate = self.recent_failures / len(self.recent)
+        if self.failures_in_a_row >= self.in_a_row:
+            self.reason = (f"{self.in_a_row} requests in a row failed (teacher.max_failures_in_a_row); "
+                           f"last: {self.last_error}")
+        elif len(self.recent) >= self.window // 4 and rate > self.max_rate:
+            self.reason = (f"{rate:.0%} of the last {len(self.recent)} requests failed (teacher.max_failure_rate="
+                           f"{self.max_rate:g}); last: {self.last_error}")
 
 
 @dataclass

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,17 +34,13 @@ from distill.data.inputs import Example
 from distill.errors import UserError
 from teacher.cache import CacheWriter, ResponseCache, request_key
 from teacher.client import Answer, Endpoint, Target
-from teacher.health import Health, TeacherUnhealthy
+from teacher.health import Breaker, Health, TeacherFailing, TeacherUnhealthy
 
 CHUNK_ROWS = 4096
 _encode = msgspec.json.Encoder().encode
 GC_CHUNKS = 8  # cycles (a failed request's traceback) wait at most this many chunks to be collected
 WINDOW_CHUNKS = 4  # chunks open at once: enough to keep every worker busy while the oldest one finishes
 NOT_SENT = "not sent: teacher.max_cost reached"
-
-
-class TeacherFailing(UserError):
-    """The teacher failed too often to go on; answers paid for are in the cache and a rerun resumes."""
 
 
 class Budget:
@@ -68,44 +63,6 @@ class Budget:
 
     def exhausted(self) -> bool:
         return self.limit is not None and self.spent() >= self.limit
-
-
-@dataclass
-class Breaker:
-    """Trips after `in_a_row` failures in a row, or when more than `max_rate` of the last `window` requests
-    failed (once at least `window` // 4 were seen)."""
-
-    in_a_row: int
-    max_rate: float
-    window: int = 200
-    recent: deque[bool] = field(default_factory=deque)
-    recent_failures: int = 0
-    last_error: str | None = None
-    failures_in_a_row: int = 0
-    reason: str | None = None
-
-    def record(self, answer: Answer) -> None:
-        failed = answer.error is not None
-        self.recent.append(failed)
-        self.recent_failures += failed
-        if len(self.recent) > self.window:
-            self.recent_failures -= self.recent.popleft()
-        if failed:
-            self.last_error = answer.error
-            self.failures_in_a_row += 1
-        else:
-            self.failures_in_a_row = 0
-        if self.reason is None and self.recent_failures:  # with no failure in the window nothing can trip
-            self._check()
-
-    def _check(self) -> None:
-        rate = self.recent_failures / len(self.recent)
-        if self.failures_in_a_row >= self.in_a_row:
-            self.reason = (f"{self.in_a_row} requests in a row failed (teacher.max_failures_in_a_row); "
-                           f"last: {self.last_error}")
-        elif len(self.recent) >= self.window // 4 and rate > self.max_rate:
-            self.reason = (f"{rate:.0%} of the last {len(self.recent)} requests failed (teacher.max_failure_rate="
-                           f"{self.max_rate:g}); last: {self.last_error}")
 
 
 @dataclass
@@ -255,17 +212,7 @@ class Labeller:
         for start, part, keys in chunks_of(self.examples, self.prefix):
             if self._stop_reason() is not None:
                 break  # the rows not reached are neither sent nor written: the run stops with the reason
-            # Looked up even on a first run: a text repeated a few chunks on is answered from the cache, not paid again.
-            cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
-            if self.checks.retry_invalid:
-                kept = {k: a for k, a in cached.items() if not self.checks.invalid(a)}
-                self.counters.retried_invalid += len(cached) - len(kept)
-                cached = kept
-            chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
-                          {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
-            self.counters.from_cache += len(cached)
-            missing = [i for i in range(len(part)) if chunk.answers[i] is None and i not in chunk.skipped]
-            chunk.waiting = len(missing)
+            chunk, missing = self._open(start, part, keys)
             if missing and self.payloads is not None:
                 self.payloads.check(part[missing[0]].text)
             await ready.put(chunk)  # in row order; waits while the window is full
@@ -291,6 +238,21 @@ class Labeller:
                 work.put_nowait((chunk, i))
             await asyncio.sleep(0)
         await ready.put(None)
+
+    def _open(self, start: int, part: list[Example], keys: list[str]) -> tuple[Chunk, list[int]]:
+        """A chunk with its cached answers in place, and its rows still to send."""
+        # Looked up even on a first run: a text repeated a few chunks on is answered from the cache, not paid again.
+        cached = self.reader.get_many([k for i, k in enumerate(keys) if start + i not in self.oversize])
+        if self.checks.retry_invalid:
+            kept = {k: a for k, a in cached.items() if not self.checks.invalid(a)}
+            self.counters.retried_invalid += len(cached) - len(kept)
+            cached = kept
+        chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
+                      {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
+        self.counters.from_cache += len(cached)
+        missing = [i for i in range(len(part)) if chunk.answers[i] is None and i not in chunk.skipped]
+        chunk.waiting = len(missing)
+        return chunk, missing
 
     def _copy(self, chunk: Chunk, i: int) -> None:
         """A row whose text is already asked for in the open window: it takes that request's answer."""
