@@ -411,6 +411,17 @@ class Config(Strict):
             self._student_fits(where.rstrip(".") or "student", run.student, task)
         return self
 
+    @model_validator(mode="after")
+    def _url_teacher_has_a_fleet(self) -> Config:
+        # A running server's size cannot be seen from its URL; guessing one accelerator made a 70B on 8 GPUs per
+        # replica 8x too cheap, and with it the saving and the payback.
+        priced_per_hour = self.cost.teacher_input_per_1m is None or self.cost.teacher_output_per_1m is None
+        if self.teacher.urls and priced_per_hour and self.cost.teacher_gpus is None:
+            raise ValueError("cost.teacher_gpus: a teacher at teacher.url priced per hour needs the number of "
+                             "accelerators serving it, all replicas together (e.g. 4 URLs of 8 GPUs each: 32); "
+                             "or give per-token prices (cost.teacher_input_per_1m, cost.teacher_output_per_1m)")
+        return self
+
     def _student_fits(self, where: str, student: StudentConfig, task: Any) -> None:
         if student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):
             raise ValueError(f"{where}.distill_weight needs the teacher's top-k at the answer's first token: set "

@@ -150,7 +150,7 @@ def test_report_markdown_has_recommendation_table_and_statistics(report_dir) -> 
     text = (folder / "report.md").read_text()
     for needle in ("**Verdict (", "student (merged)", "base, prompted", "McNemar", "| payback |",
                    "accuracy vs gold [95% CI]", "cost per 1k queries", "## Student per class",
-                   "costed at (requests in flight)"):
+                   "costed at (requests in flight)", "teacher $2.0/h per accelerator x 1 = $2/h for its fleet"):
         assert needle in text, needle
     order = [text.index(h) for h in ("**Verdict (", "## Quality", "## Cost at saturation", "## Payback")]
     assert order == sorted(order), "verdict first, then quality, cost at saturation and payback"

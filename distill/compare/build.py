@@ -200,6 +200,6 @@ def _assemble(config: Config, task: Task, models: dict[str, ModelMetrics], headl
         confusion={"labels": task.labels, "reference": "gold" if has_gold else "teacher",
                    "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions, task.labels)}
         if task.single_label and student.status == "measured" else None,
-        prices=config.cost.model_dump(), recommendation=recommendation.to_json(),
+        prices=costs.prices_used(config.cost, config.teacher), recommendation=recommendation.to_json(),
         adapter_merged_agreement=mean(agreement(task, measured["adapter"].predictions,
                                                 measured["merged"].predictions)) if both else None)

@@ -203,6 +203,13 @@ def _quality_section(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fleet(prices: dict[str, Any]) -> str:
+    """The teacher's hourly price as used: per accelerator, times the accelerators serving it."""
+    gpus = prices.get("teacher_gpus") or 1
+    fleet = prices.get("teacher_fleet_per_hour", prices["teacher_price_per_hour"] * gpus)
+    return f"${prices['teacher_price_per_hour']}/h per accelerator x {gpus} = ${fleet:g}/h for its fleet"
+
+
 def _cost_section(metrics: dict[str, Any]) -> list[str]:
     prices, monthly, one_off = metrics["prices"], metrics["monthly"], metrics["one_off_cost"]
     costed = ", ".join(f"{column} at {fmt(m.get('concurrency'))}" for column, m in measured(metrics).items())
@@ -214,7 +221,7 @@ def _cost_section(metrics: dict[str, Any]) -> list[str]:
             f"training ${one_off['training']:.5f}.",
             f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
             f"${fmt(monthly['student'], 2)}; payback {duration(metrics.get('payback_days'))}.",
-            f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
+            f"Prices used: teacher {_fleet(prices)}, "
             f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
             + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
                if prices["teacher_input_per_1m"] is not None else "") + ".", "",
