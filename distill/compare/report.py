@@ -239,7 +239,9 @@ def _cascade_section(metrics: dict[str, Any]) -> list[str]:
     return ["", "## Cascade", "",
             f"The student answers when its {cascade['confidence'].replace('_', ' ')} is at least "
             f"{cascade['threshold']:.3f}, the teacher otherwise. Out of sample ({cascade['folds']}-fold cross-fitted "
-            f"thresholds) it kept {cascade['student_share']:.0%} of queries, {cascade['measure']} "
+            f"thresholds, each chosen so that the rule's lower bound clears the bar on the other folds) it kept "
+            f"{with_interval(cascade['student_share'], cascade.get('student_share_ci'))} of queries with the student, "
+            f"{cascade['measure']} "
             f"{with_interval(rec['estimate'], rec['interval'], signed=signed)}, at ${fmt(cascade['cost_per_1k'], 5)} "
             f"per 1k; it {'passes' if rec['passes'] else 'does not pass'} "
             "the rule."]
