@@ -129,7 +129,8 @@ class FilterConfig(Strict):
     max_text_chars: int | None = Field(None, gt=0, description="Drop inputs longer than this (too_long).")
     max_output_chars: int | None = Field(None, gt=0, description="Drop teacher outputs longer than this.")
     min_logprob: float | None = Field(
-        None, le=0, description="Drop answers the teacher gave with a lower log-probability (low_confidence).")
+        None, le=0, description="Drop answers the teacher gave with a lower log-probability (low_confidence): a "
+        "single label's own (its probability, however many tokens), other answers' mean per token.")
     min_vote_share: float | None = Field(
         None, gt=0, le=1, description="With teacher.samples > 1: drop answers with a smaller majority.")
     dedup_exact: bool = Field(True, description="Drop repeats of a text after normalising case and spaces.")

@@ -34,7 +34,8 @@ def test_labels_needed_spread_covers_the_truth_and_widens_with_noise() -> None:
     loose = labels_needed(COUNTS, _points(), [0.02] * 4, target=0.85)
     assert tight.low <= truth <= tight.high
     assert tight.reached_share == 1.0
-    assert loose.high is None or (loose.high - loose.low) > (tight.high - tight.low)
+    # Noisier points: a lower 5th percentile, and some refits that never reach the target at all.
+    assert loose.low < tight.low and loose.reached_share < tight.reached_share
 
 
 def test_a_target_above_every_plausible_ceiling_is_not_reached() -> None:
