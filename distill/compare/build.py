@@ -11,7 +11,7 @@ from distill.artifacts import finite
 from distill.compare import cost as costs
 from distill.compare.cascade import Cascade, Clears, confidences, cross_fitted_cascade
 from distill.compare.decision import Evidence, Option, Recommendation, Rule, decide, failed_recommendation
-from distill.compare.measure import Measured, costed_point
+from distill.compare.measure import Measured, costed_point, still_rising
 from distill.compare.metrics import Metrics, ModelMetrics, mean
 from distill.compare.stats import (
     confusion,
@@ -47,6 +47,7 @@ def _throughput(m: Measured, config: Config) -> dict:
     tokens = sum(a.prompt_tokens + a.completion_tokens for a in done) / max(len(done), 1)
     return {"concurrency": point.concurrency, "queries_per_s": point.queries_per_s,
             "tokens_per_s": round(tokens * point.queries_per_s, 1), "latency_ms": point.latency_ms,
+            "still_rising": still_rising(m.points, config.compare.latency_slo_ms),
             "sweep": [{k: v for k, v in asdict(p).items() if k != "latencies"} for p in m.points]}
 
 

@@ -45,14 +45,16 @@ def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         *[[title, *[fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
         ["agreement with the teacher", *[fmt(m.get("agreement_with_teacher")) for m in columns.values()]],
         ["valid answers (label set / schema / format)", *[fmt(m.get("valid_rate")) for m in columns.values()]],
-        ["costed at (requests in flight)", *[fmt(m.get("concurrency")) for m in columns.values()]],
+        ["costed at (requests in flight)", *[fmt(m.get("concurrency")) + (" (still rising)" if m.get("still_rising")
+                                                                           else "") for m in columns.values()]],
         ["queries/s at saturation", *[fmt(m.get("queries_per_s"), 2) for m in columns.values()]],
         ["timed", *[f"reused, measured {m['timed_at']}" if m.get("timed_at") else "this run"
                     for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
         ["prompt tokens / query", *[fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],
-        ["cost per 1k queries ($)", *[fmt(m["cost_per_1k_queries"], 5) for m in columns.values()]],
+        ["cost per 1k queries ($)", *[("at most " if m.get("still_rising") else "") + fmt(m["cost_per_1k_queries"], 5)
+                                      for m in columns.values()]],
     ]
     return list(columns), rows
 
@@ -203,6 +205,14 @@ def _quality_section(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rising(metrics: dict[str, Any]) -> str:
+    rising = [column for column, m in measured(metrics).items() if m.get("still_rising")]
+    if not rising:
+        return ""
+    return (f" Still rising at compare.max_concurrency, so not shown saturated: {', '.join(rising)}; a higher "
+            "max_concurrency may serve more queries per second, and their cost per query is at most the one given.")
+
+
 def _fleet(prices: dict[str, Any]) -> str:
     """The teacher's hourly price as used: per accelerator, times the accelerators serving it."""
     gpus = prices.get("teacher_gpus") or 1
@@ -216,7 +226,7 @@ def _cost_section(metrics: dict[str, Any]) -> list[str]:
     return ["", "## Cost at saturation", "",
             f"Measured on {metrics['hardware']}, one model at a time; each costed where more requests in flight "
             f"stopped raising queries/s by more than 5%: {costed}. Headline student: "
-            f"{metrics['student']['served_as']}.",
+            f"{metrics['student']['served_as']}." + _rising(metrics),
             f"One-off: labelling ${one_off['labelling']:.5f} ({one_off.get('labelling_basis', 'this run')}), "
             f"training ${one_off['training']:.5f}.",
             f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
