@@ -133,7 +133,8 @@ class FilterConfig(Strict):
     max_text_chars: int | None = Field(None, gt=0, description="Drop inputs longer than this (too_long).")
     max_output_chars: int | None = Field(None, gt=0, description="Drop teacher outputs longer than this.")
     min_logprob: float | None = Field(
-        None, le=0, description="Drop answers the teacher gave with a lower log-probability (low_confidence).")
+        None, le=0, description="Drop answers the teacher gave with a lower log-probability (low_confidence): a "
+        "single label's own (its probability, however many tokens), other answers' mean per token.")
     min_vote_share: float | None = Field(
         None, gt=0, le=1, description="With teacher.samples > 1: drop answers with a smaller majority.")
     dedup_exact: bool = Field(True, description="Drop repeats of a text after normalising case and spaces.")
@@ -413,6 +414,17 @@ class Config(Strict):
                 raise ValueError(f"{where}filter.min_vote_share: one answer per input has no vote share to filter "
                                  f"on; set {where}teacher.samples above 1 (with a temperature) or remove it")
             self._student_fits(where.rstrip(".") or "student", run.student, task)
+        return self
+
+    @model_validator(mode="after")
+    def _url_teacher_has_a_fleet(self) -> Config:
+        # A running server's size cannot be seen from its URL; guessing one accelerator made a 70B on 8 GPUs per
+        # replica 8x too cheap, and with it the saving and the payback.
+        priced_per_hour = self.cost.teacher_input_per_1m is None or self.cost.teacher_output_per_1m is None
+        if self.teacher.urls and priced_per_hour and self.cost.teacher_gpus is None:
+            raise ValueError("cost.teacher_gpus: a teacher at teacher.url priced per hour needs the number of "
+                             "accelerators serving it, all replicas together (e.g. 4 URLs of 8 GPUs each: 32); "
+                             "or give per-token prices (cost.teacher_input_per_1m, cost.teacher_output_per_1m)")
         return self
 
     def _student_fits(self, where: str, student: StudentConfig, task: Any) -> None:

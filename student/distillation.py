@@ -5,12 +5,17 @@ Loss = (1 - w) * cross-entropy on the teacher's answer + w * cross-entropy again
 renormalised (equal to their KL divergence up to a constant).
 
 The mapping goes through the labels, so teacher and student need not share a tokenizer. Each teacher token is
-text that starts one or more labels ("cancel" starts "cancellation"); its probability goes to those labels,
-split evenly where it starts several. Each label's probability then goes to the first token of that label as
-the student is trained to write it, in the student's own tokenizer (" cancellation" may be one token there, and
-" cancel" another: mapping the teacher's token itself would pick the wrong one). Tokens that start no label
-are left out before renormalising. Single-label classification only: a JSON or free-text answer's first token
-(`{`, `[`, a word) says nothing about the answer.
+text that starts one or more labels ("top" starts seven BANKING77 labels); its probability goes to those labels.
+The label the teacher answered is known, and so is the probability of its whole token sequence (the answer's
+log-probability): it gets that probability, through the tokens that start it, and what is left of those tokens'
+mass is shared evenly by the other labels they start. Where the answer's probability is unknown, the answered
+label keeps its first token's whole share. (Shared evenly, a teacher 100% sure of `topping_up_by_card` gave it
+0.14.) A token that starts only other labels is shared evenly between them: nothing says which one it meant.
+Each label's probability then goes to the first token of that label as the student is trained to write it, in
+the student's own tokenizer (" cancellation" may be one token there, and " cancel" another: mapping the teacher's
+token itself would pick the wrong one). Tokens that start no label are left out before renormalising.
+Single-label classification only: a JSON or free-text answer's first token (`{`, `[`, a word) says nothing about
+the answer.
 """
 
 from __future__ import annotations
@@ -22,15 +27,33 @@ from typing import Any
 from distill.tasks import Task
 
 
-def label_probabilities(alternatives: list[dict[str, Any]], labels: list[str]) -> dict[str, float]:
-    """The teacher's first-token probabilities summed per label, over the tokens that can start each label."""
+def label_probabilities(alternatives: list[dict[str, Any]], labels: list[str], answered: str | None = None,
+                        answer_logprob: float | None = None) -> dict[str, float]:
+    """The teacher's probability per label from its first-token alternatives and, where known, the label it
+    answered with the log-probability of that whole answer."""
     mass: dict[str, float] = {}
-    for alternative in alternatives:
+    # The answered label's own probability, handed out once, through the likeliest tokens that start it first.
+    owed = math.exp(answer_logprob) if answer_logprob is not None else math.inf
+    for alternative in sorted(alternatives, key=lambda a: -a["logprob"]):
         token = alternative["token"].lstrip()  # a leading space is where the token sits, not what it says
         started = [label for label in labels if token and label.startswith(token)]
-        for label in started:
-            mass[label] = mass.get(label, 0.0) + math.exp(alternative["logprob"]) / len(started)
+        probability = math.exp(alternative["logprob"])
+        if answered in started:
+            others = [label for label in started if label != answered]
+            own = min(probability, owed) if others else probability
+            owed = max(owed - own, 0.0)
+            _add(mass, [answered], own)
+            _add(mass, others, probability - own)
+        else:
+            _add(mass, started, probability)
+    if answered in labels and answered not in mass and math.isfinite(owed):
+        mass[answered] = owed  # its first token fell outside the top-k
     return mass
+
+
+def _add(mass: dict[str, float], labels: list[str], probability: float) -> None:
+    for label in labels:
+        mass[label] = mass.get(label, 0.0) + probability / len(labels)
 
 
 def first_target_ids(task: Task, tokenizer: Any) -> dict[str, int]:
@@ -43,7 +66,8 @@ def first_target_ids(task: Task, tokenizer: Any) -> dict[str, int]:
 def soft_target(row: dict[str, Any], first_ids: dict[str, int]) -> tuple[list[int], list[float]]:
     """Student token ids and the teacher's renormalised probabilities for them; empty where none were kept or
     none of the teacher's tokens starts a label."""
-    labels = label_probabilities(json.loads(row.get("top_logprobs") or "[]"), list(first_ids))
+    labels = label_probabilities(json.loads(row.get("top_logprobs") or "[]"), list(first_ids), row.get("label"),
+                                 row.get("logprob"))
     mass: dict[int, float] = {}
     for label, probability in labels.items():
         mass[first_ids[label]] = mass.get(first_ids[label], 0.0) + probability  # labels sharing a first token

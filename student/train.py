@@ -42,7 +42,7 @@ TRAIN_COLUMNS = ("id", "text", "label")  # what training reads of filter's rows 
 
 def _train_columns(student: StudentConfig) -> tuple[str, ...]:
     """The columns this training reads: the options add the teacher's top-k and its rationale."""
-    return (TRAIN_COLUMNS + (("top_logprobs",) if student.distill_weight else ())
+    return (TRAIN_COLUMNS + (("top_logprobs", "logprob") if student.distill_weight else ())
             + (("rationale",) if student.rationale_weight else ()))
 
 

@@ -235,7 +235,8 @@ def _parse_response(data: dict[str, Any]) -> Answer:
 
 
 def _logprob_summary(logprobs: dict[str, Any] | None) -> tuple[float | None, list[dict[str, Any]]]:
-    """Summed log-probability of the generated tokens and the top alternatives at the first token.
+    """Summed log-probability of the generated tokens and the top alternatives at the first token, with the token
+    actually sampled there (under a constraint it may be outside the top-k, and distillation needs its share).
 
     Chat responses carry `content` (a list of token records); completion responses carry parallel lists.
     """
@@ -246,11 +247,18 @@ def _logprob_summary(logprobs: dict[str, Any] | None) -> tuple[float | None, lis
         total = sum(t["logprob"] for t in tokens)
         first = [{"token": a["token"], "logprob": a["logprob"]} for a in (tokens[0].get("top_logprobs") or [])
                  ] if tokens else []
-        return total, first
+        return total, _with_sampled(first, tokens[0]["token"], tokens[0]["logprob"]) if tokens else first
     token_logprobs = [lp for lp in (logprobs.get("token_logprobs") or []) if lp is not None]
     tops = logprobs.get("top_logprobs") or []
     first = [{"token": tok, "logprob": lp} for tok, lp in (tops[0] or {}).items()] if tops else []
+    sampled = logprobs.get("tokens") or []
+    if sampled and token_logprobs:
+        first = _with_sampled(first, sampled[0], token_logprobs[0])
     return (sum(token_logprobs) if token_logprobs else None), first
+
+
+def _with_sampled(first: list[dict[str, Any]], token: str, logprob: float) -> list[dict[str, Any]]:
+    return first if any(a["token"] == token for a in first) else [*first, {"token": token, "logprob": logprob}]
 
 
 async def map_concurrent(items: Sequence[T], worker: Callable[[T], Awaitable[R]], concurrency: int,

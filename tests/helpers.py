@@ -36,7 +36,8 @@ def study_config(model: str | Path, inputs: Path, **overrides: dict) -> dict:
         "student": {"model": str(model), "lora": {"r": 8, "alpha": 16}, "epochs": 1, "batch_size": 8,
                     "max_seq_len": 96, "server": server},
         "compare": {"max_concurrency": 16},
-        "cost": {"teacher_price_per_hour": 2.0, "student_price_per_hour": 1.0, "train_price_per_hour": 1.0},
+        "cost": {"teacher_price_per_hour": 2.0, "teacher_gpus": 1, "student_price_per_hour": 1.0,
+                 "train_price_per_hour": 1.0},
     }
     config.update(overrides)
     return config

@@ -9,7 +9,7 @@ import pytest
 
 from distill.compare import cost
 from distill.compare.build import build_metrics
-from distill.compare.cascade import cascade_curve, cheapest_meeting, cross_fitted_cascade
+from distill.compare.cascade import cascade_curve, cheapest_clearing, cross_fitted_cascade
 from distill.compare.measure import Measured, SweepPoint
 from distill.compare.report import write_reports
 from distill.compare.stats import class_report, confusion, mcnemar
@@ -53,7 +53,12 @@ def test_cascade_curve_and_cheapest_threshold() -> None:
     assert by_share[0.0].quality == 1.0 and by_share[0.0].cost_per_1k == 11.0
     assert by_share[0.5].quality == 1.0 and by_share[0.5].cost_per_1k == 6.0  # the two sure ones are right
     assert by_share[1.0].quality == 0.5 and by_share[1.0].cost_per_1k == 1.0
-    assert cheapest_meeting(curve, 1.0).student_share == 0.5
+    assert cheapest_clearing(curve, kept, deferred, confidence, _reaches(1.0)).student_share == 0.5
+
+
+def _reaches(quality: float):
+    """A point target on the blend's quality (compare.target_quality)."""
+    return lambda blended, deferred: blended.mean(axis=1) >= quality - 1e-12
 
 
 def test_cascade_quality_is_reported_out_of_sample() -> None:
@@ -64,8 +69,8 @@ def test_cascade_quality_is_reported_out_of_sample() -> None:
     kept = (rng.random(n) < 0.6).astype(float)  # the student is right 60% of the time, whatever its confidence
     deferred = np.ones(n)
     noise = {"mean_token_logprob": rng.normal(size=n), "answer_logprob": rng.normal(size=n)}
-    result = cross_fitted_cascade(kept, deferred, noise, lambda rows: 0.9, 1.0, 10.0)
-    in_sample = cheapest_meeting(result.curve, 0.9)
+    result = cross_fitted_cascade(kept, deferred, noise, _reaches(0.9), 1.0, 10.0)
+    in_sample = cheapest_clearing(result.curve, kept, deferred, noise[result.confidence], _reaches(0.9))
     assert in_sample is not None and in_sample.quality >= 0.9
     assert result.folds == 5
     assert result.quality == pytest.approx(np.mean(result.blended))
@@ -81,7 +86,7 @@ def test_cascade_prefers_the_informative_confidence() -> None:
     kept = (rng.random(n) < 0.7).astype(float)
     informative = kept + rng.normal(scale=0.1, size=n)  # high exactly where the student is right
     scores = {"mean_token_logprob": informative, "answer_logprob": rng.normal(size=n)}
-    result = cross_fitted_cascade(kept, np.ones(n), scores, lambda rows: 0.98, 1.0, 10.0)
+    result = cross_fitted_cascade(kept, np.ones(n), scores, _reaches(0.98), 1.0, 10.0)
     assert result.confidence == "mean_token_logprob"
     assert result.student_share > 0.5 and result.quality >= 0.97
 
@@ -150,8 +155,10 @@ def test_report_markdown_has_recommendation_table_and_statistics(report_dir) -> 
     text = (folder / "report.md").read_text()
     for needle in ("**Verdict (", "student (merged)", "base, prompted", "McNemar", "| payback |",
                    "accuracy vs gold [95% CI]", "cost per 1k queries", "## Student per class",
-                   "costed at (requests in flight)"):
+                   "costed at (requests in flight)", "teacher $2.0/h per accelerator x 1 = $2/h for its fleet"):
         assert needle in text, needle
+    # Every model here was measured at 1 and 4 in flight, 3x faster at 4: not shown saturated.
+    assert "4 (still rising)" in text and "at most 0.0" in text and "Still rising at compare.max_concurrency" in text
     order = [text.index(h) for h in ("**Verdict (", "## Quality", "## Cost at saturation", "## Payback")]
     assert order == sorted(order), "verdict first, then quality, cost at saturation and payback"
 

@@ -157,7 +157,9 @@ def test_a_run_logged_to_a_file_has_no_bars_and_the_students_card(tmp_path: Path
     assert set(json.loads(status.stdout)["stages"].values()) == {"complete"}, "the rewritten card damages nothing"
     assert (run_dir / "filter" / "README.md").is_file() and (run_dir / "train" / "stage.log").is_file()
     assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
-    assert _scalars_in(run_dir / "tensorboard" / "summary")["agreement"] >= 0
+    metrics = json.loads((run_dir / "compare" / "metrics.json").read_text())
+    assert _scalars_in(run_dir / "tensorboard" / "summary")["agreement"] == pytest.approx(metrics["agreement"],
+                                                                                         abs=1e-6)
 
 
 def _scalars_in(folder: Path) -> dict[str, float]:

@@ -24,6 +24,13 @@ def test_token_prices_win_over_hourly_for_the_teacher() -> None:
     assert cost.teacher_cost_per_1k(HOURLY, 10.0, 500, 10) == pytest.approx(0.1)
 
 
+def test_prices_used_state_the_teachers_whole_fleet() -> None:
+    fleet = HOURLY.model_copy(update={"teacher_gpus": 32})  # 4 endpoints of 8 GPUs each
+    assert cost.prices_used(fleet)["teacher_fleet_per_hour"] == pytest.approx(3.6 * 32)
+    assert cost.prices_used(fleet)["teacher_gpus"] == 32
+    assert cost.teacher_cost_per_1k(fleet, 10.0, 500, 10) == pytest.approx(0.1 * 32)
+
+
 def test_labelling_and_training_cost() -> None:
     assert cost.labelling_cost(HOURLY, 1800, 0, 0) == pytest.approx(1.8)
     assert cost.labelling_cost(API, 1800, 1_000_000, 100_000) == pytest.approx(2.8)

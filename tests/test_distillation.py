@@ -13,7 +13,7 @@ from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
-from helpers import DEMO_INPUTS, study_config, write_config
+from helpers import DEMO_INPUTS, DEMO_LABELS, SHARED_DATA, study_config, write_config
 from student.distillation import (
     SoftTargetCollator,
     first_target_ids,
@@ -145,10 +145,58 @@ def test_teacher_tokens_map_through_labels_to_the_students_own_first_tokens() ->
     assert dict(zip(ids, probs, strict=True)) == pytest.approx({1: 0.5, 3: 0.25, 4: 0.25})
 
 
-def test_a_token_starting_several_labels_is_shared_between_them() -> None:
+def test_a_token_starting_several_labels_gives_the_answered_label_its_own_probability() -> None:
     alternatives = [{"token": " card", "logprob": math.log(0.5)}, {"token": "card_pay", "logprob": math.log(0.1)}]
-    assert label_probabilities(alternatives, ["card_arrival", "card_payment", "refund"]) == pytest.approx(
-        {"card_arrival": 0.25, "card_payment": 0.35})
+    labels = ["card_arrival", "card_payment", "refund"]
+    # Nothing says which label " card" meant: shared evenly.
+    assert label_probabilities(alternatives, labels) == pytest.approx({"card_arrival": 0.25, "card_payment": 0.35})
+    # The teacher answered card_arrival with probability 0.45: that is its share; the rest of " card" goes on.
+    assert label_probabilities(alternatives, labels, "card_arrival", math.log(0.45)) == pytest.approx(
+        {"card_arrival": 0.45, "card_payment": 0.15})
+    # Only its first token known: the answered label keeps that token's whole share.
+    assert label_probabilities(alternatives, labels, "card_arrival") == pytest.approx(
+        {"card_arrival": 0.5, "card_payment": 0.1})
+
+
+BUILT_IN = ("qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct")
+
+
+def _built_in_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from distill.models import cache_root
+
+    folder = cache_root() / "models" / name
+    if not folder.is_dir():
+        pytest.skip(f"{name} is not in the model cache (distill models pull {name})")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _label_sets() -> dict[str, list[str]]:
+    banking = SHARED_DATA / "banking77" / "categories.json"
+    if not banking.exists():
+        pytest.skip("../shared/data is absent")
+    return {"banking77": json.loads(banking.read_text()), "demo": DEMO_LABELS}
+
+
+@pytest.mark.parametrize("teacher_name", BUILT_IN)
+@pytest.mark.parametrize("student_name", BUILT_IN)
+def test_a_sure_teacher_gives_a_sure_target_on_every_label(teacher_name: str, student_name: str) -> None:
+    """With the real tokenizers: a teacher 100% sure of a label (its first token at probability 1, four other
+    labels' first tokens in its top 5 at e^-30) gives that label's student token at least 0.95, for every label
+    of BANKING77 and of the demo."""
+    teacher, student = _built_in_tokenizer(teacher_name), _built_in_tokenizer(student_name)
+    for labels in _label_sets().values():
+        task = make_task(ClassificationSettings(instruction="Route.", labels=labels))
+        first_ids = first_target_ids(task, student)
+        starts = {label: teacher.decode(teacher(label, add_special_tokens=False)["input_ids"][:1]) for label in labels}
+        worst = 1.0
+        for label in labels:
+            others = [starts[other] for other in labels if starts[other] != starts[label]][:4]
+            top = [{"token": starts[label], "logprob": 0.0}, *[{"token": t, "logprob": -30.0} for t in others]]
+            ids, probs = soft_target({"top_logprobs": json.dumps(top), "label": label, "logprob": 0.0}, first_ids)
+            worst = min(worst, dict(zip(ids, probs, strict=True)).get(first_ids[label], 0.0))
+        assert worst >= 0.95, (teacher_name, student_name, worst)
 
 
 def test_distillation_needs_the_teachers_top_k(tmp_path: Path) -> None:
@@ -157,3 +205,16 @@ def test_distillation_needs_the_teachers_top_k(tmp_path: Path) -> None:
     config["teacher"].update(rationale=True, max_tokens=64)
     with pytest.raises(UserError, match="student.distill_weight needs the teacher's top-k"):
         load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def test_the_teacher_keeps_its_sampled_first_token_beside_its_top_k() -> None:
+    """Under a constraint the sampled token may be outside the top-k; its share is the answered label's."""
+    from teacher.client import _logprob_summary
+
+    chat = {"content": [{"token": "top", "logprob": -2.0, "top_logprobs": [{"token": "I", "logprob": -0.1}]},
+                        {"token": "ping", "logprob": -0.5, "top_logprobs": []}]}
+    total, first = _logprob_summary(chat)
+    assert total == pytest.approx(-2.5)
+    assert first == [{"token": "I", "logprob": -0.1}, {"token": "top", "logprob": -2.0}]
+    completion = {"tokens": [" top"], "token_logprobs": [-1.5], "top_logprobs": [{" card": -0.3, " top": -1.5}]}
+    assert _logprob_summary(completion)[1] == [{"token": " card", "logprob": -0.3}, {"token": " top", "logprob": -1.5}]

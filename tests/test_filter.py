@@ -201,3 +201,20 @@ def test_label_budgets_are_nested_and_the_rest_is_dropped_with_a_reason(tmp_path
         assert len(kept) == budget and list(dropped.values()) == ["over_label_budget"] * (20 - budget)
         kept_by_budget[budget] = kept
     assert kept_by_budget[10][:5] == kept_by_budget[5]  # the smaller budget is a prefix of the larger
+
+
+def test_min_logprob_reads_a_label_whole_and_other_answers_per_token() -> None:
+    """A 40-token JSON answer at -0.05 a token is sure of every token; its sum, -2.0, would drop it. A label is
+    read whole: its log-probability is the label's probability, however many tokens it takes."""
+    from distill.config import FilterConfig
+    from distill.filter.stage import row_reason
+
+    rules = FilterConfig(min_logprob=-1.0)
+    long_json = _row(0, "book a table for two", "{}") | {"logprob": -2.0, "completion_tokens": 40}
+    assert row_reason(long_json, rules, per_label=False) is None
+    assert row_reason(long_json | {"completion_tokens": 1}, rules, per_label=False) == "low_confidence"
+    # Three samples' tokens are counted together: 120 tokens are 40 per answer.
+    voted = long_json | {"completion_tokens": 120, "samples": json.dumps(["{}", "{}", "{}"])}
+    assert row_reason(voted, rules, per_label=False) is None
+    label = _row(1, "topping up failed", "topping_up_by_card") | {"logprob": -2.0, "completion_tokens": 6}
+    assert row_reason(label, rules, per_label=True) == "low_confidence"

@@ -3,16 +3,28 @@ a simulated capacity (fast, offline); and failed requests make a failed measurem
 
 import asyncio
 
-from distill.compare.measure import Measured, SweepPoint, costed_point, levels, measure_target
+from distill.compare.measure import (
+    Measured,
+    SweepPoint,
+    costed_point,
+    levels,
+    measure_target,
+    still_rising,
+    sweep_requests,
+)
 from fake_openai import FakeEndpoint
 from teacher.client import Answer, Target
 
 REQUESTS = [{"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4} for i in range(12)]
 
 
-def _sweep(fake: FakeEndpoint, max_concurrency: int, slo_ms: float | None = None):
+def _sweep(fake: FakeEndpoint, max_concurrency: int, slo_ms: float | None = None, extra: list | None = None):
     target = Target((fake.url,), "fake")
-    return asyncio.run(measure_target(target, REQUESTS, "chat", max_concurrency, slo_ms, 0.01, "fake"))
+    return asyncio.run(measure_target(target, REQUESTS, "chat", max_concurrency, slo_ms, 0.01, "fake", extra))
+
+
+def _pool(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"pool {i}"}], "max_tokens": 4} for i in range(n)]
 
 
 def test_levels_rise_by_four_up_to_the_limit() -> None:
@@ -61,3 +73,28 @@ def test_a_model_whose_requests_fail_is_reported_failed() -> None:
     assert "400" in measured.reason
     ok = Measured("m", "vLLM", 1.0, [Answer()] * 200 + [Answer(error="x")], [None] * 201).check_failures(0.01)
     assert ok.status == "measured"
+
+
+def test_the_sweep_sends_distinct_queries_from_the_pool_and_counts_repeats() -> None:
+    """12 test queries and a sweep to 16 in flight (8 + 8 + 32 requests): with the pool, no query is sent twice,
+    so none finds its whole prompt in the server's prefix cache; without it, the repeats are counted."""
+    assert sweep_requests(16) == 48
+    with FakeEndpoint() as fake:
+        result = _sweep(fake, 16, extra=_pool(36))
+    sent = [r["messages"][-1]["content"] for r in fake.requests]
+    assert len(sent) == 1 + 48 and len(set(sent)) == 48, "each query once (the warm-up is the last one sent)"
+    assert all(p.repeats == 0 for p in result.points) and len(result.answers) == 12
+    assert all(a.text == "billing" for a in result.answers), "the test queries' answers are the ones scored"
+    with FakeEndpoint() as fake:
+        alone = _sweep(fake, 16)
+    assert [p.repeats for p in alone.points] == [0, 4, 32]
+
+
+def test_a_sweep_still_rising_at_its_top_says_so_and_its_cost_is_at_most() -> None:
+    """A server that is never busy (no capacity limit): queries/s rise with every level up to the last one."""
+    with FakeEndpoint(capacity=64, service_s=0.05) as fake:
+        result = _sweep(fake, 16, extra=_pool(36))
+    assert [p.concurrency for p in result.points] == [1, 4, 16]
+    assert still_rising(result.points, None) and costed_point(result.points, None).concurrency == 16
+    with FakeEndpoint(capacity=4, service_s=0.1) as fake:
+        assert not still_rising(_sweep(fake, 256).points, None)

@@ -233,18 +233,23 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
 def test_learning_curve_report_states_labels_needed_and_cost() -> None:
     from distill.study.curve import _fit, curve_markdown
 
-    points = [{"labels": n, "quality": q, "quality_ci": [q - 0.02, q + 0.02], "agreement": None,
-               "agreement_ci": None, "verdict": "keep_teacher"}
-              for n, q in ((250, 0.6), (500, 0.7), (1000, 0.77), (2000, 0.82))]
-    fit = _fit(points, "quality", target=0.8, per_label=0.01)
-    assert fit is not None and fit["still_rising"]
+    # A teacher at 0.75 on 300 test queries; the student's paired difference rises past the bar.
+    points = [{"labels": n, "quality": 0.75 + d, "quality_ci": [0.7 + d, 0.8 + d], "quality_diff": d,
+               "quality_diff_ci": [d - 0.04, d + 0.04], "n_queries": 300, "agreement": None, "agreement_ci": None,
+               "verdict": "keep_teacher"}
+              for n, d in ((250, -0.15), (500, -0.05), (1000, 0.02), (2000, 0.07))]
+    fit = _fit(points, "quality_diff", bar=-0.02, per_label=0.01)
+    assert fit is not None and fit["still_rising"] and fit["power"] == 0.8 and fit["test_queries"] == 300
+    # Passing with 80% probability asks the mean (z_0.975 + z_0.8) standard errors above the bar.
+    assert fit["target"] == pytest.approx(-0.02 + 2.8016 * 0.04 / 1.96, abs=1e-3)
     needed = fit["labels_needed"]
-    assert 1000 < needed["median"] < 5000 and needed["low"] <= needed["median"]
+    assert 500 < needed["median"] < 2000 and needed["low"] <= needed["median"]
     assert fit["labelling_cost"]["median"] == pytest.approx(needed["median"] * 0.01)
+    assert fit["min_test_queries"] is not None and fit["min_test_queries"] < 300
     curve = {"points": points, "quality": fit, "agreement": _fit(points, "agreement", 0.95, 0.01)}
     text = curve_markdown(curve, "accuracy")
-    assert "| 2,000 | 0.820 [0.800, 0.840] |" in text
-    assert "kept labels reach 0.800" in text and "still rising" in text
+    assert "| 2,000 | 0.820 [0.770, 0.870] |" in text
+    assert "say distil with 80% probability on 300 test queries" in text and "still rising" in text
     assert "agreement: too few points to fit" in text
 
 

@@ -26,7 +26,7 @@ def _config(url: str, **compare: object) -> Config:
 
 def _measure(config: Config, layout: RunLayout):
     recorder = StageRecorder(compare_stage.STAGE, config, layout)
-    return compare_stage.measure_teacher(config, layout, recorder, make_task(config.task), TEXTS)
+    return compare_stage.measure_teacher(config, layout, recorder, make_task(config.task), TEXTS, [])
 
 
 def test_stored_timing_round_trips_and_is_keyed_by_what_it_measured(tmp_path: Path) -> None:

@@ -66,3 +66,17 @@ def test_validate_reads_the_demo_data_in_seconds(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "support_inbox.csv: 176 rows" in result.stdout
     assert time.perf_counter() - start < 10
+
+
+def test_a_url_teacher_priced_per_hour_without_its_fleet_size_is_refused(tmp_path: Path) -> None:
+    config = study_config("m", DEMO_INPUTS)
+    config["teacher"] = {"model": "big-70b", "url": ["http://gpu1:8000/v1", "http://gpu2:8000/v1"]}
+    config["cost"] = {"teacher_price_per_hour": 2.5, "student_price_per_hour": 1.0, "train_price_per_hour": 1.0}
+    result = _validate(write_config(tmp_path / "c.yaml", config))
+    assert result.exit_code == 1
+    assert "cost.teacher_gpus" in result.stderr and "Traceback" not in result.output
+    config["cost"]["teacher_gpus"] = 16
+    assert _validate(write_config(tmp_path / "c.yaml", config)).exit_code == 0
+    del config["cost"]["teacher_gpus"]  # an API teacher priced per token has no fleet to count
+    config["cost"] |= {"teacher_input_per_1m": 1.0, "teacher_output_per_1m": 2.0}
+    assert _validate(write_config(tmp_path / "c.yaml", config)).exit_code == 0

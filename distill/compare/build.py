@@ -9,15 +9,24 @@ import numpy as np
 
 from distill.artifacts import finite
 from distill.compare import cost as costs
-from distill.compare.cascade import Cascade, confidences, cross_fitted_cascade
+from distill.compare.cascade import Cascade, Clears, confidences, cross_fitted_cascade
 from distill.compare.decision import Evidence, Option, Recommendation, Rule, decide, failed_recommendation
-from distill.compare.measure import Measured, costed_point
+from distill.compare.measure import Measured, costed_point, still_rising
 from distill.compare.metrics import Metrics, ModelMetrics, mean
-from distill.compare.stats import confusion, mcnemar, mean_interval, paired_difference, spread
+from distill.compare.stats import (
+    confusion,
+    exact_interval,
+    mcnemar,
+    mean_interval,
+    paired_binary_interval,
+    paired_difference,
+    spread,
+)
 from distill.config import Config
 from distill.tasks import Task
 
 AGREEMENT = "agreement with the teacher"
+Z95 = 1.96
 
 
 def row_scores(task: Task, predictions: list[str | None], gold: list[str | None]) -> list[float]:
@@ -38,6 +47,7 @@ def _throughput(m: Measured, config: Config) -> dict:
     tokens = sum(a.prompt_tokens + a.completion_tokens for a in done) / max(len(done), 1)
     return {"concurrency": point.concurrency, "queries_per_s": point.queries_per_s,
             "tokens_per_s": round(tokens * point.queries_per_s, 1), "latency_ms": point.latency_ms,
+            "still_rising": still_rising(m.points, config.compare.latency_slo_ms),
             "sweep": [{k: v for k, v in asdict(p).items() if k != "latencies"} for p in m.points]}
 
 
@@ -90,17 +100,34 @@ def evidence(rule: Rule, student: np.ndarray, teacher: np.ndarray) -> Evidence:
     return Evidence(mean(student), mean_interval(student) or [0.0, 1.0], spread(student), len(student))
 
 
+def clears_rule(rule: Rule, fixed: float | None) -> Clears:
+    """Whether each candidate blend passes the rule on the rows that choose a cascade's threshold: by the rule's
+    own interval for right/wrong scores; for graded scores by the normal bound (the rule's bootstrap at every
+    threshold would cost minutes; the verdict itself still uses it, out of sample). `fixed`
+    (compare.target_quality) asks the blend's quality to reach a set value instead."""
+
+    def clears(blended: np.ndarray, deferred: np.ndarray) -> np.ndarray:
+        n = blended.shape[1]
+        if fixed is not None:
+            return blended.mean(axis=1) >= fixed - 1e-12
+        binary = np.isin(blended, (0.0, 1.0)).all() and np.isin(deferred, (0.0, 1.0)).all()
+        if binary and rule.against_gold:
+            low, _ = paired_binary_interval(((blended == 1) & (deferred == 0)).sum(axis=1),
+                                            ((blended == 0) & (deferred == 1)).sum(axis=1), n)
+        elif binary:
+            low, _ = exact_interval(blended.sum(axis=1), n)
+        else:
+            values = blended - deferred if rule.against_gold else blended
+            low = values.mean(axis=1) - Z95 * values.std(axis=1, ddof=1) / np.sqrt(n)
+        return np.asarray(low) > rule.bar
+
+    return clears
+
+
 def run_cascade(config: Config, rule: Rule, kept: np.ndarray, deferred: np.ndarray, measured: Measured,
                 rows: np.ndarray, prices: tuple[float, float]) -> Cascade:
     scores = {k: v[rows] for k, v in confidences(measured.answers, measured.predictions).items()}
-    fixed = config.compare.target_quality
-
-    def target(subset: np.ndarray) -> float:
-        if fixed is not None:
-            return fixed
-        return float(deferred[subset].mean()) + rule.bar if rule.against_gold else rule.bar
-
-    return cross_fitted_cascade(kept, deferred, scores, target, *prices)
+    return cross_fitted_cascade(kept, deferred, scores, clears_rule(rule, config.compare.target_quality), *prices)
 
 
 def _option(ev: Evidence, per_1k: float | None, teacher_per_1k: float | None, one_off: float, config: Config
@@ -118,7 +145,8 @@ def recommend(config: Config, rule: Rule, models: dict[str, ModelMetrics], headl
     gold = rule.against_gold
     cascade_json = None if cascade is None else {
         "confidence": cascade[0].confidence, "threshold": cascade[0].threshold, "folds": cascade[0].folds,
-        "student_share": cascade[0].student_share, "cost_per_1k": cascade[0].cost_per_1k,
+        "student_share": cascade[0].student_share,
+        "student_share_ci": cascade[0].student_share_ci, "cost_per_1k": cascade[0].cost_per_1k,
         "estimate": cascade[1].estimate, "interval": cascade[1].interval, "passes": cascade[1].passes(rule)}
     return Recommendation(
         verdict, rule.text(), reason, rule.measure, gold, rule.bar, student_ev.n,
@@ -161,7 +189,8 @@ def _cascade_json(cascade: Cascade | None, rule: Rule) -> dict | None:
         return None
     # The curve starts at an infinite threshold (the teacher answers everything): null in strict JSON.
     return {"measure": rule.measure, "confidence": cascade.confidence, "threshold": finite(cascade.threshold),
-            "folds": cascade.folds, "student_share": cascade.student_share, "quality": cascade.quality,
+            "folds": cascade.folds, "student_share": cascade.student_share,
+            "student_share_ci": cascade.student_share_ci, "quality": cascade.quality,
             "cost_per_1k": cascade.cost_per_1k,
             "curve": [asdict(p) | {"threshold": finite(p.threshold)} for p in cascade.curve]}
 
@@ -200,6 +229,6 @@ def _assemble(config: Config, task: Task, models: dict[str, ModelMetrics], headl
         confusion={"labels": task.labels, "reference": "gold" if has_gold else "teacher",
                    "matrix": confusion(student.predictions, gold if has_gold else teacher.predictions, task.labels)}
         if task.single_label and student.status == "measured" else None,
-        prices=config.cost.model_dump(), recommendation=recommendation.to_json(),
+        prices=costs.prices_used(config.cost, config.teacher), recommendation=recommendation.to_json(),
         adapter_merged_agreement=mean(agreement(task, measured["adapter"].predictions,
                                                 measured["merged"].predictions)) if both else None)

@@ -28,6 +28,12 @@ def teacher_hourly(cost: CostConfig, teacher: TeacherConfig | None = None) -> fl
     return cost.teacher_price_per_hour * teacher_gpus(cost, teacher)
 
 
+def prices_used(cost: CostConfig, teacher: TeacherConfig | None = None) -> dict:
+    """The configured prices and the teacher's whole fleet they imply, as every report states them."""
+    return cost.model_dump() | {"teacher_gpus": teacher_gpus(cost, teacher),
+                                "teacher_fleet_per_hour": teacher_hourly(cost, teacher)}
+
+
 def hourly_cost_per_1k(price_per_hour: float, queries_per_s: float | None) -> float | None:
     if queries_per_s is None or queries_per_s <= 0:
         return None

@@ -139,7 +139,10 @@ def render(rec: dict[str, Any]) -> str:
                      f"({max(0, rec['queries_needed'] - rec['n_queries']):,} more than now).")
     cascade = rec.get("cascade")
     if cascade and rec["verdict"] == "cascade":
-        parts.append(f"The cascade keeps {cascade['student_share']:.0%} of queries with the student (out of sample) "
+        share = cascade["student_share"]
+        span = (f" [{cascade['student_share_ci'][0]:.0%}, {cascade['student_share_ci'][1]:.0%}]"
+                if cascade.get("student_share_ci") else "")
+        parts.append(f"The cascade keeps {share:.0%}{span} of queries with the student (out of sample, 95% interval) "
                      f"at ${fmt(cascade['cost_per_1k'], 5)} per 1k queries.")
     if rec["student_cost_per_1k"] is not None and rec["teacher_cost_per_1k"] is not None:
         parts.append(f"At saturation the student costs ${fmt(rec['student_cost_per_1k'], 5)} per 1k queries, the "

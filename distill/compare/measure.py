@@ -4,8 +4,11 @@ Cost per query depends on how busy the machine is kept, so no single concurrency
 student is far from saturated at 16 requests in flight; a 70B teacher on 8 GPUs too). The sweep raises the
 requests in flight 1, 4, 16, 64, ... up to `compare.max_concurrency` until queries/s stop rising by more than 5%,
 or p95 latency passes `compare.latency_slo_ms`; the model is costed at the last level that still raised throughput
-(within the latency target). The sweep reuses the test queries, and the first answer to each query is the one
-scored, so quality and throughput come from one pass.
+(within the latency target). The first answer to each test query is the one scored, so quality and throughput
+come from one pass. The sweep sends distinct queries: the test queries, then queries of the label pool (answered,
+not scored), so no request finds its whole prompt already in the server's prefix cache (over 300 test queries, 388
+of 512 requests at 256 in flight were repeats with a free prefill). Where the pool runs out too, repeats are
+counted per level. A sweep whose last level still raised queries/s is not saturated: its cost is an upper bound.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class SweepPoint:
     latency_ms: dict[str, float]
     failed: int
     latencies: list[float] = field(default_factory=list, repr=False)
+    repeats: int = 0  # requests whose query this sweep had already sent (its prefix cached whole)
 
 
 def levels(max_concurrency: int) -> list[int]:
@@ -54,6 +58,17 @@ def costed_point(points: list[SweepPoint], slo_ms: float | None) -> SweepPoint:
     return chosen
 
 
+def sweep_requests(max_concurrency: int) -> int:
+    """Requests the whole sweep sends when it runs to its top level: that many distinct queries avoid repeats."""
+    return sum(max(MIN_REQUESTS_PER_LEVEL, 2 * c) for c in levels(max_concurrency))
+
+
+def still_rising(points: list[SweepPoint], slo_ms: float | None) -> bool:
+    """Whether the costed level is the last one tried and it still raised queries/s: the model was not shown
+    saturated, so its cost per query is at most the one measured."""
+    return len(points) > 1 and costed_point(points, slo_ms) is points[-1]
+
+
 def _saturated(points: list[SweepPoint], slo_ms: float | None, max_failed_share: float) -> bool:
     last = points[-1]
     if last.failed > max_failed_share * last.requests:
@@ -71,22 +86,27 @@ class Sweep:
 
 
 async def sweep(send: Callable[..., Awaitable[Answer]], requests: list[dict[str, Any]], max_concurrency: int,
-                slo_ms: float | None, max_failed_share: float, description: str) -> Sweep:
-    """Raise the requests in flight until saturation; every query is answered at least once."""
-    n = len(requests)
-    answers: list[Answer | None] = [None] * n
+                slo_ms: float | None, max_failed_share: float, description: str,
+                extra: list[dict[str, Any]] | None = None) -> Sweep:
+    """Raise the requests in flight until saturation; every query is answered at least once. `extra` requests
+    (unscored) follow the test queries so that the sweep's requests stay distinct."""
+    n, pool = len(requests), requests + (extra or [])
+    answers: list[Answer | None] = [None] * len(pool)
     points: list[SweepPoint] = []
     cursor = 0
     for concurrency in levels(max_concurrency):
-        batch = [(cursor + i) % n for i in range(max(MIN_REQUESTS_PER_LEVEL, 2 * concurrency))]
-        cursor += len(batch)
-        points.append(await _level(send, requests, batch, concurrency, answers, f"{description} x{concurrency}"))
+        size = max(MIN_REQUESTS_PER_LEVEL, 2 * concurrency)
+        batch = [(cursor + i) % len(pool) for i in range(size)]
+        repeats = sum(cursor + i >= len(pool) for i in range(size))
+        cursor += size
+        points.append(await _level(send, pool, batch, concurrency, answers, f"{description} x{concurrency}"))
+        points[-1].repeats = repeats
         if _saturated(points, slo_ms, max_failed_share):
             break
-    missing = [i for i, a in enumerate(answers) if a is None]
+    missing = [i for i, a in enumerate(answers[:n]) if a is None]
     if missing:  # fewer sweep requests than queries: the rest at the costed level
-        await _level(send, requests, missing, costed_point(points, slo_ms).concurrency, answers, description)
-    return Sweep(answers, points, cursor + len(missing))
+        await _level(send, pool, missing, costed_point(points, slo_ms).concurrency, answers, description)
+    return Sweep(answers[:n], points, cursor + len(missing))
 
 
 async def _level(send: Callable[..., Awaitable[Answer]], requests: list[dict[str, Any]], batch: list[int],
@@ -104,14 +124,15 @@ async def _level(send: Callable[..., Awaitable[Answer]], requests: list[dict[str
 
 
 async def measure_target(target: Target, requests: list[dict[str, Any]], method: str, max_concurrency: int,
-                         slo_ms: float | None, max_failed_share: float, description: str) -> Sweep:
+                         slo_ms: float | None, max_failed_share: float, description: str,
+                         extra: list[dict[str, Any]] | None = None) -> Sweep:
     """The sweep against one endpoint, after one untimed warm-up request (first-request compilation and caches
     are not what a busy server pays)."""
     endpoint = Endpoint(target)
     send = endpoint.chat if method == "chat" else endpoint.complete
     try:
-        await send(**requests[0])
-        result = await sweep(send, requests, max_concurrency, slo_ms, max_failed_share, description)
+        await send(**(extra or requests)[-1])  # the query the sweep sends last, if at all
+        result = await sweep(send, requests, max_concurrency, slo_ms, max_failed_share, description, extra)
         result.sent += 1  # the warm-up was sent too
         return result
     finally:

@@ -46,6 +46,7 @@ class ModelMetrics:
     agreement_with_teacher: float | None = None
     concurrency: int | None = None  # requests in flight it was costed at (saturation)
     queries_per_s: float | None = None
+    still_rising: bool = False  # its top level still raised queries/s: not saturated, so its cost is at most this
     tokens_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=lambda: latency_percentiles([]))
     prompt_tokens_per_query: float | None = None

@@ -45,14 +45,16 @@ def table_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         *[[title, *[fmt(m.get(key)) for m in columns.values()]] for key, title in shown],
         ["agreement with the teacher", *[fmt(m.get("agreement_with_teacher")) for m in columns.values()]],
         ["valid answers (label set / schema / format)", *[fmt(m.get("valid_rate")) for m in columns.values()]],
-        ["costed at (requests in flight)", *[fmt(m.get("concurrency")) for m in columns.values()]],
+        ["costed at (requests in flight)", *[fmt(m.get("concurrency")) + (" (still rising)" if m.get("still_rising")
+                                                                           else "") for m in columns.values()]],
         ["queries/s at saturation", *[fmt(m.get("queries_per_s"), 2) for m in columns.values()]],
         ["timed", *[f"reused, measured {m['timed_at']}" if m.get("timed_at") else "this run"
                     for m in columns.values()]],
         ["latency p50 / p95 (ms)", *[f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"
                                      for m in columns.values()]],
         ["prompt tokens / query", *[fmt(m["prompt_tokens_per_query"], 1) for m in columns.values()]],
-        ["cost per 1k queries ($)", *[fmt(m["cost_per_1k_queries"], 5) for m in columns.values()]],
+        ["cost per 1k queries ($)", *[("at most " if m.get("still_rising") else "") + fmt(m["cost_per_1k_queries"], 5)
+                                      for m in columns.values()]],
     ]
     return list(columns), rows
 
@@ -203,18 +205,33 @@ def _quality_section(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rising(metrics: dict[str, Any]) -> str:
+    rising = [column for column, m in measured(metrics).items() if m.get("still_rising")]
+    if not rising:
+        return ""
+    return (f" Still rising at compare.max_concurrency, so not shown saturated: {', '.join(rising)}; a higher "
+            "max_concurrency may serve more queries per second, and their cost per query is at most the one given.")
+
+
+def _fleet(prices: dict[str, Any]) -> str:
+    """The teacher's hourly price as used: per accelerator, times the accelerators serving it."""
+    gpus = prices.get("teacher_gpus") or 1
+    fleet = prices.get("teacher_fleet_per_hour", prices["teacher_price_per_hour"] * gpus)
+    return f"${prices['teacher_price_per_hour']}/h per accelerator x {gpus} = ${fleet:g}/h for its fleet"
+
+
 def _cost_section(metrics: dict[str, Any]) -> list[str]:
     prices, monthly, one_off = metrics["prices"], metrics["monthly"], metrics["one_off_cost"]
     costed = ", ".join(f"{column} at {fmt(m.get('concurrency'))}" for column, m in measured(metrics).items())
     return ["", "## Cost at saturation", "",
             f"Measured on {metrics['hardware']}, one model at a time; each costed where more requests in flight "
             f"stopped raising queries/s by more than 5%: {costed}. Headline student: "
-            f"{metrics['student']['served_as']}.",
+            f"{metrics['student']['served_as']}." + _rising(metrics),
             f"One-off: labelling ${one_off['labelling']:.5f} ({one_off.get('labelling_basis', 'this run')}), "
             f"training ${one_off['training']:.5f}.",
             f"At {monthly['queries']:,} queries a month: teacher ${fmt(monthly['teacher'], 2)}, student "
             f"${fmt(monthly['student'], 2)}; payback {duration(metrics.get('payback_days'))}.",
-            f"Prices used: teacher ${prices['teacher_price_per_hour']}/h, "
+            f"Prices used: teacher {_fleet(prices)}, "
             f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
             + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
                if prices["teacher_input_per_1m"] is not None else "") + ".", "",
@@ -232,7 +249,9 @@ def _cascade_section(metrics: dict[str, Any]) -> list[str]:
     return ["", "## Cascade", "",
             f"The student answers when its {cascade['confidence'].replace('_', ' ')} is at least "
             f"{cascade['threshold']:.3f}, the teacher otherwise. Out of sample ({cascade['folds']}-fold cross-fitted "
-            f"thresholds) it kept {cascade['student_share']:.0%} of queries, {cascade['measure']} "
+            f"thresholds, each chosen so that the rule's lower bound clears the bar on the other folds) it kept "
+            f"{with_interval(cascade['student_share'], cascade.get('student_share_ci'))} of queries with the student, "
+            f"{cascade['measure']} "
             f"{with_interval(rec['estimate'], rec['interval'], signed=signed)}, at ${fmt(cascade['cost_per_1k'], 5)} "
             f"per 1k; it {'passes' if rec['passes'] else 'does not pass'} "
             "the rule."]

@@ -25,7 +25,15 @@ from typing import Any
 from distill.artifacts import read_rows, write_json, write_rows
 from distill.compare import cost as costs
 from distill.compare.build import build_metrics
-from distill.compare.measure import Measured, answer_all, costed_point, from_sweep, measure_target, skipped
+from distill.compare.measure import (
+    Measured,
+    answer_all,
+    costed_point,
+    from_sweep,
+    measure_target,
+    skipped,
+    sweep_requests,
+)
 from distill.compare.report import write_reports
 from distill.compare.timing import load_timing, store_timing, timing_key
 from distill.config import Config, TeacherConfig
@@ -43,10 +51,23 @@ DORA_SKIPPED = "DoRA adapter: vLLM cannot load it, so the student is measured me
 BASELINE_SERVED = "base model with the teacher's prompt"
 
 
-def _sweep(config: Config, target: Target, requests: list[dict[str, Any]], method: str, name: str) -> Any:
+def _sweep(config: Config, target: Target, requests: list[dict[str, Any]], method: str, name: str,
+           extra: list[dict[str, Any]]) -> Any:
     compare = config.compare
     return asyncio.run(measure_target(target, requests, method, compare.max_concurrency, compare.latency_slo_ms,
-                                      compare.max_failed_share, name))
+                                      compare.max_failed_share, name, extra))
+
+
+def sweep_pool(config: Config, layout: RunLayout, texts: list[str]) -> list[str]:
+    """Label-pool texts that keep the sweep's requests distinct beyond the test queries (answered, not scored)."""
+    import pyarrow.parquet as pq
+
+    wanted = sweep_requests(config.compare.max_concurrency) - len(texts)
+    if wanted <= 0:
+        return []
+    test = set(texts)
+    pool = pq.read_table(layout.generate.outputs, columns=["text"]).column("text").to_pylist()
+    return list(dict.fromkeys(t for t in pool if t not in test))[:wanted]
 
 
 def reference_teacher(teacher: TeacherConfig) -> TeacherConfig:
@@ -83,15 +104,15 @@ class TeacherAnswers:
             cache.close()
 
 
-def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
-                    ) -> Measured:
+def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str],
+                    pool: list[str]) -> Measured:
     """Cached answers where the cache has them; a teacher we pay by the hour is timed by a real pass, or by the
     stored timing of the same teacher on the same queries (distill/compare/timing.py)."""
-    source = TeacherAnswers(config, task, layout, texts)
+    source, extra = TeacherAnswers(config, task, layout, texts), TeacherAnswers(config, task, layout, pool)
     answers = source.cached()
     from_cache = sum(a is not None for a in answers)
     per_token = costs.priced_per_token(config.cost)
-    key = timing_key(config, source.keys)
+    key = timing_key(config, source.keys + extra.keys)
     stored = None if per_token or config.compare.retime_teacher or from_cache < len(answers) else load_timing(
         source.path, key)
     points, log, sent = stored[0] if stored else [], layout.compare.server_log("teacher"), 0
@@ -103,7 +124,7 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
                                                config.teacher.concurrency, "teacher"))
                 sent = len(missing)
             else:
-                result = _sweep(config, target, source.requests, "chat", "teacher")
+                result = _sweep(config, target, source.requests, "chat", "teacher", extra.requests)
                 fresh, points, sent = [result.answers[i] for i in missing], result.points, result.sent
         for i, answer in zip(missing, fresh, strict=True):
             answers[i] = answer or Answer(error="not sent")
@@ -136,9 +157,10 @@ def baseline_server(config: Config, requests: list[dict[str, Any]]) -> Any:
     return server.model_copy(update={"max_model_len": length}) if server.max_model_len else server
 
 
-def _measured(config: Config, name: str, served_as: str, target: Target, requests: list[dict[str, Any]],
+def _measured(config: Config, name: str, served_as: str, target: Target, requests: tuple[list[dict], list[dict]],
               method: str, parse: Any, log: Path) -> Measured:
-    result = _sweep(config, target, requests, method, name)
+    """`requests`: the test queries' and the pool's that keep the sweep distinct."""
+    result = _sweep(config, target, requests[0], method, name, requests[1])
     return from_sweep(config.student.model, served_as, config.cost.student_price_per_hour, result, parse,
                       str(log)).check_failures(config.compare.max_failed_share)
 
@@ -152,15 +174,16 @@ def _base_server(config: Config, server: Any, log: Path) -> Iterator[Target]:
         yield Target((vllm.base_url,), BASE_NAME)
 
 
-def _adapter_and_baseline(config: Config, layout: RunLayout, recorder: StageRecorder, requests: list[dict],
-                          baseline: list[dict], parse: Any) -> dict[str, Measured]:
+def _adapter_and_baseline(config: Config, layout: RunLayout, recorder: StageRecorder,
+                          requests: tuple[list[dict], list[dict]], baseline: tuple[list[dict], list[dict]], parse: Any
+                          ) -> dict[str, Measured]:
     """The adapter and the prompt-only base model on one server (vLLM multi-LoRA), whose context fits the
     teacher's prompt; with DoRA, which vLLM cannot load, the base model alone."""
     files, measured = layout.compare, {}
-    wide = baseline_server(config, baseline) if baseline else config.student.server
+    wide = baseline_server(config, baseline[0]) if baseline[0] else config.student.server
     if config.student.lora.use_dora:
         measured["adapter"] = skipped(config.student.model, "base + LoRA adapter", DORA_SKIPPED)
-        if baseline:
+        if baseline[0]:
             with recorder.timed("baseline"), _base_server(config, wide, files.server_log("baseline")) as base:
                 measured["baseline"] = _measured(config, "base, prompted", BASELINE_SERVED, base, baseline, "chat",
                                                  parse, files.server_log("baseline"))
@@ -169,18 +192,18 @@ def _adapter_and_baseline(config: Config, layout: RunLayout, recorder: StageReco
     with recorder.timed("student"), serve_adapter(adapter_config, layout, files.server_log("student")) as both:
         measured["adapter"] = _measured(config, "student", "base + LoRA adapter (vLLM --enable-lora)", both[0],
                                         requests, "complete", parse, files.server_log("student"))
-        if baseline:
+        if baseline[0]:
             measured["baseline"] = _measured(config, "base, prompted", BASELINE_SERVED, both[1], baseline, "chat",
                                              parse, files.server_log("student"))
     return measured
 
 
-def measure_students(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str]
-                     ) -> dict[str, Measured]:
-    requests = student_requests(task, config, texts)
+def measure_students(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str],
+                     pool: list[str]) -> dict[str, Measured]:
+    requests = (student_requests(task, config, texts), student_requests(task, config, pool))
     prompt_only = reference_teacher(config.teacher).model_copy(update={"rationale": False})
-    baseline = ([teacher_request(task, prompt_only, t) for t in texts]
-                if config.compare.prompt_baseline else [])
+    baseline = (([teacher_request(task, prompt_only, t) for t in texts],
+                 [teacher_request(task, prompt_only, t) for t in pool]) if config.compare.prompt_baseline else ([], []))
 
     def parse(text: str | None) -> str | None:
         return task.parse(text).value
@@ -218,8 +241,9 @@ def compare(config: Config, layout: RunLayout) -> Manifest:
     task = make_task(config.task)
     test = read_rows(layout.generate.test, TEST_COLUMNS)
     gold, texts = [row["gold"] for row in test], [row["text"] for row in test]
-    measured = {"teacher": measure_teacher(config, layout, recorder, task, texts),
-                **measure_students(config, layout, recorder, task, texts)}
+    pool = sweep_pool(config, layout, texts)
+    measured = {"teacher": measure_teacher(config, layout, recorder, task, texts, pool),
+                **measure_students(config, layout, recorder, task, texts, pool)}
     metrics = build_metrics(config, measured, gold, task, one_off_cost(config, layout)).to_json()
     shown = {name: m for name, m in measured.items() if m.status == "measured"}
     write_rows(files.answers, [

@@ -22,7 +22,7 @@ import msgspec
 from distill.compare.measure import SweepPoint
 from distill.config import Config
 
-TIMING_FORMAT = 1  # raise when SweepPoint changes shape
+TIMING_FORMAT = 2  # raise when SweepPoint or how the sweep is run changes (2: distinct queries)
 _TABLE = "CREATE TABLE IF NOT EXISTS teacher_timings (key TEXT PRIMARY KEY, timing TEXT NOT NULL)"
 
 

@@ -12,6 +12,7 @@ over_label_budget. It reads files only: a new threshold never calls the teacher.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -29,7 +30,17 @@ from teacher import fidelity
 from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
 
 
-def row_reason(row: dict[str, Any], rules: FilterConfig) -> str | None:
+def confidence(row: dict[str, Any], per_label: bool) -> float | None:
+    """The teacher's confidence as `filter.min_logprob` reads it: a single label's log-probability (that label's
+    probability, however many tokens it takes), else the mean log-probability per answer token, so a long JSON
+    object or summary is not dropped for its length."""
+    if row["logprob"] is None or per_label:
+        return row["logprob"]
+    samples = max(len(json.loads(row.get("samples") or "[]")), 1)  # completion tokens count every sample's
+    return row["logprob"] / max((row.get("completion_tokens") or 0) / samples, 1.0)
+
+
+def row_reason(row: dict[str, Any], rules: FilterConfig, per_label: bool = True) -> str | None:
     """The first per-row check a row fails, or None."""
     if row.get("finish_reason") == "length":
         return "truncated"  # cut off at teacher.max_tokens: even an answer that parses may be incomplete
@@ -42,7 +53,8 @@ def row_reason(row: dict[str, Any], rules: FilterConfig) -> str | None:
         return "too_long"
     if rules.max_output_chars is not None and len(row["raw"] or "") > rules.max_output_chars:
         return "output_too_long"
-    if rules.min_logprob is not None and (row["logprob"] is None or row["logprob"] < rules.min_logprob):
+    sure = confidence(row, per_label) if rules.min_logprob is not None else None
+    if rules.min_logprob is not None and (sure is None or sure < rules.min_logprob):
         return "low_confidence"
     share = row.get("vote_share")
     if rules.min_vote_share is not None and share is not None and share < rules.min_vote_share:
@@ -100,7 +112,8 @@ def cap_reasons(rows: list[dict[str, Any]], reasons: list[str | None], cap: int)
 
 def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str]) -> list[str | None]:
     rules = config.filter
-    reasons = [row_reason(row, rules) for row in rows]
+    per_label = make_task(config.task).single_label
+    reasons = [row_reason(row, rules, per_label) for row in rows]
     exact_reasons(rows, reasons, {normalise(t) for t in test_texts}, rules.dedup_exact)
     if rules.near_dup_threshold is not None:
         near_reasons(rows, reasons, test_texts, rules.near_dup_threshold)

@@ -1,8 +1,9 @@
 """A learning curve: the student trained on nested subsets of one labelled pool, every point measured on the same
 test set, and a fitted curve that says how many labels reach the decision rule's bar and what they cost.
 
-The bar is the rule's own (distill/compare/decision.py): with gold, the teacher's quality less
-`compare.max_quality_drop`; without gold, `compare.min_agreement`.
+The bar is the rule's own (distill/compare/decision.py): with gold, the paired difference (student - teacher)
+above -`compare.max_quality_drop`; without gold, agreement above `compare.min_agreement`. Labels needed are those
+at which the rule would pass with 80% probability on a test set of this size (distill/study/fit.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 
 from distill.artifacts import read_rows
 from distill.compare.cost import labelling_cost_of_rows
+from distill.compare.stats import POWER, queries_to_decide
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, new_figure, to_png, with_interval
-from distill.study.fit import labels_needed, still_rising
+from distill.study.fit import fit_curve, labels_for_power, still_rising
 from distill.study.folders import link_shared_stages, trained_rows
 
 Z95 = 1.96  # a 95% interval spans about 2 x 1.96 standard errors
@@ -27,7 +29,8 @@ def _point(labels: int, metrics: dict[str, Any]) -> dict[str, Any]:
     student = metrics["student"]
     return {"labels": labels, "quality": student.get("quality"), "quality_ci": student.get("quality_ci"),
             "agreement": metrics.get("agreement"), "agreement_ci": metrics.get("agreement_ci"),
-            "verdict": metrics["recommendation"]["verdict"]}
+            "quality_diff": metrics.get("quality_diff"), "quality_diff_ci": metrics.get("quality_diff_ci"),
+            "n_queries": metrics.get("n_queries"), "verdict": metrics["recommendation"]["verdict"]}
 
 
 def _standard_error(interval: list[float] | None) -> float:
@@ -41,18 +44,25 @@ def _cost_per_training_label(config: Config, main: RunLayout) -> float | None:
     return labelling_cost_of_rows(config.cost, rows, config.teacher) / trained if trained else None
 
 
-def _fit(points: list[dict[str, Any]], measure: str, target: float | None, per_label: float | None
-         ) -> dict[str, Any] | None:
+def _fit(points: list[dict[str, Any]], measure: str, bar: float, per_label: float | None) -> dict[str, Any] | None:
     usable = [p for p in points if p[measure] is not None]
-    if target is None or len(usable) < 3:
+    if len(usable) < 3:
         return None
     counts = [p["labels"] for p in usable]
     values, errors = [p[measure] for p in usable], [_standard_error(p[f"{measure}_ci"]) for p in usable]
-    needed = labels_needed(counts, values, errors, target).as_dict()
+    queries = usable[-1]["n_queries"] or 1
+    sd = errors[-1] * queries ** 0.5  # the spread per query at the largest point, nearest the budget sought
+    needed = labels_for_power(counts, values, errors, bar, sd, queries, POWER).as_dict()
     cost = {k: (v * per_label if v is not None and per_label is not None else None)
             for k, v in needed.items() if k in ("median", "low", "high")}
-    return {"target": target, "labels_needed": needed, "labelling_cost": cost,
-            "still_rising": still_rising(counts, values, errors)}
+    fit = fit_curve(counts, [(1 + v) / 2 for v in values])
+    # A ceiling at the fit's bound is not pinned by the points (the curve is still climbing): no figure from it.
+    ceiling = None if fit is None or fit.ceiling > 1 - 1e-6 else 2 * fit.ceiling - 1
+    return {"bar": bar, "target": needed["target"], "power": POWER, "test_queries": queries,
+            "labels_needed": needed, "labelling_cost": cost, "ceiling": ceiling,
+            # However many labels: the test queries the rule needs at the fitted ceiling
+            "min_test_queries": queries_to_decide(ceiling, sd, bar) if ceiling is not None and ceiling > bar
+            else None, "still_rising": still_rising(counts, values, errors)}
 
 
 def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
@@ -68,11 +78,9 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
                                may_keep_student=False, set_up=partial(link_shared_stages, point_layout, ("generate",)))
         points.append(_point(labels, summary.metrics))
     points.sort(key=lambda p: p["labels"])
-    teacher_quality = main.metrics["teacher"].get("quality")
     per_label = _cost_per_training_label(config, layout)
     return {"points": points, "pool_labels": full, "cost_per_training_label": per_label,
-            "quality": _fit(points, "quality", None if teacher_quality is None
-                            else teacher_quality - config.compare.max_quality_drop, per_label),
+            "quality": _fit(points, "quality_diff", -config.compare.max_quality_drop, per_label),
             "agreement": _fit(points, "agreement", config.compare.min_agreement, per_label)}
 
 
@@ -80,14 +88,21 @@ def _needed_sentence(fit: dict[str, Any] | None, measure: str) -> str:
     if fit is None:
         return f"- {measure}: too few points to fit (three or more are needed).\n"
     needed, cost = fit["labels_needed"], fit["labelling_cost"]
+    chance = f"{fit['power']:.0%}"
     if needed["median"] is None:
-        text = (f"- {measure}: the fitted curve does not reach {fit['target']:.3f} (reached in "
-                f"{needed['reached_share']:.0%} of bootstrap refits): more labels alone may not get there.")
+        text = (f"- {measure}: the fitted curve does not reach {fit['target']:+.3f}, where the rule (bar "
+                f"{fit['bar']:+.3f}) would pass with {chance} probability on {fit['test_queries']:,} test queries "
+                f"(reached in {needed['reached_share']:.0%} of bootstrap refits).")
     else:
         span = (f"90% range {fmt(needed['low'], 0)} to {fmt(needed['high'], 0)}" if needed["high"] is not None
                 else f"at least {fmt(needed['low'], 0)}; the upper end is not reached in every refit")
-        text = (f"- {measure}: about {fmt(needed['median'], 0)} kept labels reach {fit['target']:.3f} ({span})"
+        text = (f"- {measure}: about {fmt(needed['median'], 0)} kept labels ({span}) make the rule (bar "
+                f"{fit['bar']:+.3f}) say distil with {chance} probability on {fit['test_queries']:,} test queries "
+                f"(the fitted value {fit['target']:+.3f} there)"
                 + (f", about ${cost['median']:,.2f} of teacher labelling." if cost["median"] is not None else "."))
+    if fit["min_test_queries"] is not None:
+        text += (f" However many labels, the rule needs about {fit['min_test_queries']:,} test queries at the "
+                 f"fitted ceiling ({fit['ceiling']:+.3f}).")
     return text + (" The curve is still rising at its last point.\n" if fit["still_rising"] else "\n")
 
 
@@ -97,7 +112,7 @@ def curve_markdown(curve: dict[str, Any], quality_name: str) -> str:
              *[f"| {p['labels']:,} | {with_interval(p['quality'], p['quality_ci'])} | "
                f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in curve["points"]],
              "", "Labels needed, from a power-law fit with a bootstrap over the points:", "",
-             _needed_sentence(curve["quality"], quality_name).rstrip(),
+             _needed_sentence(curve["quality"], f"{quality_name}, student - teacher").rstrip(),
              _needed_sentence(curve["agreement"], "agreement").rstrip()]
     return "\n".join(lines) + "\n"
 
@@ -112,7 +127,7 @@ def curve_plot(curve: dict[str, Any], quality_name: str) -> bytes:
         high = [(p[f"{measure}_ci"] or [p[measure]] * 2)[1] - p[measure] for p in points]
         ax.errorbar([p["labels"] for p in points], [p[measure] for p in points], yerr=[low, high], fmt="o-",
                     capsize=3, color=color, label=label)
-        if curve[measure] is not None:
+        if measure == "agreement" and curve[measure] is not None:  # quality's bar is on the difference
             ax.axhline(curve[measure]["target"], color=color, linestyle=":", label=f"{label} bar")
     ax.set(xscale="log", xlabel="kept teacher labels", ylabel="score", ylim=(-0.02, 1.02),
            title="Student quality against labels")

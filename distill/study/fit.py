@@ -5,6 +5,12 @@ The curve is a saturating power law, quality(n) = ceiling - scale * n^(-rate), f
 (scipy.optimize.curve_fit). Its uncertainty comes from a parametric bootstrap over the measured points: each
 point is redrawn within its own standard error and the curve refitted, so the labels-needed figure is given
 as a median and a 90% range, or as "not reached" when the fitted ceiling stays below the target.
+
+The target is where the decision rule would say `distil` with a stated probability (80% by default), not where
+the fitted mean sits on the bar (there the rule passes about 2% of the time): the rule asks the lower 95% bound to
+clear the bar, so on m test queries the mean must stand (z_0.975 + z_power) x sd / sqrt(m) above it. With gold the
+curve is fitted to the paired difference (student - teacher, same test queries), whose intervals already carry
+the teacher's own uncertainty and the pairing.
 """
 
 from __future__ import annotations
@@ -96,3 +102,21 @@ def still_rising(counts: Sequence[float], quality: Sequence[float], errors: Sequ
     order = np.argsort(counts)
     last, before = order[-1], order[-2]
     return float(quality[last] - quality[before]) > float(np.hypot(errors[last], errors[before]))
+
+
+def power_target(bar: float, sd: float, test_queries: int, power: float = 0.8) -> float:
+    """The true difference (or agreement) at which the rule passes on `test_queries` with probability `power`."""
+    from scipy.stats import norm
+
+    return bar + float(norm.ppf(0.975) + norm.ppf(power)) * sd / np.sqrt(test_queries)
+
+
+def labels_for_power(counts: Sequence[float], values: Sequence[float], errors: Sequence[float], bar: float,
+                     sd: float, test_queries: int, power: float = 0.8, seed: int = 0) -> LabelsNeeded:
+    """Labels at which the rule passes with probability `power` on `test_queries`, for a measure in [-1, 1] (a
+    difference; an agreement is in [0, 1] and fits the same way): fitted on (1 + value) / 2, which the power law
+    bounds to [0, 1]."""
+    target = power_target(bar, sd, test_queries, power)
+    half = [(1 + v) / 2 for v in values]
+    found = labels_needed(counts, half, [e / 2 for e in errors], (1 + target) / 2, seed)
+    return LabelsNeeded(target, found.median, found.low, found.high, found.reached_share)
