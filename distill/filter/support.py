@@ -18,6 +18,8 @@ from distill.tasks import Task
 from distill.tasks.grounding import Finding
 
 EXAMPLES = 3  # first examples quoted per field in the report
+GROUPS = {"ungrounded": {"supported": "every value found in the input", "unsupported": "a value not found"},
+          "unsupported": {"supported": "no unsupported name or number", "unsupported": "one or more"}}
 
 
 def findings(rows: list[dict[str, Any]], task: Task, rules: FilterConfig) -> list[list[Finding]]:
@@ -123,7 +125,8 @@ def markdown(part: dict[str, Any] | None, quality_name: str) -> list[str]:
                     for name, entry in part["per_field"].items()], ""]
     if part["gold"]:
         lines += [f"| teacher's answers | rows | {quality_name} vs gold [95% CI] |", "|---|---|---|",
-                  *[f"| {name} | {g['rows']} | {_shown(g)} |" for name, g in part["gold"].items()]]
+                  *[f"| {GROUPS[part['check']][name]} | {g['rows']} | {_shown(g)} |"
+                    for name, g in part["gold"].items()]]
     return lines
 
 
