@@ -137,6 +137,19 @@ class FilterConfig(Strict):
         "single label's own (its probability, however many tokens), other answers' mean per token.")
     min_vote_share: float | None = Field(
         None, gt=0, le=1, description="With teacher.samples > 1: drop answers with a smaller majority.")
+    grounding: bool = Field(True, description="Extraction: drop an answer with a string value that does not occur "
+                            "in its input as whole tokens (after folding case, accents, spaces and punctuation at "
+                            "the ends of words) as ungrounded, naming the fields.")
+    ungrounded_fields: list[str] = Field(
+        default_factory=list, description="Extraction fields (dotted paths for nested ones) the teacher may "
+        "normalise, e.g. [date, amount]: not checked for grounding. Schema enums, non-strings and properties "
+        "marked `\"x-grounded\": false` are exempt anyway.")
+    grounding_min_similarity: float | None = Field(
+        None, gt=0, le=1, description="Also accept a value this similar (rapidfuzz ratio, 0-1) to a run of input "
+        "tokens, for noisy inputs such as OCR; null: exact tokens only.")
+    max_unsupported: int | None = Field(
+        None, ge=0, description="Generation: drop answers with more numbers and capitalised names absent from "
+        "the input than this (unsupported); null: count them in the report only.")
     dedup_exact: bool = Field(True, description="Drop repeats of a text after normalising case and spaces.")
     near_dup_threshold: float | None = Field(
         0.8, gt=0, le=1, description="Drop rows whose word-shingle Jaccard similarity (MinHash LSH) to an "
@@ -414,6 +427,7 @@ class Config(Strict):
                 raise ValueError(f"{where}filter.min_vote_share: one answer per input has no vote share to filter "
                                  f"on; set {where}teacher.samples above 1 (with a temperature) or remove it")
             self._student_fits(where.rstrip(".") or "student", run.student, task)
+            self._grounding_fits(where, run.filter, task)
         return self
 
     @model_validator(mode="after")
@@ -426,6 +440,15 @@ class Config(Strict):
                              "accelerators serving it, all replicas together (e.g. 4 URLs of 8 GPUs each: 32); "
                              "or give per-token prices (cost.teacher_input_per_1m, cost.teacher_output_per_1m)")
         return self
+
+    def _grounding_fits(self, where: str, rules: FilterConfig, task: Any) -> None:
+        if rules.ungrounded_fields and (unknown := task.unknown_fields(rules.ungrounded_fields)):
+            raise ValueError(f"{where}filter.ungrounded_fields: {unknown} not a field of this "
+                             f"{self.task.type} task's answers (fields: {task.field_names()}); fix the name or "
+                             "remove it")
+        if rules.max_unsupported is not None and task.support_check != "unsupported":
+            raise ValueError(f"{where}filter.max_unsupported counts names and numbers in free text: generation "
+                             f"tasks only, not {self.task.type}; remove it")
 
     def _student_fits(self, where: str, student: StudentConfig, task: Any) -> None:
         if student.distill_weight and (self.teacher.rationale or not self.teacher.top_logprobs):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the repository; DISTILL_SHARED_DATA points elsewhere (a worktree kept in another folder).
+SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO_INPUTS = REPO / "configs" / "data" / "support_inbox.csv"
 DEMO_LABELS = ["billing", "refund", "shipping", "account_access", "technical_issue", "cancellation",
                "product_question", "feedback"]

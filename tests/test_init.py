@@ -72,3 +72,24 @@ def test_an_existing_config_is_never_overwritten(tmp_path: Path) -> None:
 def test_schema_allows_mixed_types_and_absence() -> None:
     schema = infer_schema([{"n": 1}, {"n": 1.5}, {"n": None, "tags": ["a"]}])
     assert schema["properties"] == {"n": {"type": ["integer", "number", "null"]}, "tags": {"type": ["array", "null"]}}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "restaurant8k").is_dir(), reason="../shared/data not present")
+def test_extraction_gold_found_in_its_inputs_turns_grounding_on(tmp_path: Path) -> None:
+    from distill.data.readers import restaurant8k
+
+    data = tmp_path / "bookings.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in restaurant8k(SHARED_DATA / "restaurant8k" / "test.json")))
+    config = _init_and_validate(tmp_path, data)
+    assert config["filter"] == {"grounding": True, "ungrounded_fields": []}
+    assert "# - grounding: the gold values occur in their inputs" in (tmp_path / "study.yaml").read_text()
+
+
+def test_normalised_gold_fields_are_listed_as_exempt(tmp_path: Path) -> None:
+    data = tmp_path / "bookings.jsonl"
+    rows = [{"message": f"Table for {n} next Friday, name Ruiz", "slots": {"people": str(n), "date": "2026-05-01",
+                                                                          "name": "Ruiz"}} for n in range(2, 12)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _init_and_validate(tmp_path, data)
+    assert config["filter"] == {"grounding": True, "ungrounded_fields": ["date"]}
+    assert "date (10 of 10)" in (tmp_path / "study.yaml").read_text()

@@ -18,6 +18,9 @@ from distill.errors import UserError
 TEXT_NAMES = ("text", "message", "input", "sentence", "query", "question", "content", "body", "prompt", "utterance")
 GOLD_NAMES = ("label", "labels", "category", "intent", "class", "target", "gold", "answer", "output", "summary")
 MAX_LABELS = 100  # more distinct gold values than this reads as free text, not a label set
+# A field is proposed as exempt from grounding when more of its gold values than this are not in their input
+# (Restaurant-8k: 16 of 8,198 spans end inside a word, "13:00" of "13:00pm", and still read as copied).
+MAX_UNGROUNDED_GOLD = 0.05
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Proposal:
     task: dict[str, Any]
     rows: int
     notes: list[str] = field(default_factory=list)
+    filter: dict[str, Any] = field(default_factory=dict)
 
 
 def _strings(rows: list[dict[str, Any]], column: str) -> list[str]:
@@ -107,7 +111,33 @@ def propose(path: Path, text: str | None = None, gold: str | None = None,
     else:
         raise UserError(f"{path}: found no gold column to propose a task from; name the labels with "
                         "--labels a,b,c (or the gold column with --gold-column)")
-    return Proposal(text, gold, task, len(rows), notes)
+    proposal = Proposal(text, gold, task, len(rows), notes)
+    if task["type"] == "extraction" and gold:
+        proposal.filter = propose_grounding(rows, text, gold, notes)
+    return proposal
+
+
+def propose_grounding(rows: list[dict[str, Any]], text: str, gold: str, notes: list[str]) -> dict[str, Any]:
+    """Grounding on, with the fields whose gold values are often not in their input (normalised: a date written
+    "next Friday" kept as 2026-05-01) exempt."""
+    from distill.tasks.grounding import FieldRules
+
+    rules, values, missing = FieldRules({}), Counter(), Counter()
+    for row in rows:
+        answer = row.get(gold)
+        answer = json.loads(answer) if isinstance(answer, str) else answer
+        if isinstance(answer, dict) and isinstance(row.get(text), str):
+            values.update(key for key, value in answer.items() if isinstance(value, str | list | dict))
+            missing.update({f.field.split(".")[0] for f in rules.ungrounded(answer, row[text])})
+    exempt = sorted(key for key, n in missing.items() if n > MAX_UNGROUNDED_GOLD * values[key])
+    if exempt:
+        counts = ", ".join(f"{k} ({missing[k]} of {values[k]})" for k in exempt)
+        notes.append(f"grounding: the gold values of {counts} are not in their inputs, so those fields are exempt "
+                     "(filter.ungrounded_fields)")
+    else:
+        notes.append("grounding: the gold values occur in their inputs, so the filter drops teacher answers whose "
+                     "values do not (filter.grounding)")
+    return {"grounding": True, "ungrounded_fields": exempt}
 
 
 def _value(obj: Any) -> str:
@@ -131,6 +161,7 @@ def render_config(proposal: Proposal, data_file: Path, out: Path, name: str) -> 
         f"  text_column: {_value(proposal.text_column)}", gold,
         f"  test_size: {min(50, max(1, proposal.rows // 5))}   # rows held out for compare; the rest is labelled",
         "  max_inputs: 1000   # label at most this many rows (raise it once the first run looks right)", "",
+        *_filter_lines(proposal.filter),
         "teacher:   # built-in models (`distill models list`); any local folder, GGUF file or hub id works too",
         "  model: qwen2.5-coder-1.5b-instruct",
         "  max_tokens: 256" if task["type"] != "classification" else "  max_tokens: 16", "",
@@ -144,6 +175,14 @@ def render_config(proposal: Proposal, data_file: Path, out: Path, name: str) -> 
         "  teacher_price_per_hour: 0.09",
         "  student_price_per_hour: 0.09",
         "  train_price_per_hour: 0.09", ""])
+
+
+def _filter_lines(rules: dict[str, Any]) -> list[str]:
+    if not rules:
+        return []
+    return ["filter:", "  grounding: true   # drop answers with a value that is not in their input (ungrounded)",
+            f"  ungrounded_fields: {_value(rules['ungrounded_fields'])}   # fields the teacher may normalise: "
+            "not checked", ""]
 
 
 def write_config(data_file: Path, out: Path, name: str | None = None, text: str | None = None,

@@ -19,7 +19,8 @@ COLUMNS = {"text": "the input", "label": "the teacher's answer in canonical form
            "gold": "a reference answer where the inputs had one (never trained on)",
            "raw": "the teacher's answer as written", "logprob": "the teacher's summed log-probability of its answer",
            "vote_share": "share of the teacher's samples agreeing (several samples only)",
-           "top_logprobs": "the teacher's top alternatives per answer token (JSON)"}
+           "top_logprobs": "the teacher's top alternatives per answer token (JSON)",
+           "grounding": "parts of the answer its input does not support, as JSON [{field, value}] (null: none)"}
 
 
 def card_path(layout: RunLayout) -> Path:
@@ -42,6 +43,7 @@ def dataset_card(config: Config, report: dict[str, Any]) -> str:
              "```", "", "## Dropped rows", "", "| reason | rows |", "|---|---|",
              *[f"| {reason} | {count} |" for reason, count in drops.items()],
              "", "`dropped.parquet` holds them with their `drop_reason`; `report.md` has the full filter report.", "",
+             *(["## Grounding", "", grounding["rule"], ""] if (grounding := report.get("grounding")) else []),
              "## Columns", "", *[f"- `{name}`: {meaning}" for name, meaning in COLUMNS.items()], "",
              "## Limits", "",
              "- Labels come from a model, not from people: they carry the teacher's mistakes.",

@@ -4,7 +4,8 @@
 Keep only teacher labels worth learning from, and record why every other row was dropped.
 
 Checks run in a fixed order and the first that fails names the row's reason: truncated, invalid, too_short,
-too_long, output_too_long, low_confidence, low_vote_share, leaks_test (exact or near copy of a held-out test
+too_long, output_too_long, low_confidence, low_vote_share, ungrounded / unsupported (an answer its input does not
+support: support.py), leaks_test (exact or near copy of a held-out test
 query), duplicate, near_duplicate, over_label_cap; training rows beyond `filter.max_train_rows` are
 over_label_budget. It reads files only: a new threshold never calls the teacher.
 """
@@ -22,12 +23,17 @@ from distill.artifacts import read_rows, write_json, write_rows, write_text
 from distill.config import Config, FilterConfig
 from distill.data.inputs import normalise  # one notion of "the same text" for the filter and `validate`
 from distill.errors import UserError
+from distill.filter import support
 from distill.filter.card import card_path, dataset_card
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
+from distill.tasks.grounding import Finding
 from teacher import fidelity
 from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
+
+# What filter adds to the teacher's rows: the parts of the answer its input does not support (support.column).
+KEPT_COLUMNS = (*TEACHER_COLUMNS, "grounding")
 
 
 def confidence(row: dict[str, Any], per_label: bool) -> float | None:
@@ -110,10 +116,12 @@ def cap_reasons(rows: list[dict[str, Any]], reasons: list[str | None], cap: int)
             reasons[i] = "over_label_cap"
 
 
-def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str]) -> list[str | None]:
+def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str],
+                 found: list[list[Finding]] | None = None) -> list[str | None]:
     rules = config.filter
-    per_label = make_task(config.task).single_label
-    reasons = [row_reason(row, rules, per_label) for row in rows]
+    task = make_task(config.task)
+    reasons = [row_reason(row, rules, task.single_label) for row in rows]
+    support.support_reasons(reasons, support.findings(rows, task, rules) if found is None else found, task, rules)
     exact_reasons(rows, reasons, {normalise(t) for t in test_texts}, rules.dedup_exact)
     if rules.near_dup_threshold is not None:
         near_reasons(rows, reasons, test_texts, rules.near_dup_threshold)
@@ -200,7 +208,10 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     files = layout.filter
     recorder = StageRecorder(STAGE, config, layout)
     with recorder.timed("filters"):
-        reasons = drop_reasons(rows, config, test_texts)
+        found = support.findings(rows, task, config.filter)
+        reasons = drop_reasons(rows, config, test_texts, found)
+    for row, parts in zip(rows, found, strict=True):
+        row["grounding"] = support.column(parts)
     kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
     dropped = [{**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason]
     if not kept:
@@ -210,10 +221,11 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     train, over_budget = train[:budget], train[budget:]
     kept = train + evaluation
     dropped += [{**row, "drop_reason": "over_label_budget"} for row in over_budget]
-    write_rows(files.train, train, TEACHER_COLUMNS)
-    write_rows(files.eval, evaluation, TEACHER_COLUMNS)
-    write_rows(files.dropped, dropped, (*TEACHER_COLUMNS, "drop_reason"))
+    write_rows(files.train, train, KEPT_COLUMNS)
+    write_rows(files.eval, evaluation, KEPT_COLUMNS)
+    write_rows(files.dropped, dropped, (*KEPT_COLUMNS, "drop_reason"))
     report = build_report(rows, kept, train, evaluation, dropped, task, config)
+    report["grounding"] = support.report(rows, found, task, config.filter)
     report["constraint_fidelity"] = fidelity.load(layout.generate.fidelity)
     write_json(files.report_json, report)
     write_text(files.report_md, report_markdown(report))
@@ -247,6 +259,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Placeholders (\"null\", \"N/A\"...) written as values, per field (task.placeholders: "
                   "left out or invalid): " + ", ".join(f"{k} {v}" for k, v in report["placeholders"].items()) + "."]
     lines += fidelity.markdown(report.get("constraint_fidelity"))
+    lines += support.markdown(report.get("grounding"), (report.get("audit") or {}).get("quality_name", "quality"))
     if report["labels_before"]:
         lines += ["", "| label (or filled field) | before | after |", "|---|---|---|",
                   *[f"| {label} | {count} | {report['labels_after'].get(label, 0)} |"

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from distill.strict import Strict
+from distill.tasks.grounding import Finding
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Task:
     binary_score: ClassVar[bool] = True  # per-row scores are 0 or 1, so a paired exact test applies
     supports_rationale: ClassVar[bool] = False
     single_label: bool = False  # answers are one label each (per-label caps, confusion matrix)
+    # The filter's check that an answer is supported by its input, named by its drop reason (None: no check).
+    support_check: ClassVar[str | None] = None
 
     def __init__(self, settings: TaskSettings) -> None:
         self.settings = settings
@@ -116,6 +119,19 @@ class Task:
     def placeholder_fields(self, raw: str | None) -> list[str]:
         """Fields of a raw answer that hold a placeholder ("null", "N/A") where a value belongs; reports count them."""
         return []
+
+    def unsupported(self, value: str, text: str, exempt: Sequence[str] = (),
+                    min_similarity: float | None = None) -> list[Finding]:
+        """Parts of an answer that its input does not support (`support_check`); `exempt` names fields not checked."""
+        return []
+
+    def field_names(self) -> str:
+        """The answer's fields, for messages ("none" where answers have no fields)."""
+        return "none"
+
+    def unknown_fields(self, names: Sequence[str]) -> list[str]:
+        """Of `names`, those that are not fields of an answer."""
+        return list(names)
 
     def categories(self, value: str) -> list[str]:
         """What a filter report counts per answer (labels, filled fields); empty where counting means nothing."""

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from distill.errors import UserError
 from distill.strict import read_json_file, resolve_existing
 from distill.tasks.base import Parsed, Task, TaskSettings
+from distill.tasks.grounding import FieldRules, Finding, field_paths
 
 # What models write for "no value" when a schema lets them write a string: never a value to train on or score.
 PLACEHOLDERS = ("", "null", "none", "nil", "n/a", "na", "-", "--", "?", "not given", "not specified", "not stated",
@@ -117,6 +118,7 @@ class ExtractionTask(Task):
     name = "extraction"
     Settings = ExtractionSettings
     quality_name = "exact object match"
+    support_check = "ungrounded"
 
     def __init__(self, settings: ExtractionSettings) -> None:  # type: ignore[override]
         from jsonschema import Draft202012Validator
@@ -219,3 +221,15 @@ class ExtractionTask(Task):
 
     def categories(self, value: str) -> list[str]:
         return list(json.loads(value)) or ["(empty)"]
+
+    def unsupported(self, value: str, text: str, exempt: Sequence[str] = (),
+                    min_similarity: float | None = None) -> list[Finding]:
+        """String values that do not occur in the input (grounding.py); enums and `exempt` fields excepted."""
+        return FieldRules(self.schema, tuple(exempt), min_similarity).ungrounded(json.loads(value), text)
+
+    def field_names(self) -> str:
+        return ", ".join(sorted(field_paths(self.schema)))
+
+    def unknown_fields(self, names: Sequence[str]) -> list[str]:
+        paths = field_paths(self.schema)
+        return [name for name in names if name not in paths]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from distill.tasks.base import Parsed, Task, TaskSettings
+from distill.tasks.grounding import Finding, unsupported_tokens
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -45,6 +46,7 @@ class GenerationTask(Task):
     Settings = GenerationSettings
     quality_name = "ROUGE-L F1"
     binary_score = False
+    support_check = "unsupported"
 
     def __init__(self, settings: GenerationSettings) -> None:  # type: ignore[override]
         super().__init__(settings)
@@ -86,6 +88,11 @@ class GenerationTask(Task):
         if first is None or second is None:
             return 0.0
         return self.scorer.score(second, first)["rougeL"].fmeasure
+
+    def unsupported(self, value: str, text: str, exempt: Sequence[str] = (),
+                    min_similarity: float | None = None) -> list[Finding]:
+        """Numbers and capitalised names in the answer that the input never writes."""
+        return [Finding("answer", token) for token in unsupported_tokens(value, text)]
 
     def details(self, predictions: Sequence[str | None], gold: Sequence[str | None]) -> dict[str, Any]:
         pairs = [(p, g) for p, g in zip(predictions, gold, strict=True) if g is not None]
