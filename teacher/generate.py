@@ -28,7 +28,7 @@ from distill.data.inputs import Example, split_inputs
 from distill.layout import GenerateFiles, RunLayout
 from distill.stages import Manifest, Stage, StageRecorder
 from distill.tasks import Parsed, Task, make_task
-from teacher import fidelity
+from teacher import fidelity, recorded
 from teacher.cache import ResponseCache, key_prefix
 from teacher.client import Answer, Endpoint, Target, api_key_from_env
 from teacher.fingerprint import endpoint_fingerprint, local_fingerprint, stage_fingerprint
@@ -101,6 +101,7 @@ class TeacherRow:
     top_logprobs: str  # JSON: the top alternatives at each answer token
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int  # of the prompt tokens, those served from the provider's prompt cache (billed less)
     latency_ms: float
     finish_reason: str | None  # the chosen sample's: "stop", or "length" where max_tokens cut it off
     serving_s: float  # teacher serving seconds attributed to this answer when it was paid for (0: not paid)
@@ -135,7 +136,7 @@ def output_row(example: Example, answer: Answer | None, parse: Callable[[str | N
     return (example.id, example.text, example.gold, sample.text if sample else None, chosen.value,
             answer.error or chosen.error, chosen.rationale, share, dumps([p.value for p in parsed]),
             sample.logprob if sample else None, json.dumps(sample.top_logprobs if sample else []),
-            answer.prompt_tokens, answer.completion_tokens, answer.latency_ms,
+            answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens, answer.latency_ms,
             sample.finish_reason if sample else None, answer.serving_s)
 
 
@@ -173,6 +174,15 @@ def make_plan(config: Config) -> Plan:
 
 
 def teacher_fingerprint(config: Config) -> dict[str, Any]:
+    """Recorded answers are known by the files' bytes; a live teacher beside them answers what they lack."""
+    teacher = config.teacher
+    from_file = {"recorded": recorded.identity(teacher, recorded.key_column(config))} if teacher.recorded else {}
+    if not teacher.live:
+        return from_file
+    return {**_live_fingerprint(config), **from_file}
+
+
+def _live_fingerprint(config: Config) -> dict[str, Any]:
     teacher = config.teacher
     if not teacher.urls:
         return local_fingerprint(teacher)
@@ -230,7 +240,7 @@ def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, 
 
 def _local_tokenizer(config: Config) -> Any | None:
     # Only a server we start has a context length known here; a running endpoint rejects what does not fit.
-    if config.teacher.urls or config.teacher.server.max_model_len is None:
+    if not config.teacher.live or config.teacher.urls or config.teacher.server.max_model_len is None:
         return None
     return load_teacher_tokenizer(config)
 
@@ -265,7 +275,8 @@ class OutputTally:
         self.counts.update(rows=n, labelled=n - columns["label"].count(None), errors=n - errors.count(None),
                            not_sent=errors.count(NOT_SENT), truncated=columns["finish_reason"].count("length"),
                            prompt_tokens=sum(columns["prompt_tokens"]),
-                           completion_tokens=sum(columns["completion_tokens"]))
+                           completion_tokens=sum(columns["completion_tokens"]),
+                           cached_tokens=sum(columns["cached_tokens"]))
         for seconds in columns["serving_s"]:
             self.serving_s += seconds
 
@@ -283,20 +294,22 @@ def _remembered_dumps() -> Callable[[list[str | None]], str]:
     return dumps
 
 
-def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally
-           ) -> tuple[Labeller, dict[str, float] | None]:
-    """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
+def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally,
+           unrecorded: dict[int, str]) -> tuple[Labeller, dict[str, float] | None]:
+    """Stream every row through the cache and, for what is missing, the teacher (started only then); rows
+    `unrecorded` (recorded answers alone lack them) are written with their reason, like oversize ones."""
     build = partial(teacher_request, plan.task, config.teacher)
+    skipped, to_send = {**found.oversize, **unrecorded}, found.to_send - len(unrecorded)
     # Made only once the teacher is up: the labeller opens the cache and its commit thread, which its run closes.
-    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally)
-    if found.to_send == 0:
+    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, skipped, files.cache, tally)
+    if to_send == 0:
         labeller = new_labeller()
         labeller.run(None, 0)
         return labeller, None
     with open_teacher(config.teacher, files.server_log) as target:
         labeller = new_labeller()
         before = prefix_cache_counters(target)
-        labeller.run(target, found.to_send)
+        labeller.run(target, to_send)
         return labeller, _hit_rate(before, prefix_cache_counters(target))
 
 
@@ -318,12 +331,14 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
     with frozen_heap():
+        unrecorded = (recorded.fill_cache(config, plan.examples, plan.prefix, files.cache)
+                      if config.teacher.recorded else {})
         found = survey(config, plan, files.cache, _local_tokenizer(config))
         refuse_oversize(config, plan.examples, found.oversize)
         write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)
         with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
             tally = OutputTally(plan.task, config.teacher.rationale, write)
-            labeller, prefix = _label(config, plan, found, files, tally)
+            labeller, prefix = _label(config, plan, found, files, tally, unrecorded)
     with recorder.timed("fidelity_check"):  # opt-in: teacher.fidelity_check
         checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
                                partial(teacher_request, plan.task), plan.fingerprint)
@@ -331,16 +346,19 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],
         counts={"rows": counts["rows"], "labelled": counts["labelled"],
-                "failed": counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"],
+                "failed": (counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"]
+                           - len(unrecorded)),
                 "truncated": counts["truncated"], "oversize": len(found.oversize), "not_sent": counts["not_sent"],
+                "not_recorded": len(unrecorded),
                 "requests_sent": labeller.counters.sent, "from_cache": labeller.counters.from_cache,
                 "test": len(plan.test)},
-        usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"]},
+        usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"],
+               "cached_tokens": counts["cached_tokens"]},
         serving_s=round(tally.serving_s, 3),
         spent_this_run=round(labeller.budget.spent(), 6),
         stopped_by_max_cost=counts["not_sent"] > 0,
         prefix_cache=prefix,
-        teacher={"model": config.teacher.model, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
+        teacher={"model": config.teacher.name, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
                  "concurrency_per_replica": config.teacher.concurrency},
     )
 

@@ -15,6 +15,8 @@ def load_teacher_tokenizer(config: Config) -> Any | None:
     """The teacher's tokenizer, or None where it cannot be had (an API model with no local files)."""
     from transformers import AutoTokenizer
 
+    if config.teacher.model is None:  # recorded answers alone
+        return None
     try:
         return AutoTokenizer.from_pretrained(resolve_model(config.teacher.model))
     except (OSError, ValueError):
