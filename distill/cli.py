@@ -268,7 +268,9 @@ def init(data_file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, JSON
          text_column: Annotated[str | None, typer.Option(help="The input column; default: found.")] = None,
          gold_column: Annotated[str | None, typer.Option(help="The reference answers; default: found.")] = None,
          labels: Annotated[str | None, typer.Option(help="Comma-separated label set, for data without gold "
-                                                    "answers.")] = None) -> None:
+                                                    "answers.")] = None,
+         task_type: Annotated[str | None, typer.Option("--type", help="classification, extraction or generation; "
+                                                       "default: read off the gold answers.")] = None) -> None:
     """Write a first study config for a data file: columns found, task type and labels (or JSON schema) proposed."""
     from distill.data.scaffold import write_config
 
@@ -277,7 +279,8 @@ def init(data_file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, JSON
             raise UserError(f"{data_file}: no such file")
         out = output or Path(f"{data_file.stem}.yaml")
         label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-        proposal = write_config(data_file, out, text=text_column, gold=gold_column, labels=label_set)
+        proposal = write_config(data_file, out, text=text_column, gold=gold_column, labels=label_set,
+                                kind=task_type)
         for note in proposal.notes:
             typer.echo(f"- {note}")
         typer.echo(f"{out}: written and valid; check its guesses, then: distill run -c {out}")
