@@ -164,3 +164,33 @@ def test_compare_reads_the_teachers_test_answers_and_prices_them_as_billed(tmp_p
     assert measured.answers[0].error == NOT_RECORDED and measured.served_as == "recorded answers"
     per_1k = cost.teacher_cost_per_1k(config.cost, None, 400, 4, None, 300)
     assert per_1k == pytest.approx(1000 * (100 * 0.14 + 300 * 0.0042 + 4 * 0.42) / 1e6)
+
+
+@pytest.mark.slow
+def test_distill_run_with_recorded_answers_alone_starts_no_teacher(tmp_path: Path, tiny_model: Path) -> None:
+    """The whole pipeline on a real student: the teacher is a CSV of answers (the demo's gold, as a strong
+    teacher's), compare reads its test answers from the file and prices them as billed."""
+    import csv
+    import subprocess
+    import sys
+
+    with open(DEMO_INPUTS, newline="", encoding="utf-8") as handle:
+        gold = list(csv.DictReader(handle))
+    recorded = write_csv(tmp_path / "answers.csv", [
+        {"text": r["text"], "answer": r["category"].replace("_", " ").title(), "prompt_tokens": 400,
+         "cached_tokens": 384, "completion_tokens": 4} for r in gold])
+    settings = study_config(tiny_model, DEMO_INPUTS, cost=PRICES)
+    settings["teacher"] = {"recorded": str(recorded)}
+    settings["compare"]["prompt_baseline"] = False
+    config = write_config(tmp_path / "study.yaml", settings)
+    result = subprocess.run([sys.executable, "-m", "distill.cli", "run", "-c", str(config), "--run-dir",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "compare" / "metrics.json").read_text())
+    teacher = metrics["teacher"]
+    assert teacher["served_as"] == "recorded answers" and teacher["quality"] == 1.0, "its answers are the gold"
+    assert teacher["requests"] == 0 and teacher["cached_tokens_per_query"] == 384
+    assert teacher["cost_per_1k_queries"] == pytest.approx((16 * 0.14 + 384 * 0.0042 + 4 * 0.42) / 1e3)
+    run = tmp_path / "run"
+    assert not (run / "generate" / "server.log").exists() and not (run / "compare" / "teacher_server.log").exists()
+    assert "96% of the teacher's prompt tokens" in (run / "compare" / "report.md").read_text()

@@ -125,8 +125,9 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
     served = (f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else
               "vLLM" if config.teacher.live else "recorded answers")
     parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
+    started_here = config.teacher.live and not config.teacher.urls and not stored  # a server with a log of ours
     measured = Measured(config.teacher.name, served, costs.teacher_hourly(config.cost, config.teacher), answers,
-                        parsed, points, None if config.teacher.urls or stored else str(log), from_cache,
+                        parsed, points, str(log) if started_here else None, from_cache,
                         timed_at=stored[1] if stored else None, sent=sent).check_failures(
                             config.compare.max_failed_share)
     if points and stored is None and measured.status == "measured":
