@@ -138,3 +138,9 @@ def test_validate_warns_where_inputs_would_be_cut(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", "-c", str(tmp_path / "cut.yaml")])
     assert result.exit_code == 0, result.output
     assert "rows are longer than student.max_seq_len=64" in result.output and "training cuts" in result.output
+
+
+def test_init_fetches_no_model_to_count_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "empty-cache"))  # the student is not pulled here
+    config = _init_and_validate(tmp_path, DEMO_INPUTS)
+    assert "max_seq_len" not in config["student"] and not (tmp_path / "empty-cache").exists()

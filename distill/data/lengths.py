@@ -3,18 +3,19 @@
 and cuts the start of a longer prompt, so `init` sizes `student.max_seq_len` from these lengths and `validate`
 says how many inputs a config would cut.
 
-Only the tokenizer is loaded (about a second); where it cannot be (a hub id with no local copy), nothing is
-counted.
+Only the tokenizer is loaded (about a second), and only from a local copy: a catalogue model not yet pulled, a
+GGUF file not yet converted or a hub id is not fetched for this, and nothing is counted.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from distill.config import StudentConfig
-from distill.models import resolve_model
+from distill.models import CATALOGUE, COMPLETE_MARKER, cache_root
 from distill.tasks import Task
 
 MAX_PROPOSED = 4096  # init proposes no longer sequences: memory in training grows with them
@@ -24,9 +25,13 @@ QUANTUM = 32  # proposed lengths are rounded up to a multiple of this
 def load_tokenizer(model: str) -> Any | None:
     from transformers import AutoTokenizer
 
+    pulled = cache_root() / "models" / model
+    folder = pulled if model in CATALOGUE and (pulled / COMPLETE_MARKER).exists() else Path(model).expanduser()
+    if not folder.is_dir():
+        return None
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(model))
-    except Exception:  # noqa: BLE001 - an unknown or absent model: lengths are not counted, nothing else fails
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception:  # noqa: BLE001 - a folder without a tokenizer: lengths are not counted, nothing else fails
         return None
 
 
