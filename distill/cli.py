@@ -158,7 +158,9 @@ def generate(config: ConfigOption, run_dir: RunDirOption = None,
         result = estimate(loaded, RunLayout(run_dir or default_run_dir(loaded)))
         cost = result["estimated_cost"]
         typer.echo(f"{result['requests']} requests to send ({result['cached']} of {result['rows']} rows already "
-                   f"cached, {result['oversize']} oversize); prompt tokens {result['prompt_tokens']:,}, completion "
+                   f"cached or recorded, {result['oversize']} oversize"
+                   + (f", {result['not_recorded']} not recorded" if result["not_recorded"] else "")
+                   + f"); prompt tokens {result['prompt_tokens']:,}, completion "
                    f"tokens about {result['completion_tokens']:,} ({result['counted_with']}); estimated cost: "
                    + (f"${cost:,.4f}" if cost is not None else "by serving time (teacher priced per hour)"))
 

@@ -246,14 +246,25 @@ def _local_tokenizer(config: Config) -> Any | None:
 
 
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
-    """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
+    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends
+    nothing. Rows no recorded answer covers and no live teacher would answer count as oversize ones do."""
     plan = make_plan(config)
+    unrecorded = _from_recorded(config, plan, layout.generate.cache)
     tokenizer = load_teacher_tokenizer(config)
-    found = survey(config, plan, layout.generate.cache, tokenizer, count_chars=True)
+    # Recorded answers alone: what they lack is asked of no one, so nothing is sent or counted.
+    found = (survey(config, plan, layout.generate.cache, tokenizer, count_chars=True) if config.teacher.live
+             else Survey(to_send=len(unrecorded)))
+    found.to_send -= len(unrecorded)
     result = estimate(config, found.to_send, found.prompt_tokens, found.prompt_chars, tokenizer,
                       plan.task.labels if plan.task.single_label else None)
-    return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - len(found.oversize),
-            "oversize": len(found.oversize)}
+    skipped = len(found.oversize) + len(unrecorded)
+    return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - skipped,
+            "oversize": len(found.oversize), "not_recorded": len(unrecorded)}
+
+
+def _from_recorded(config: Config, plan: Plan, cache: Path) -> dict[int, str]:
+    """Recorded answers into the cache (teacher.recorded); the rows no one will answer."""
+    return recorded.fill_cache(config, plan.examples, plan.prefix, cache) if config.teacher.recorded else {}
 
 
 class OutputTally:
@@ -331,8 +342,7 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     recorder = StageRecorder(STAGE, config, layout)
     plan = make_plan(config)
     with frozen_heap():
-        unrecorded = (recorded.fill_cache(config, plan.examples, plan.prefix, files.cache)
-                      if config.teacher.recorded else {})
+        unrecorded = _from_recorded(config, plan, files.cache)
         found = survey(config, plan, files.cache, _local_tokenizer(config))
         refuse_oversize(config, plan.examples, found.oversize)
         write_rows(files.test, [{"id": e.id, "text": e.text, "gold": e.gold} for e in plan.test], TEST_COLUMNS)

@@ -17,7 +17,7 @@ from distill.layout import RunLayout
 from distill.tasks import make_task
 from fake_openai import FakeEndpoint
 from helpers import DEMO_INPUTS, study_config, write_config, write_csv
-from teacher.generate import generate
+from teacher.generate import dry_run, generate
 from teacher.recorded import NOT_RECORDED
 
 PRICES = {"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
@@ -88,6 +88,14 @@ def test_recorded_answers_resume_and_an_edited_file_is_read_again(tmp_path: Path
     write_csv(recorded, [{"text": e.text, "answer": "refund"} for e in to_label])  # the file's bytes are a key
     generate(_config(tmp_path, recorded), RunLayout(tmp_path))
     assert {r["label"] for r in _rows(tmp_path)} == {"refund"}
+
+
+def test_a_dry_run_counts_recorded_answers_as_free(tmp_path: Path) -> None:
+    to_label, _ = _inputs(tmp_path)
+    recorded = write_csv(tmp_path / "answers.csv", [{"text": e.text, "answer": "billing"} for e in to_label[:5]])
+    result = dry_run(_config(tmp_path, recorded), RunLayout(tmp_path))
+    assert result["requests"] == 0 and result["estimated_cost"] == 0
+    assert result["cached"] == 5 and result["not_recorded"] == len(to_label) - 5
 
 
 def test_a_gateway_log_is_the_teacher_with_its_usage(tmp_path: Path) -> None:
