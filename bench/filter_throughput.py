@@ -41,7 +41,8 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
         label = None if rng.random() < 0.03 else rng.choice(LABELS)
         rows.append({"id": f"inputs:{i}", "text": text, "gold": None, "raw": label, "label": label,
                      "error": None if label else "not in the label set", "logprob": -rng.random(),
-                     "vote_share": None, "prompt_tokens": 100, "completion_tokens": 3, "latency_ms": 10.0})
+                     "vote_share": None, "prompt_tokens": 100, "completion_tokens": 3, "cached_tokens": 0,
+                     "latency_ms": 10.0})
     return rows
 
 

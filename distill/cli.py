@@ -167,7 +167,9 @@ def generate(config: ConfigOption, run_dir: RunDirOption = None,
         result = estimate(loaded, RunLayout(run_dir or default_run_dir(loaded)))
         cost = result["estimated_cost"]
         typer.echo(f"{result['requests']} requests to send ({result['cached']} of {result['rows']} rows already "
-                   f"cached, {result['oversize']} oversize); prompt tokens {result['prompt_tokens']:,}, completion "
+                   f"cached or recorded, {result['oversize']} oversize"
+                   + (f", {result['not_recorded']} not recorded" if result["not_recorded"] else "")
+                   + f"); prompt tokens {result['prompt_tokens']:,}, completion "
                    f"tokens about {result['completion_tokens']:,} ({result['counted_with']}); estimated cost: "
                    + (f"${cost:,.4f}" if cost is not None else "by serving time (teacher priced per hour)"))
 
@@ -277,7 +279,9 @@ def init(data_file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, JSON
          text_column: Annotated[str | None, typer.Option(help="The input column; default: found.")] = None,
          gold_column: Annotated[str | None, typer.Option(help="The reference answers; default: found.")] = None,
          labels: Annotated[str | None, typer.Option(help="Comma-separated label set, for data without gold "
-                                                    "answers.")] = None) -> None:
+                                                    "answers.")] = None,
+         task_type: Annotated[str | None, typer.Option("--type", help="classification, extraction or generation; "
+                                                       "default: read off the gold answers.")] = None) -> None:
     """Write a first study config for a data file: columns found, task type and labels (or JSON schema) proposed."""
     from distill.data.scaffold import write_config
 
@@ -286,7 +290,8 @@ def init(data_file: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, JSON
             raise UserError(f"{data_file}: no such file")
         out = output or Path(f"{data_file.stem}.yaml")
         label_set = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-        proposal = write_config(data_file, out, text=text_column, gold=gold_column, labels=label_set)
+        proposal = write_config(data_file, out, text=text_column, gold=gold_column, labels=label_set,
+                                kind=task_type)
         for note in proposal.notes:
             typer.echo(f"- {note}")
         typer.echo(f"{out}: written and valid; check its guesses, then: distill run -c {out}")

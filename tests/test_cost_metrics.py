@@ -72,3 +72,25 @@ def test_a_teacher_on_several_accelerators_costs_each_of_them_per_query() -> Non
     assert cost.teacher_cost_per_1k(HOURLY, 10.0, 400, 2, four) == pytest.approx(4 * single)
     pinned = HOURLY.model_copy(update={"teacher_gpus": 8})
     assert cost.teacher_cost_per_1k(pinned, 10.0, 400, 2, four) == pytest.approx(8 * single)
+
+
+BILLED = CostConfig(teacher_price_per_hour=0, student_price_per_hour=1.8, train_price_per_hour=3.6,
+                    teacher_input_per_1m=0.14, teacher_cached_input_per_1m=0.0042, teacher_output_per_1m=0.42)
+
+
+def test_cached_prompt_tokens_are_billed_at_their_own_price() -> None:
+    # BANKING77 as DeepSeek billed it: 397 prompt tokens, 384 of them cached, 4 completion tokens.
+    billed = (13 * 0.14 + 384 * 0.0042 + 4 * 0.42) / 1e6
+    assert cost.teacher_cost_per_1k(BILLED, None, 397, 4, None, 384) == pytest.approx(1000 * billed)
+    assert cost.teacher_cost_per_1k(BILLED, None, 397, 4) == pytest.approx(1000 * (397 * 0.14 + 4 * 0.42) / 1e6)
+    assert cost.teacher_cost_per_1k(API, None, 500, 10, None, 400) == pytest.approx(1.08), "no cached price: list"
+    rows = [{"prompt_tokens": 397, "completion_tokens": 4, "cached_tokens": 384}] * 1000
+    assert cost.labelling_cost_of_rows(BILLED, rows) == pytest.approx(1000 * billed)
+    assert cost.labelling_cost_of_rows(BILLED, [{"prompt_tokens": 397, "completion_tokens": 4}]) == pytest.approx(
+        (397 * 0.14 + 4 * 0.42) / 1e6), "rows written before cached tokens were kept pay the input price"
+
+
+def test_a_cached_price_needs_the_token_prices() -> None:
+    with pytest.raises(ValueError, match="teacher_cached_input_per_1m needs"):
+        CostConfig(teacher_price_per_hour=0, student_price_per_hour=1, train_price_per_hour=1,
+                   teacher_cached_input_per_1m=0.01)

@@ -27,7 +27,7 @@ def _generate_output(run_dir: Path, rows: list[dict], test_texts: tuple[str, ...
 def _row(i: int, text: str, label: str | None, error: str | None = None) -> dict:
     return {"id": f"inputs:{i}", "text": text, "gold": None, "raw": label, "label": label, "error": error,
             "rationale": None, "vote_share": None, "samples": "[]", "logprob": -0.1, "top_logprobs": "[]",
-            "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0,
+            "prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 0, "latency_ms": 5.0,
             "finish_reason": "stop", "serving_s": 0.01}
 
 

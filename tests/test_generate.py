@@ -364,4 +364,5 @@ def test_output_row_values_land_in_the_columns_they_name() -> None:
     assert row == {"id": "i1", "text": "the text", "gold": "gold-b", "raw": '{"label": "b"}', "label": "b",
                    "error": None, "rationale": "because", "vote_share": None, "samples": '["b"]', "logprob": -0.25,
                    "top_logprobs": '[{"token": "b", "logprob": -0.25}]', "prompt_tokens": 41,
-                   "completion_tokens": 5, "latency_ms": 12.5, "finish_reason": "stop", "serving_s": 0.75}
+                   "completion_tokens": 5, "cached_tokens": 0, "latency_ms": 12.5, "finish_reason": "stop",
+                   "serving_s": 0.75}

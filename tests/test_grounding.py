@@ -41,7 +41,7 @@ def _teacher_row(i: int, text: str, answer: dict, gold: dict | None) -> dict:
                                                           separators=(",", ":"))
     return {"id": f"inputs:{i}", "text": text, "gold": canonical_gold, "raw": label, "label": label,
             "error": None, "rationale": None, "vote_share": None, "samples": "[]", "logprob": -0.1,
-            "top_logprobs": "[]", "prompt_tokens": 10, "completion_tokens": 2, "latency_ms": 5.0,
+            "top_logprobs": "[]", "prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 0, "latency_ms": 5.0,
             "finish_reason": "stop", "serving_s": 0.01}
 
 

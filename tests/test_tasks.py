@@ -169,3 +169,14 @@ def test_a_jsonl_file_with_object_gold_runs_through_split_and_the_filter_audit(t
     assert report["rows_with_gold"] == 20
     assert report["teacher_accuracy"] == pytest.approx(1 - austin / 20)
     assert report["per_field"]["city"] == 1.0 and report["per_field"]["region"] == pytest.approx(1 - austin / 20)
+
+
+def test_a_free_text_answer_is_read_as_a_person_reads_it() -> None:
+    task = make_task(ClassificationSettings(instruction="x", labels=["card_delivery_estimate", "card_arrival",
+                                                                      "top-up", "top_up", "Refund"]))
+    assert task.parse("Card delivery estimate.").value == "card_delivery_estimate"
+    assert task.parse('"card arrival"').value == "card_arrival"
+    assert task.parse("refund!").value == "Refund"
+    both = task.parse("Top up")
+    assert both.value is None and "matches several labels (top-up, top_up)" in both.error
+    assert task.parse("card delivery").error == "not in the label set: 'card delivery'"

@@ -58,10 +58,11 @@ def summarise(name: str, m: Measured, gold: list[str | None], task: Task, config
     n, scores = len(m.answers), row_scores(task, m.predictions, gold)
     speed = _throughput(m, config)
     tokens = {"prompt": sum(a.prompt_tokens for a in m.answers) / n,
-              "completion": sum(a.completion_tokens for a in m.answers) / n}
+              "completion": sum(a.completion_tokens for a in m.answers) / n,
+              "cached": sum(a.cached_tokens for a in m.answers) / n}
     qps = speed.get("queries_per_s")
     price = (costs.teacher_cost_per_1k(config.cost, qps, tokens["prompt"], tokens["completion"],
-                                       config.teacher) if name == "teacher"
+                                       config.teacher, tokens["cached"]) if name == "teacher"
              else costs.hourly_cost_per_1k(m.price_per_hour, qps))
     return ModelMetrics(
         m.model, m.served_as, server_log=m.server_log, quality=mean(scores) if scores else None,
@@ -70,6 +71,7 @@ def summarise(name: str, m: Measured, gold: list[str | None], task: Task, config
         failed_requests=sum(a.error is not None for a in m.answers), answers_from_cache=m.from_cache,
         agreement_with_teacher=mean(agreement(task, m.predictions, teacher)),
         prompt_tokens_per_query=tokens["prompt"], completion_tokens_per_query=tokens["completion"],
+        cached_tokens_per_query=tokens["cached"],
         cost_per_1k_queries=price, timed_at=m.timed_at, **speed)
 
 

@@ -40,8 +40,20 @@ def hourly_cost_per_1k(price_per_hour: float, queries_per_s: float | None) -> fl
     return price_per_hour / SECONDS_PER_HOUR / queries_per_s * 1000
 
 
-def token_cost(prompt_tokens: float, completion_tokens: float, input_per_1m: float, output_per_1m: float) -> float:
-    return (prompt_tokens * input_per_1m + completion_tokens * output_per_1m) / 1e6
+def token_cost(prompt_tokens: float, completion_tokens: float, input_per_1m: float, output_per_1m: float,
+               cached_tokens: float = 0.0, cached_input_per_1m: float | None = None) -> float:
+    """As providers bill: the prompt tokens served from their prompt cache (`cached_tokens`, part of
+    `prompt_tokens`) at the cached price where one is given, the rest at the input price."""
+    cached_price = input_per_1m if cached_input_per_1m is None else cached_input_per_1m
+    return ((prompt_tokens - cached_tokens) * input_per_1m + cached_tokens * cached_price
+            + completion_tokens * output_per_1m) / 1e6
+
+
+def api_cost(cost: CostConfig, prompt_tokens: float, completion_tokens: float, cached_tokens: float = 0.0) -> float:
+    """Tokens at the configured API prices (call only where `priced_per_token`)."""
+    assert cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None
+    return token_cost(prompt_tokens, completion_tokens, cost.teacher_input_per_1m, cost.teacher_output_per_1m,
+                      cached_tokens, cost.teacher_cached_input_per_1m)
 
 
 def per_token_cost(cost: CostConfig, prompt_tokens: float, completion_tokens: float) -> float | None:
@@ -57,19 +69,19 @@ def priced_per_token(cost: CostConfig) -> bool:
 
 
 def teacher_cost_per_1k(cost: CostConfig, queries_per_s: float | None, prompt_tokens_per_query: float,
-                        completion_tokens_per_query: float, teacher: TeacherConfig | None = None) -> float | None:
-    """Per-token API prices when configured (an API teacher), else the hourly price of every accelerator serving
-    it."""
-    if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
-        return 1000 * token_cost(prompt_tokens_per_query, completion_tokens_per_query,
-                                 cost.teacher_input_per_1m, cost.teacher_output_per_1m)
+                        completion_tokens_per_query: float, teacher: TeacherConfig | None = None,
+                        cached_tokens_per_query: float = 0.0) -> float | None:
+    """Per-token API prices when configured (an API teacher; cached prompt tokens at their own price), else the
+    hourly price of every accelerator serving it."""
+    if priced_per_token(cost):
+        return 1000 * api_cost(cost, prompt_tokens_per_query, completion_tokens_per_query, cached_tokens_per_query)
     return hourly_cost_per_1k(teacher_hourly(cost, teacher), queries_per_s)
 
 
 def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int, completion_tokens: int,
-                   teacher: TeacherConfig | None = None) -> float:
-    if cost.teacher_input_per_1m is not None and cost.teacher_output_per_1m is not None:
-        return token_cost(prompt_tokens, completion_tokens, cost.teacher_input_per_1m, cost.teacher_output_per_1m)
+                   teacher: TeacherConfig | None = None, cached_tokens: int = 0) -> float:
+    if priced_per_token(cost):
+        return api_cost(cost, prompt_tokens, completion_tokens, cached_tokens)
     return teacher_hourly(cost, teacher) * teacher_seconds / SECONDS_PER_HOUR
 
 
@@ -79,7 +91,8 @@ def labelling_cost_of_rows(cost: CostConfig, rows: list[dict], teacher: TeacherC
     same rows."""
     return labelling_cost(cost, sum(r.get("serving_s") or 0.0 for r in rows),
                           sum(r.get("prompt_tokens") or 0 for r in rows),
-                          sum(r.get("completion_tokens") or 0 for r in rows), teacher)
+                          sum(r.get("completion_tokens") or 0 for r in rows), teacher,
+                          sum(r.get("cached_tokens") or 0 for r in rows))
 
 
 def training_seconds(manifest: dict) -> float:
@@ -136,7 +149,7 @@ def labelling_cost_from_manifest(cost: CostConfig, manifest: dict, teacher: Teac
     """What the generate stage recorded paying the teacher, at the given prices."""
     usage = manifest.get("usage", {})
     return labelling_cost(cost, manifest.get("timings", {}).get("teacher", 0.0), usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0), teacher)
+                          usage.get("completion_tokens", 0), teacher, usage.get("cached_tokens", 0))
 
 
 def measuring_cost(cost: CostConfig, timings: dict[str, float], teacher: TeacherConfig | None = None) -> float:

@@ -51,6 +51,7 @@ class ModelMetrics:
     latency_ms: dict[str, float] = field(default_factory=lambda: latency_percentiles([]))
     prompt_tokens_per_query: float | None = None
     completion_tokens_per_query: float | None = None
+    cached_tokens_per_query: float | None = None  # prompt tokens the provider served from its cache (billed less)
     cost_per_1k_queries: float | None = None
     sweep: list[dict[str, Any]] = field(default_factory=list)
     timed_at: str | None = None  # set where the sweep is a stored one, reused: when it was measured

@@ -233,12 +233,27 @@ def _cost_section(metrics: dict[str, Any]) -> list[str]:
             f"${fmt(monthly['student'], 2)}; payback {duration(metrics.get('payback_days'))}.",
             f"Prices used: teacher {_fleet(prices)}, "
             f"student ${prices['student_price_per_hour']}/h, training ${prices['train_price_per_hour']}/h"
-            + (f", teacher tokens ${prices['teacher_input_per_1m']}/${prices['teacher_output_per_1m']} per 1M in/out"
-               if prices["teacher_input_per_1m"] is not None else "") + ".", "",
+            + _token_prices(metrics) + ".", "",
             "## Payback", "",
             "| teacher price | monthly queries | break-even queries | payback |", "|---|---|---|---|",
             *[f"| x{r['teacher_price_factor']:g} | {r['monthly_queries']:,.0f} | {fmt(r['break_even_queries'], 0)} "
               f"| {duration(r['payback_days'])} |" for r in metrics["sensitivity"]]]
+
+
+def _token_prices(metrics: dict[str, Any]) -> str:
+    """The per-token prices as billed, with the share of the teacher's prompt tokens its provider served cached."""
+    prices = metrics["prices"]
+    if prices["teacher_input_per_1m"] is None:
+        return ""
+    cached_price = prices.get("teacher_cached_input_per_1m")
+    text = (f", teacher tokens ${prices['teacher_input_per_1m']} per 1M input"
+            + (f" (${cached_price} cached)" if cached_price is not None else "")
+            + f", ${prices['teacher_output_per_1m']} per 1M output")
+    teacher = metrics.get("teacher") or {}
+    prompt, cached = teacher.get("prompt_tokens_per_query"), teacher.get("cached_tokens_per_query")
+    if prompt and cached is not None:
+        text += f"; {cached / prompt:.0%} of the teacher's prompt tokens were served from its provider's cache"
+    return text
 
 
 def _cascade_section(metrics: dict[str, Any]) -> list[str]:

@@ -45,6 +45,7 @@ from student.serve import BASE_NAME, serve_adapter, serve_merged, student_reques
 from teacher.cache import ResponseCache, key_prefix, request_key
 from teacher.client import Answer, Target
 from teacher.generate import TEST_COLUMNS, teacher_fingerprint, teacher_request
+from teacher.recorded import NOT_RECORDED, fill_answers
 from teacher.server import VLLMServer, open_teacher
 
 DORA_SKIPPED = "DoRA adapter: vLLM cannot load it, so the student is measured merged only"
@@ -104,19 +105,32 @@ class TeacherAnswers:
             cache.close()
 
 
+def _with_recorded(config: Config, source: TeacherAnswers, answers: list[Answer | None], ids: list[str] | None
+                   ) -> list[Answer | None]:
+    """The answers the cache lacks, from `teacher.recorded` where it has them (then cached, like a live answer)."""
+    if config.teacher.recorded is None or None not in answers:
+        return answers
+    answers = fill_answers(config, answers, source.texts, ids or source.texts)
+    source.store([a or Answer(error="not sent") for a in answers])  # failures are not stored
+    return answers
+
+
 def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str],
-                    pool: list[str]) -> Measured:
-    """Cached answers where the cache has them; a teacher we pay by the hour is timed by a real pass, or by the
-    stored timing of the same teacher on the same queries (distill/compare/timing.py)."""
+                    pool: list[str], ids: list[str] | None = None) -> Measured:
+    """Cached answers where the cache has them, then recorded ones (teacher.recorded); a teacher we pay by the
+    hour is timed by a real pass, or by the stored timing of the same teacher on the same queries
+    (distill/compare/timing.py). Recorded answers alone are never timed: they are priced per token."""
     source, extra = TeacherAnswers(config, task, layout, texts), TeacherAnswers(config, task, layout, pool)
-    answers = source.cached()
+    answers = _with_recorded(config, source, source.cached(), ids)
     from_cache = sum(a is not None for a in answers)
+    if not config.teacher.live:
+        answers = [a or Answer(error=NOT_RECORDED) for a in answers]
     per_token = costs.priced_per_token(config.cost)
     key = timing_key(config, source.keys + extra.keys)
     stored = None if per_token or config.compare.retime_teacher or from_cache < len(answers) else load_timing(
         source.path, key)
     points, log, sent = stored[0] if stored else [], layout.compare.server_log("teacher"), 0
-    if not (per_token and from_cache == len(answers)) and stored is None:
+    if config.teacher.live and not (per_token and from_cache == len(answers)) and stored is None:
         with recorder.timed("teacher"), open_teacher(config.teacher, log) as target:
             missing = [i for i, a in enumerate(answers) if a is None]
             if per_token:  # an API's throughput is not ours to cost: only the missing answers are asked for
@@ -129,10 +143,12 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
         for i, answer in zip(missing, fresh, strict=True):
             answers[i] = answer or Answer(error="not sent")
         source.store(answers)
-    served = f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else "vLLM"
+    served = (f"endpoint {', '.join(config.teacher.urls)}" if config.teacher.urls else
+              "vLLM" if config.teacher.live else "recorded answers")
     parsed = [task.parse(a.text, config.teacher.rationale).value for a in answers]
-    measured = Measured(config.teacher.model, served, costs.teacher_hourly(config.cost, config.teacher), answers,
-                        parsed, points, None if config.teacher.urls or stored else str(log), from_cache,
+    started_here = config.teacher.live and not config.teacher.urls and not stored  # a server with a log of ours
+    measured = Measured(config.teacher.name, served, costs.teacher_hourly(config.cost, config.teacher), answers,
+                        parsed, points, str(log) if started_here else None, from_cache,
                         timed_at=stored[1] if stored else None, sent=sent).check_failures(
                             config.compare.max_failed_share)
     if points and stored is None and measured.status == "measured":
@@ -242,7 +258,8 @@ def compare(config: Config, layout: RunLayout) -> Manifest:
     test = read_rows(layout.generate.test, TEST_COLUMNS)
     gold, texts = [row["gold"] for row in test], [row["text"] for row in test]
     pool = sweep_pool(config, layout, texts)
-    measured = {"teacher": measure_teacher(config, layout, recorder, task, texts, pool),
+    ids = [row["id"] for row in test]
+    measured = {"teacher": measure_teacher(config, layout, recorder, task, texts, pool, ids),
                 **measure_students(config, layout, recorder, task, texts, pool)}
     metrics = build_metrics(config, measured, gold, task, one_off_cost(config, layout)).to_json()
     shown = {name: m for name, m in measured.items() if m.status == "measured"}

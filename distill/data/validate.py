@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distill.config import Config
 from distill.data.inputs import Example, normalise, read_examples, size_problems
+from distill.data.lengths import cut_note, load_tokenizer, sequence_lengths
 from distill.data.readers import DataError
 from distill.errors import UserError
 from distill.tasks import make_task
@@ -43,7 +44,25 @@ def check_data(config: Config) -> DataReport:
         report.problems += size_problems(config.data, len(inputs), None if test is None else len(test))
     if inputs and test:
         _overlap(config, inputs, test, report)
+    if inputs:
+        _lengths(config, inputs, report)
     return report
+
+
+LENGTH_ROWS = 20_000  # rows whose student-token length validate counts (a few seconds)
+
+
+def _lengths(config: Config, inputs: list[Example], report: DataReport) -> None:
+    """A note where training would cut inputs at student.max_seq_len (their gold answers stand in for labels)."""
+    tokenizer = load_tokenizer(config.student.model)
+    if tokenizer is None:
+        return
+    rows = inputs[:LENGTH_ROWS]
+    lengths = sequence_lengths(make_task(config.task), config.student, [e.text for e in rows],
+                               [e.gold for e in rows], tokenizer)
+    note = cut_note(str(config.data.inputs), lengths, config.student.max_seq_len)
+    if note is not None:
+        report.notes.append(note)
 
 
 def _read(path: Path, config: Config, canonical_gold: object, report: DataReport) -> list[Example] | None:

@@ -35,8 +35,8 @@ def dataset_card(config: Config, report: dict[str, Any]) -> str:
                            task_categories=["text-generation"])
     drops = report.get("drops", {})
     # Only what filter's key covers goes in (task, filter, teacher.model): the card is a hashed output.
-    lines = [f"# Training data labelled by {config.teacher.model}", "",
-             f"Input rows labelled by the teacher `{config.teacher.model}` for the "
+    lines = [f"# Training data labelled by {config.teacher.name}", "",
+             f"Input rows labelled by the teacher `{config.teacher.name}` for the "
              f"`{config.task.type}` task, then filtered by `distill filter`: {report['rows_in']} rows in, "
              f"{report['rows_kept']} kept ({report['train']} train, {report['eval']} validation).", "",
              "```python", "from datasets import load_dataset", "", 'rows = load_dataset("path/to/this/folder")',

@@ -7,6 +7,8 @@ A multi-label answer is canonical as a compact JSON list in label-set order.
 from __future__ import annotations
 
 import json
+import re
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +67,9 @@ class ClassificationTask(Task):
         self.settings: ClassificationSettings = settings
         self.labels = settings.label_set()
         self._order = {label: i for i, label in enumerate(self.labels)}
+        self._read_as: dict[str, list[str]] = {}
+        for label in self.labels:
+            self._read_as.setdefault(as_read(label), []).append(label)
         self.multi = settings.multi_label
         self.single_label = not self.multi
         if self.multi:
@@ -110,11 +115,24 @@ class ClassificationTask(Task):
             return self._parse_with_rationale(raw)
         return self._parse_answer(raw.strip())
 
+    def _label(self, value: Any) -> tuple[str | None, str | None]:
+        """The label `value` names, read as a person would (case, spaces or underscores, surrounding quotes and
+        punctuation aside: `Card delivery estimate.` is `card_delivery_estimate`), or why none."""
+        if not isinstance(value, str):
+            return None, f"not in the label set: {str(value)[:80]!r}"
+        if value in self._order:
+            return value, None
+        found = self._read_as.get(as_read(value), [])
+        if len(found) == 1:
+            return found[0], None
+        if found:
+            return None, f"matches several labels ({', '.join(found[:3])}): {value[:80]!r}"
+        return None, f"not in the label set: {value[:80]!r}"
+
     def _parse_answer(self, value: Any) -> Parsed:
         if not self.multi:
-            if isinstance(value, str) and value in self._order:
-                return Parsed(value, None)
-            return Parsed(None, f"not in the label set: {str(value)[:80]!r}")
+            label, error = self._label(value)
+            return Parsed(label, error)
         if isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -122,10 +140,12 @@ class ClassificationTask(Task):
                 return Parsed(None, f"not a JSON list: {exc.msg} at {exc.pos}")
         if not isinstance(value, list):
             return Parsed(None, "not a JSON list of labels")
-        unknown = [v for v in value if not isinstance(v, str) or v not in self._order]
-        if unknown:
-            return Parsed(None, f"not in the label set: {str(unknown[0])[:80]!r}")
-        return Parsed(json.dumps(sorted(set(value), key=self._order.__getitem__), ensure_ascii=False), None)
+        read = [self._label(v) for v in value]
+        errors = [error for _, error in read if error is not None]
+        if errors:
+            return Parsed(None, errors[0])
+        labels = {label for label, _ in read}
+        return Parsed(json.dumps(sorted(labels, key=self._order.__getitem__), ensure_ascii=False), None)
 
     def _parse_with_rationale(self, raw: str) -> Parsed:
         try:
@@ -160,3 +180,12 @@ class ClassificationTask(Task):
 
     def categories(self, value: str) -> list[str]:
         return json.loads(value) if self.multi else [value]
+
+
+_EDGES = string.punctuation + string.whitespace + "“”‘’"
+
+
+def as_read(text: str) -> str:
+    """A label as a person reads it: lower case, underscores, hyphens and runs of spaces as one space, without
+    surrounding quotes or punctuation."""
+    return re.sub(r"[\s_\-]+", " ", text.strip(_EDGES).lower()).strip()
