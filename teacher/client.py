@@ -150,7 +150,7 @@ class Endpoint:
                 await asyncio.sleep(random.uniform(0, min(8.0, 0.5 * 2 ** attempt)))  # full jitter
             replica = self._pick(avoid=last)
             try:
-                answer = _parse_response(await self._post(replica, path, payload))
+                answer = parse_response(await self._post(replica, path, payload))
             except RequestFailed as exc:
                 failure, last = exc, replica
                 if not exc.retryable:
@@ -223,7 +223,7 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def _parse_response(data: dict[str, Any]) -> Answer:
+def parse_response(data: dict[str, Any]) -> Answer:
     samples = []
     for choice in data.get("choices") or []:
         message = choice.get("message")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -22,7 +23,9 @@ class FakeEndpoint:
     def __init__(self, answer: str = "billing", failures: int = 0, status: int = 500,
                  stop_after: int | None = None, model: str = "fake-model", root: str = "/models/fake",
                  fail_text: str | None = None, finish_reason: str = "stop", capacity: int | None = None,
-                 service_s: float = 0.0, fail_after: int | None = None) -> None:
+                 service_s: float = 0.0, fail_after: int | None = None,
+                 script: Callable[[str], tuple[str, float]] | None = None) -> None:
+        self.script = script  # the input (user message or prompt) -> (answer, its log-probability)
         self.answer, self.failures, self.status, self.stop_after = answer, failures, status, stop_after
         # A simulated server limit: at most `capacity` requests are served at once, each taking `service_s`
         # seconds, the rest wait; so queries/s stop rising beyond `capacity` requests in flight.
@@ -64,6 +67,8 @@ class FakeEndpoint:
             if self.stop_after is not None and self.answered > self.stop_after:
                 threading.Thread(target=self.close, daemon=True).start()
                 return 503, {"error": {"message": "shutting down"}}
+        if "prompt" in body:
+            return 200, self._completion(body)
         return 200, {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": i, "finish_reason": self.finish_reason,
@@ -74,6 +79,15 @@ class FakeEndpoint:
                         for i in range(body.get("n", 1))],
             "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
         }
+
+    def _completion(self, body: dict) -> dict:
+        """A text completion (what a student is asked), with vLLM's completion-style logprobs."""
+        answer, logprob = self.script(body["prompt"]) if self.script else (self.answer, -0.25)
+        return {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "text": answer, "finish_reason": self.finish_reason,
+                             "logprobs": {"tokens": [answer], "token_logprobs": [logprob],
+                                          "top_logprobs": [{answer: logprob}]}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self

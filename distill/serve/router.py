@@ -1,0 +1,137 @@
+"""Who answers one input: the student, the teacher, the student unless unsure (cascade), or one of them while
+both are asked (shadow). Answers are parsed and validated by the task as generate and compare do; a student
+answer outside the label set or the schema is never served by a cascade."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.compare.cascade import confidences
+from distill.config import Config
+from distill.serve.backends import Backend, Reply
+from distill.serve.plan import Plan
+from distill.tasks import Task
+from student.prompts import StudentPrompter
+from student.serve import student_request
+from teacher.generate import teacher_request
+
+TEACHER_DOWN = "teacher unavailable: the student's answer is served below the cascade threshold"
+
+
+@dataclass
+class Asked:
+    """One backend's answer to one input, parsed."""
+
+    reply: Reply
+    value: str | None  # the canonical answer, None where invalid or failed
+    confidence: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        answer = self.reply.answer
+        return {"answer": self.value, "raw": answer.text, "error": answer.error, "confidence": self.confidence,
+                "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                "latency_ms": answer.latency_ms}
+
+
+@dataclass
+class Outcome:
+    answered_by: str | None  # "student", "teacher", or None where no answer could be given
+    content: str | None
+    student: Asked | None = None
+    teacher: Asked | None = None
+    escalated: str | None = None  # why a cascade asked the teacher: invalid, low_confidence, student_failed
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> Asked | None:
+        return {"student": self.student, "teacher": self.teacher}.get(self.answered_by or "")
+
+    @property
+    def degraded(self) -> bool:
+        return TEACHER_DOWN in self.warnings
+
+
+class Router:
+    def __init__(self, config: Config, task: Task, plan: Plan, student: Backend | None, teacher: Backend | None
+                 ) -> None:
+        from distill.compare.stage import reference_teacher
+
+        self.config, self.task, self.plan = config, task, plan
+        self.student, self.teacher = student, teacher
+        # The teacher answers as compare asked it (greedily, once): the answers the cascade was measured with.
+        self.teacher_config = reference_teacher(config.teacher)
+        self.prompter = StudentPrompter(task, config.student) if student is not None else None
+
+    async def ask_student(self, text: str) -> Asked:
+        assert self.student is not None and self.prompter is not None
+        reply = await self.student.ask(student_request(self.task, self.config, self.prompter(text)))
+        value = None if reply.failed else self.task.parse(reply.answer.text).value
+        kind = self.plan.confidence or "mean_token_logprob"
+        score = float(confidences([reply.answer], [value])[kind][0])
+        return Asked(reply, value, score if score > float("-inf") else None)
+
+    async def ask_teacher(self, text: str) -> Asked:
+        assert self.teacher is not None
+        reply = await self.teacher.ask(teacher_request(self.task, self.teacher_config, text))
+        value = None if reply.failed else self.task.parse(reply.answer.text, self.teacher_config.rationale).value
+        return Asked(reply, value)
+
+    async def route(self, text: str) -> Outcome:
+        mode = self.plan.mode
+        if mode == "student":
+            return _alone("student", await self.ask_student(text))
+        if mode == "teacher":
+            return _alone("teacher", await self.ask_teacher(text))
+        if mode == "shadow":
+            return self._shadow(*await asyncio.gather(self.ask_student(text), self.ask_teacher(text)))
+        return await self._cascade(text)
+
+    async def _cascade(self, text: str) -> Outcome:
+        student = await self.ask_student(text)
+        reason = self._escalation(student)
+        if reason is None:
+            return Outcome("student", student.value, student=student)
+        teacher = await self.ask_teacher(text)
+        if not teacher.reply.failed:
+            return Outcome("teacher", _content(teacher), student=student, teacher=teacher, escalated=reason)
+        return self._teacher_down(student, teacher, reason)
+
+    def _escalation(self, student: Asked) -> str | None:
+        if student.reply.failed:
+            return "student_failed"
+        if student.value is None:
+            return "invalid"
+        assert self.plan.threshold is not None
+        return "low_confidence" if student.confidence is None or student.confidence < self.plan.threshold else None
+
+    def _teacher_down(self, student: Asked, teacher: Asked, reason: str | None) -> Outcome:
+        """A failed teacher: the student's valid answer with a warning, where configured; else no answer."""
+        if self.config.serve.teacher_down == "student" and student.value is not None:
+            return Outcome("student", student.value, student, teacher, reason, [TEACHER_DOWN])
+        return Outcome(None, None, student, teacher, reason)
+
+    def _shadow(self, student: Asked, teacher: Asked) -> Outcome:
+        if self.config.serve.shadow_answers == "student":
+            return Outcome("student" if not student.reply.failed else None, _content(student), student, teacher)
+        if teacher.reply.failed:
+            return self._teacher_down(student, teacher, None)
+        return Outcome("teacher", _content(teacher), student, teacher)
+
+    def agreement(self, outcome: Outcome) -> float | None:
+        """Student and teacher on the same input (shadow mode, and escalations), as compare scores agreement."""
+        if outcome.student is None or outcome.teacher is None or outcome.teacher.reply.failed:
+            return None
+        return self.task.agree(outcome.student.value, outcome.teacher.value)
+
+
+def _content(asked: Asked) -> str | None:
+    """The canonical answer where valid; the raw text otherwise (served as is, and logged as invalid)."""
+    return asked.value if asked.value is not None else asked.reply.answer.text
+
+
+def _alone(name: str, asked: Asked) -> Outcome:
+    outcome = Outcome(name if not asked.reply.failed else None, _content(asked))
+    setattr(outcome, name, asked)
+    return outcome
