@@ -83,4 +83,15 @@ def serve(config: Config, layout: RunLayout, host: str, port: int, mode: str | N
         threshold = f", threshold {plan.threshold:.4g} on {plan.confidence}" if plan.mode == "cascade" else ""
         print(f"serving {config.name} ({plan.mode}{threshold}) on http://{host}:{port}/v1; traffic log "
               f"{layout.serve.traffic}", file=sys.stderr, flush=True)
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        web.run_app(app, host=host, port=port, print=None, access_log=None, loop=_event_loop())
+
+
+def _event_loop() -> Any:
+    """uvloop where installed (vLLM brings it): the router's own latency is mostly event-loop and socket work."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
