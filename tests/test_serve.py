@@ -28,7 +28,7 @@ from distill.layout import RunLayout
 from distill.serve.plan import load_plan
 from distill.serve.run import build
 from fake_openai import FakeEndpoint
-from helpers import DEMO_INPUTS, REPO, study_config, write_config
+from helpers import DEMO_INPUTS, DEMO_LABELS, REPO, study_config, write_config
 from teacher.server import free_port
 
 THRESHOLD = -1.0  # compare's cascade threshold in these tests: the student answers at confidence >= -1
@@ -273,3 +273,42 @@ def test_kill_9_loses_no_acknowledged_log_line(tmp_path: Path) -> None:
     logged = {r["id"] for r in lines(layout.serve.traffic)}  # every line parses: none is torn
     assert len(acknowledged) >= 30 and set(acknowledged) <= logged
     assert len(logged) < 400, "the server died mid-traffic"
+
+
+def test_student_slots_and_deadline_bound_the_wait_and_a_late_student_escalates(tmp_path: Path) -> None:
+    with FakeEndpoint(script=script, capacity=64, service_s=0.5) as student, FakeEndpoint(answer="billing") as teacher:
+        # 2 slots, 0.5 s an answer, 0.75 s deadline counting the wait: 2 answer in time, the others escalate.
+        path, layout = make_run(tmp_path, student.url, teacher.url,
+                                serve={"student_concurrency": 2, "student_timeout_s": 0.75})
+        with serving(path, layout) as (client, _), ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda i: ask(client, f"refund {i}"), range(6)))
+    routes = sorted((h["x-distill-answered-by"], h.get("x-distill-escalated")) for _, h in results)
+    assert routes == [("student", None)] * 2 + [("teacher", "student_failed")] * 4
+    assert all("no answer in 0.75 s" in r["student"]["error"] for r in lines(layout.serve.traffic)
+               if r["escalated"])
+
+
+def test_shadow_on_real_vllm(tmp_path: Path, served_tiny) -> None:
+    """The tiny model served by vLLM as both student (completions, label set enforced) and teacher (chat)."""
+    path, layout = make_run(tmp_path, served_tiny.base_url, served_tiny.base_url,
+                            serve={"student_model_name": "tiny-teacher"})
+    raw = yaml_load(path)
+    raw["teacher"]["served_model_name"] = "tiny-teacher"
+    write_config(path, raw)
+    layout.manifest("compare").write_text(json.dumps({"config": load_config(path).model_dump(mode="json")}))
+    with serving(path, layout, "shadow") as (client, _):
+        answers = [ask(client, text)[0] for text in ("I was charged twice", "my parcel is lost")]
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "I was charged twice"}], stream=True) if c.choices)
+    log = lines(layout.serve.traffic)
+    assert all(r["student"]["answer"] in DEMO_LABELS and r["student"]["confidence"] < 0 for r in log)
+    assert [r["answer"] for r in log[:2]] == answers and streamed == answers[0], "greedy answers repeat"
+    assert all(r["agree"] in (0.0, 1.0) for r in log)
+    pairs = lines(layout.serve.teacher_answers)
+    assert len(pairs) == 3 and pairs[0]["response"]["usage"]["prompt_tokens"] > 0
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
