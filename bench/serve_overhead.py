@@ -13,7 +13,9 @@ row), then answers. The direct side sends the student exactly the request the ro
 
 Rounds alternate direct and router (the order swapped each round) on a shared machine; per side the latencies of
 all rounds are pooled. Added latency is router minus direct at p50 and p99; the throughput ratio is router over
-direct queries/s. The last line is one JSON object.
+direct queries/s. `router_cpu_ms_per_request` is the router process's own CPU time per answer (steadier than
+latency where other work shares the cores; `load_average` says how busy the machine was, before and after). The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 SERVICE_MS = 20.0
 IN_FLIGHT = 16
-REQUESTS = 2000  # per side per round
-ROUNDS = 3
+REQUESTS = 3000  # per side per round
+ROUNDS = 5
 LABELS = ["billing", "refund", "shipping", "account_access", "technical_issue", "cancellation", "product_question",
           "feedback"]
 
@@ -154,15 +156,24 @@ def requests(texts: list[str]) -> tuple[list[bytes], list[bytes]]:
     return chat, direct
 
 
-def measure(router_url: str, student_url: str, texts: list[str]) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time: the router's own cost, steadier than latency on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(router_url: str, student_url: str, texts: list[str], router_pid: int) -> dict:
     chat, direct = requests(texts)
+    load_before, cpu = os.getloadavg()[0], 0.0
     headers = {"Content-Type": "application/json"}
     pooled: dict[str, list[float]] = {"direct": [], "router": []}
     rates: dict[str, list[float]] = {"direct": [], "router": []}
     for round_ in range(ROUNDS):
         sides = [("direct", student_url + "/completions", direct), ("router", router_url + "/chat/completions", chat)]
         for side, url, payloads in sides if round_ % 2 == 0 else sides[::-1]:
+            before = cpu_seconds(router_pid)
             latencies, rate = asyncio.run(load(url, payloads, headers))
+            cpu += cpu_seconds(router_pid) - before if side == "router" else 0.0
             pooled[side] += latencies
             rates[side].append(rate)
     p = {side: {q: percentile(v, q) for q in (50, 99)} for side, v in pooled.items()}
@@ -174,7 +185,9 @@ def measure(router_url: str, student_url: str, texts: list[str]) -> dict:
             "added_p99_ms": round(p["router"][99] - p["direct"][99], 2),
             "direct_qps": round(qps["direct"], 1), "router_qps": round(qps["router"], 1),
             "throughput_ratio": round(qps["router"] / qps["direct"], 3),
-            "ratio_rounds": [round(r / d, 3) for r, d in zip(rates["router"], rates["direct"], strict=True)]}
+            "ratio_rounds": [round(r / d, 3) for r, d in zip(rates["router"], rates["direct"], strict=True)],
+            "router_cpu_ms_per_request": round(cpu / (REQUESTS * ROUNDS) * 1000, 3),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -194,7 +207,8 @@ def main() -> None:
         try:
             assert student.stdout is not None and student.stdout.readline().strip() == "ready"
             wait_ready(f"http://127.0.0.1:{router_port}/health", router)
-            result = measure(f"http://127.0.0.1:{router_port}/v1", f"http://127.0.0.1:{student_port}/v1", texts)
+            result = measure(f"http://127.0.0.1:{router_port}/v1", f"http://127.0.0.1:{student_port}/v1", texts,
+                             router.pid)
         finally:
             router.terminate()
             student.terminate()
