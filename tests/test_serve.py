@@ -120,6 +120,11 @@ def test_mode_defaults_follow_the_verdict_and_a_missing_cascade_is_refused(tmp_p
                             threshold=None)
     config = load_config(path)
     assert load_plan(config, layout).mode == "student"
+    layout.compare.metrics.write_text(json.dumps({"recommendation": {"verdict": "keep_teacher"},
+                                                  "cascade": {"confidence": "answer_logprob", "threshold": -2.0}}))
+    assert load_plan(config, layout).mode == "teacher", "an in-sample threshold is not a recommended cascade"
+    assert load_plan(config, layout, "cascade").threshold == -2.0, "but may be asked for"
+    layout.compare.metrics.write_text(json.dumps({"recommendation": {"verdict": "distil"}, "cascade": None}))
     with pytest.raises(UserError, match="no cascade threshold"):
         load_plan(config, layout, "cascade")
     other = load_config(path, ["student.epochs=7"])

@@ -50,8 +50,8 @@ def load_plan(config: Config, layout: RunLayout, mode: str | None = None) -> Pla
     cascade = metrics.get("cascade") or {}
     verdict = metrics.get("recommendation", {}).get("verdict", "")
     found = cascade.get("confidence") is not None and cascade.get("threshold") is not None
-    if mode is None:
-        mode = "cascade" if found and verdict != "distil" else "student" if verdict == "distil" else "teacher"
+    if mode is None:  # as compare recommends; keep_teacher and insufficient_evidence keep the teacher
+        mode = {"cascade": "cascade", "distil": "student"}.get(verdict, "teacher")
     if mode not in MODES:
         raise UserError(f"--mode {mode}: choose one of {', '.join(MODES)}")
     if mode == "cascade" and not found:

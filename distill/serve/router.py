@@ -17,7 +17,8 @@ from student.prompts import StudentPrompter
 from student.serve import student_request
 from teacher.generate import teacher_request
 
-TEACHER_DOWN = "teacher unavailable: the student's answer is served below the cascade threshold"
+TEACHER_DOWN = "teacher unavailable: the student's answer is served in its place"
+STUDENT_DOWN = "student unavailable: the teacher's answer is served in its place"
 
 
 @dataclass
@@ -114,6 +115,8 @@ class Router:
 
     def _shadow(self, student: Asked, teacher: Asked) -> Outcome:
         if self.config.serve.shadow_answers == "student":
+            if student.reply.failed and not teacher.reply.failed:  # the teacher is there: use it
+                return Outcome("teacher", _content(teacher), student, teacher, warnings=[STUDENT_DOWN])
             return Outcome("student" if not student.reply.failed else None, _content(student), student, teacher)
         if teacher.reply.failed:
             return self._teacher_down(student, teacher, None)
@@ -132,6 +135,4 @@ def _content(asked: Asked) -> str | None:
 
 
 def _alone(name: str, asked: Asked) -> Outcome:
-    outcome = Outcome(name if not asked.reply.failed else None, _content(asked))
-    setattr(outcome, name, asked)
-    return outcome
+    return Outcome(name if not asked.reply.failed else None, _content(asked), **{name: asked})

@@ -15,7 +15,6 @@ against a machine crash. A line that cannot be written fails its request (HTTP 5
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,6 +115,3 @@ class TrafficLog:
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
-
-def unix_time() -> int:
-    return int(time.time())
