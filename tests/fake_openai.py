@@ -104,7 +104,32 @@ class FakeEndpoint:
                 if fake.slots is not None:
                     with fake.slots:
                         time.sleep(fake.service_s)
-                self._send(*fake._reply(body))
+                status, payload = fake._reply(body)
+                if body.get("stream") and status == 200:
+                    self._stream(payload)
+                else:
+                    self._send(status, payload)
+
+            def _stream(self, whole: dict) -> None:
+                """The answer as vLLM streams it: a role chunk, one chunk a character, the finish, the usage."""
+                choice = whole["choices"][0]
+                text, head = choice["message"]["content"], {k: whole[k] for k in ("id", "created", "model")}
+                record = choice["logprobs"]["content"][0]
+                deltas = [({"role": "assistant", "content": ""}, None, None)] + [
+                    ({"content": c}, {"content": [record] if i == 0 else []}, None) for i, c in enumerate(text)]
+                chunks = [{**head, "object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": d, "logprobs": lp, "finish_reason": f}]}
+                          for d, lp, f in [*deltas, ({}, None, fake.finish_reason)]]
+                chunks.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": whole["usage"]})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()

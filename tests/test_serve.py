@@ -197,17 +197,42 @@ def test_bearer_token_is_required_and_never_logged(tmp_path: Path, monkeypatch: 
     assert "s3cret" not in logged and "refund me" in logged
 
 
-def test_stream_true_streams_the_answer(tmp_path: Path) -> None:
+def test_stream_true_passes_the_teachers_tokens_through(tmp_path: Path) -> None:
+    def stream(client: openai.OpenAI, text: str) -> list:
+        return list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}],
+                                                   stream=True, stream_options={"include_usage": True}))
+
+    def content(chunks: list) -> list[str]:
+        return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
     with FakeEndpoint(script=script) as student, FakeEndpoint(answer="billing") as teacher:
         path, layout = make_run(tmp_path, student.url, teacher.url)
         with serving(path, layout) as (client, _):
-            chunks = list(client.chat.completions.create(
-                model="tiny", messages=[{"role": "user", "content": "shipping"}], stream=True,
-                stream_options={"include_usage": True}))
+            escalated, sure = stream(client, "shipping"), stream(client, "refund")
             models = client.models.list()
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "billing"
-    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 13
+    assert content(escalated) == list("billing"), "the teacher's tokens arrive as the teacher sends them"
+    assert escalated[-1].usage is not None and escalated[-1].usage.total_tokens == 13
+    assert content(sure) == ["refund"], "a student answer is validated first, then sent whole"
+    log = lines(layout.serve.traffic)
+    assert [(r["answered_by"], r["answer"], r["escalated"]) for r in log] == [
+        ("teacher", "billing", "low_confidence"), ("student", "refund", None)]
+    (pair,) = lines(layout.serve.teacher_answers)
+    assert "stream" not in pair["request"], "recorded as the request generate sends"
+    assert pair["response"]["choices"][0]["message"]["content"] == "billing"
+    assert pair["response"]["choices"][0]["logprobs"]["content"][0]["logprob"] == -0.25
     assert [m.id for m in models.data] == ["tiny"]
+
+
+def test_a_streamed_escalation_to_a_dead_teacher_degrades_like_any_other(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with FakeEndpoint(script=script) as student:
+        path, layout = make_run(tmp_path, student.url, dead)
+        with serving(path, layout) as (client, _):
+            raw = client.chat.completions.with_raw_response.create(
+                model="tiny", messages=[{"role": "user", "content": "shipping"}], stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert (text, raw.headers["x-distill-answered-by"]) == ("shipping", "student")
+    assert "teacher unavailable" in raw.headers["x-distill-warning"]
 
 
 def test_traffic_becomes_inputs_and_recorded_teacher_answers(tmp_path: Path) -> None:
@@ -305,12 +330,20 @@ def test_shadow_on_real_vllm(tmp_path: Path, served_tiny) -> None:
         answers = [ask(client, text)[0] for text in ("I was charged twice", "my parcel is lost")]
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "I was charged twice"}], stream=True) if c.choices)
+    with serving(path, layout, "teacher") as (client, _):
+        relayed = [c.choices[0].delta.content for c in client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "I was charged twice"}], stream=True)
+            if c.choices and c.choices[0].delta.content]
     log = lines(layout.serve.traffic)
+    assert "".join(relayed) == log[0]["teacher"]["raw"], "vLLM's stream, relayed, is its greedy answer"
+    assert log[-1]["teacher"]["completion_tokens"] > 0 and log[-1]["answered_by"] == "teacher"
+    log = log[:3]
     assert all(r["student"]["answer"] in DEMO_LABELS and r["student"]["confidence"] < 0 for r in log)
     assert [r["answer"] for r in log[:2]] == answers and streamed == answers[0], "greedy answers repeat"
     assert all(r["agree"] in (0.0, 1.0) for r in log)
     pairs = lines(layout.serve.teacher_answers)
-    assert len(pairs) == 3 and pairs[0]["response"]["usage"]["prompt_tokens"] > 0
+    assert len(pairs) == 4 and pairs[0]["response"]["usage"]["prompt_tokens"] > 0
+    assert pairs[3]["request"] == pairs[0]["request"], "a streamed answer is recorded as the request generate sends"
 
 
 def yaml_load(path: Path) -> dict:

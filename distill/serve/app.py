@@ -18,16 +18,30 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from distill.serve.backends import BackendFailed, Reply
 from distill.serve.metrics import ServeMetrics
-from distill.serve.router import Outcome, Router
+from distill.serve.relay import Assembled
+from distill.serve.router import Outcome, Pending, Router, content_of
 from distill.serve.traffic import LogWriteError, TrafficLog, now
-from distill.serve.wire import BadRequest, completion, error_response, read_input, stream_events
+from distill.serve.wire import (
+    DONE,
+    BadRequest,
+    Input,
+    completion,
+    error_event,
+    error_response,
+    event,
+    read_input,
+    stream_events,
+)
+from teacher.client import Answer, parse_response
 
 ROUTER = web.AppKey("router", Router)
 LOG = web.AppKey("log", TrafficLog)
 METRICS = web.AppKey("metrics", ServeMetrics)
 MODEL = web.AppKey("model", str)
 _decode = msgspec.json.Decoder().decode
+STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 def _headers(outcome: Outcome, request_id: str) -> dict[str, str]:
@@ -91,19 +105,91 @@ async def chat(request: web.Request) -> web.StreamResponse:
         metrics.errors.labels("bad_request").inc()
         return error_response(400, str(exc), "invalid_request_error")
     request_id, start = f"chatcmpl-{uuid.uuid4().hex}", time.perf_counter()
-    outcome = await router.route(asked.text)
+    if asked.stream and router.teacher is not None and router.plan.mode in ("teacher", "cascade"):
+        first = await router.before_teacher(asked.text)
+        if isinstance(first, Pending):
+            return await _relay(request, asked, first, request_id, start)
+        outcome = first
+    else:
+        outcome = await router.route(asked.text)
+    return await _finish(request, asked, outcome, request_id, start)
+
+
+def _log(app: web.Application, request_id: str, text: str, outcome: Outcome, start: float) -> str | None:
+    """Write the request's lines and count it; the error where the log could not be written."""
     seconds = time.perf_counter() - start
     try:
-        request.app[LOG].write(_record(request_id, asked.text, router, outcome, seconds * 1000),
-                               _teacher_pair(outcome))
+        app[LOG].write(_record(request_id, text, app[ROUTER], outcome, seconds * 1000), _teacher_pair(outcome))
     except LogWriteError as exc:
-        metrics.errors.labels("log").inc()
-        return error_response(500, f"traffic log not written, so no answer is given: {exc}", "server_error")
-    _count(metrics, router, outcome, seconds)
+        app[METRICS].errors.labels("log").inc()
+        return f"traffic log not written, so no answer is given: {exc}"
+    _count(app[METRICS], app[ROUTER], outcome, seconds)
+    return None
+
+
+async def _finish(request: web.Request, asked: Input, outcome: Outcome, request_id: str, start: float
+                  ) -> web.StreamResponse:
+    failure = _log(request.app, request_id, asked.text, outcome, start)
+    if failure is not None:
+        return error_response(500, failure, "server_error")
     headers = _headers(outcome, request_id)
     if outcome.answered_by is None:
         return _no_answer(outcome, headers)
     return await _answer(request, asked, outcome, request_id, headers)
+
+
+async def _relay(request: web.Request, asked: Input, pending: Pending, request_id: str, start: float
+                 ) -> web.StreamResponse:
+    """The teacher's tokens to the client as they come; the log line once the whole answer is in, before the
+    stream's end is sent. A teacher that fails before its first token is handled like any failed teacher."""
+    router = request.app[ROUTER]
+    assert router.teacher is not None
+    sent = router.teacher.body(router.teacher_request(asked.text))
+    chunks, whole = router.teacher.stream(sent), Assembled()
+    try:
+        first = await anext(chunks)
+    except (BackendFailed, StopAsyncIteration) as exc:
+        failed = router.teacher_asked(Reply(sent, Answer(error=str(exc) or "teacher: empty stream")))
+        return await _finish(request, asked, router.after_teacher(pending, failed), request_id, start)
+    teacher_start = time.perf_counter()
+    headers = _headers(Outcome("teacher", None, pending.student, escalated=pending.escalated), request_id)
+    response = web.StreamResponse(headers={**headers, **STREAM_HEADERS})
+    await response.prepare(request)
+    ids, error = (request_id, int(time.time()), request.app[MODEL]), None
+    try:
+        await _pass_through(response, ids, whole, first, chunks)
+    except BackendFailed as exc:
+        error = str(exc)
+    answer = parse_response(whole.response()) if error is None else Answer(error=error)
+    answer.latency_ms = round((time.perf_counter() - teacher_start) * 1000, 3)
+    teacher = router.teacher_asked(Reply(sent, answer, whole.response() if error is None else None))
+    outcome = Outcome("teacher" if error is None else None, content_of(teacher), pending.student, teacher,
+                      pending.escalated)
+    error = _log(request.app, request_id, asked.text, outcome, start) or error
+    await _end_stream(response, ids, whole, asked, error)
+    return response
+
+
+async def _pass_through(response: web.StreamResponse, ids: tuple[str, int, str], whole: Assembled,
+                        first: dict[str, Any], chunks: Any) -> None:
+    text = whole.add(first)
+    await response.write(event(*ids, {"role": "assistant", "content": text}))
+    async for chunk in chunks:
+        if text := whole.add(chunk):
+            await response.write(event(*ids, {"content": text}))
+
+
+async def _end_stream(response: web.StreamResponse, ids: tuple[str, int, str], whole: Assembled, asked: Input,
+                      error: str | None) -> None:
+    """The finish (and usage) once the answer is logged, or an error event where it could not be finished."""
+    if error is not None:
+        await response.write(error_event(error))
+    else:
+        await response.write(event(*ids, finish=whole.finish_reason or "stop"))
+        if asked.include_usage:
+            await response.write(event(*ids, usage=whole.usage or {}))
+        await response.write(DONE)
+    await response.write_eof()
 
 
 def _no_answer(outcome: Outcome, headers: dict[str, str]) -> web.Response:
@@ -111,7 +197,7 @@ def _no_answer(outcome: Outcome, headers: dict[str, str]) -> web.Response:
     return error_response(503, f"no backend answered: {'; '.join(e for e in errors if e)}", "server_error", headers)
 
 
-async def _answer(request: web.Request, asked: Any, outcome: Outcome, request_id: str, headers: dict[str, str]
+async def _answer(request: web.Request, asked: Input, outcome: Outcome, request_id: str, headers: dict[str, str]
                   ) -> web.StreamResponse:
     chosen = outcome.chosen
     assert chosen is not None
@@ -125,11 +211,10 @@ async def _answer(request: web.Request, asked: Any, outcome: Outcome, request_id
     if not asked.stream:
         return web.Response(body=completion(request_id, created, model, outcome.content, usage),
                             content_type="application/json", headers=headers)
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+    response = web.StreamResponse(headers={**headers, **STREAM_HEADERS})
     await response.prepare(request)
-    for event in stream_events(request_id, created, model, outcome.content, usage, asked.include_usage):
-        await response.write(event)
+    for piece in stream_events(request_id, created, model, outcome.content, usage, asked.include_usage):
+        await response.write(piece)
     await response.write_eof()
     return response
 

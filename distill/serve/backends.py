@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +50,14 @@ class Backend:
         if self.session is not None:
             await self.session.close()
 
-    async def ask(self, request: dict[str, Any]) -> Reply:
-        """`request` as the stages build it (`extra_body` merged in here, as the OpenAI client does)."""
-        sent = {"model": self.target.model, **{k: v for k, v in request.items() if k != "extra_body"},
+    def body(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`request` as the stages build it, as sent: the model named, `extra_body` merged in (as the OpenAI client
+        does)."""
+        return {"model": self.target.model, **{k: v for k, v in request.items() if k != "extra_body"},
                 **request.get("extra_body", {})}
+
+    async def ask(self, request: dict[str, Any]) -> Reply:
+        sent = self.body(request)
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -68,6 +73,32 @@ class Backend:
         answer.latency_ms = _ms(start)
         return Reply(sent, answer, data)
 
+    async def stream(self, sent: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The chunks of a streamed answer to `sent` (a `body`); any failure, before or during, is a
+        `BackendFailed`. The deadline counts the wait for a slot and the whole stream."""
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.slots.acquire()
+        except TimeoutError as exc:
+            raise BackendFailed(f"{self.name}: no answer in {self.timeout_s:g} s") from exc
+        assert self.session is not None, "Backend.start() was not awaited"
+        payload = _encode({**sent, "stream": True, "stream_options": {"include_usage": True}})
+        timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 0.001))
+        try:
+            async with self.session.post(self.url, data=payload, headers=self.headers, timeout=timeout) as response:
+                if response.status != 200:
+                    raise _Refused(response.status, await response.read())
+                async for line in response.content:
+                    if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                        yield _decode(line[6:])
+        except TimeoutError as exc:
+            raise BackendFailed(f"{self.name}: no whole answer in {self.timeout_s:g} s") from exc
+        except (aiohttp.ClientError, OSError, msgspec.DecodeError, _Refused) as exc:
+            raise BackendFailed(f"{self.name}: {exc or type(exc).__name__}") from exc
+        finally:
+            self.slots.release()
+
     async def _post(self, payload: bytes) -> dict[str, Any]:
         assert self.session is not None, "Backend.start() was not awaited"
         async with self.session.post(self.url, data=payload, headers=self.headers) as response:
@@ -75,6 +106,10 @@ class Backend:
             if response.status != 200:
                 raise _Refused(response.status, raw)
         return _decode(raw)
+
+
+class BackendFailed(Exception):
+    """A streamed answer that failed; the message names the backend."""
 
 
 class _Refused(Exception):

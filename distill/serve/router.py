@@ -54,6 +54,14 @@ class Outcome:
         return TEACHER_DOWN in self.warnings
 
 
+@dataclass
+class Pending:
+    """A request whose answer the teacher is to stream: the student's answer and why it was not enough."""
+
+    student: Asked | None
+    escalated: str | None
+
+
 class Router:
     def __init__(self, config: Config, task: Task, plan: Plan, student: Backend | None, teacher: Backend | None
                  ) -> None:
@@ -73,11 +81,30 @@ class Router:
         score = float(confidences([reply.answer], [value])[kind][0])
         return Asked(reply, value, score if score > float("-inf") else None)
 
-    async def ask_teacher(self, text: str) -> Asked:
-        assert self.teacher is not None
-        reply = await self.teacher.ask(teacher_request(self.task, self.teacher_config, text))
+    def teacher_request(self, text: str) -> dict[str, Any]:
+        return teacher_request(self.task, self.teacher_config, text)
+
+    def teacher_asked(self, reply: Reply) -> Asked:
         value = None if reply.failed else self.task.parse(reply.answer.text, self.teacher_config.rationale).value
         return Asked(reply, value)
+
+    async def ask_teacher(self, text: str) -> Asked:
+        assert self.teacher is not None
+        return self.teacher_asked(await self.teacher.ask(self.teacher_request(text)))
+
+    async def before_teacher(self, text: str) -> Outcome | Pending:
+        """A streamed request (teacher and cascade modes): the outcome where the teacher is not needed, else what
+        is known before the teacher's answer is streamed through."""
+        if self.plan.mode != "cascade":
+            return Pending(None, None)
+        student = await self.ask_student(text)
+        reason = self._escalation(student)
+        return Outcome("student", student.value, student=student) if reason is None else Pending(student, reason)
+
+    def after_teacher(self, pending: Pending, teacher: Asked) -> Outcome:
+        if teacher.reply.failed:
+            return self._teacher_down(pending.student, teacher, pending.escalated)
+        return Outcome("teacher", content_of(teacher), pending.student, teacher, pending.reason)
 
     async def route(self, text: str) -> Outcome:
         mode = self.plan.mode
@@ -96,7 +123,7 @@ class Router:
             return Outcome("student", student.value, student=student)
         teacher = await self.ask_teacher(text)
         if not teacher.reply.failed:
-            return Outcome("teacher", _content(teacher), student=student, teacher=teacher, escalated=reason)
+            return Outcome("teacher", content_of(teacher), student=student, teacher=teacher, escalated=reason)
         return self._teacher_down(student, teacher, reason)
 
     def _escalation(self, student: Asked) -> str | None:
@@ -107,20 +134,20 @@ class Router:
         assert self.plan.threshold is not None
         return "low_confidence" if student.confidence is None or student.confidence < self.plan.threshold else None
 
-    def _teacher_down(self, student: Asked, teacher: Asked, reason: str | None) -> Outcome:
+    def _teacher_down(self, student: Asked | None, teacher: Asked, reason: str | None) -> Outcome:
         """A failed teacher: the student's valid answer with a warning, where configured; else no answer."""
-        if self.config.serve.teacher_down == "student" and student.value is not None:
+        if self.config.serve.teacher_down == "student" and student is not None and student.value is not None:
             return Outcome("student", student.value, student, teacher, reason, [TEACHER_DOWN])
         return Outcome(None, None, student, teacher, reason)
 
     def _shadow(self, student: Asked, teacher: Asked) -> Outcome:
         if self.config.serve.shadow_answers == "student":
             if student.reply.failed and not teacher.reply.failed:  # the teacher is there: use it
-                return Outcome("teacher", _content(teacher), student, teacher, warnings=[STUDENT_DOWN])
-            return Outcome("student" if not student.reply.failed else None, _content(student), student, teacher)
+                return Outcome("teacher", content_of(teacher), student, teacher, warnings=[STUDENT_DOWN])
+            return Outcome("student" if not student.reply.failed else None, content_of(student), student, teacher)
         if teacher.reply.failed:
             return self._teacher_down(student, teacher, None)
-        return Outcome("teacher", _content(teacher), student, teacher)
+        return Outcome("teacher", content_of(teacher), student, teacher)
 
     def agreement(self, outcome: Outcome) -> float | None:
         """Student and teacher on the same input (shadow mode, and escalations), as compare scores agreement."""
@@ -129,10 +156,10 @@ class Router:
         return self.task.agree(outcome.student.value, outcome.teacher.value)
 
 
-def _content(asked: Asked) -> str | None:
+def content_of(asked: Asked) -> str | None:
     """The canonical answer where valid; the raw text otherwise (served as is, and logged as invalid)."""
     return asked.value if asked.value is not None else asked.reply.answer.text
 
 
 def _alone(name: str, asked: Asked) -> Outcome:
-    return Outcome(name if not asked.reply.failed else None, _content(asked), **{name: asked})
+    return Outcome(name if not asked.reply.failed else None, content_of(asked), **{name: asked})

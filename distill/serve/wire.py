@@ -70,16 +70,28 @@ def completion(request_id: str, created: int, model: str, content: str | None, u
 
 def stream_events(request_id: str, created: int, model: str, content: str | None, usage: dict[str, int],
                   include_usage: bool) -> list[bytes]:
-    """The answer as server-sent events: the role and the whole content, the finish, usage if asked, [DONE]."""
-    def chunk(delta: dict[str, Any], finish: str | None, with_usage: dict[str, int] | None = None) -> bytes:
-        choices = [] if with_usage is not None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": choices}
-        if with_usage is not None:
-            body["usage"] = with_usage
-        return b"data: " + _encode(body) + b"\n\n"
-
-    events = [chunk({"role": "assistant", "content": content or ""}, None), chunk({}, "stop")]
+    """A whole answer as server-sent events: the role and the content, the finish, usage if asked, [DONE]."""
+    events = [event(request_id, created, model, {"role": "assistant", "content": content or ""}),
+              event(request_id, created, model, finish="stop")]
     if include_usage:
-        events.append(chunk({}, None, usage))
-    return [*events, b"data: [DONE]\n\n"]
+        events.append(event(request_id, created, model, usage=usage))
+    return [*events, DONE]
+
+
+def event(request_id: str, created: int, model: str, delta: dict[str, Any] | None = None,
+          finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
+    """One server-sent event of our own stream: a delta, a finish, or (with `usage`) the usage chunk."""
+    body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [] if usage is not None else [
+                                {"index": 0, "delta": delta or {}, "finish_reason": finish}]}
+    if usage is not None:
+        body["usage"] = usage
+    return b"data: " + _encode(body) + b"\n\n"
+
+
+def error_event(message: str) -> bytes:
+    """How a stream that cannot be finished says so (the openai client raises it as an APIError)."""
+    return b"data: " + _encode({"error": {"message": message, "type": "server_error", "code": 500}}) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
