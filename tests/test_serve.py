@@ -266,6 +266,18 @@ def test_the_log_rotates_and_a_restart_does_not_repeat_inputs(tmp_path: Path) ->
     assert len(lines(layout.serve.inputs)) == 4
 
 
+def test_a_log_line_that_cannot_be_written_fails_the_request(tmp_path: Path) -> None:
+    with FakeEndpoint(script=script) as student, FakeEndpoint() as teacher:
+        path, layout = make_run(tmp_path, student.url, teacher.url)
+        layout.serve.folder.mkdir()
+        layout.serve.traffic.symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
+        with serving(path, layout) as (client, url):
+            with pytest.raises(openai.InternalServerError, match="traffic log not written.*No space left"):
+                ask(client, "refund")
+            metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    assert 'distill_serve_errors_total{kind="log"} 1.0' in metrics
+
+
 def test_kill_9_loses_no_acknowledged_log_line(tmp_path: Path) -> None:
     with FakeEndpoint(script=script, capacity=4, service_s=0.005) as student, FakeEndpoint() as teacher:
         path, layout = make_run(tmp_path, student.url, teacher.url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -258,7 +259,11 @@ async def _syncing(app: web.Application) -> Any:
     async def sync_forever() -> None:
         while True:
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(app[LOG].sync)
+            try:
+                await asyncio.to_thread(app[LOG].sync)
+            except OSError as exc:  # the lines are written, but may not survive a machine crash: say so
+                app[METRICS].errors.labels("log_sync").inc()
+                print(f"warning: traffic log not synced to disk: {exc}", file=sys.stderr, flush=True)
 
     task = asyncio.create_task(sync_forever())
     yield

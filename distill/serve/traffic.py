@@ -14,6 +14,7 @@ against a machine crash. A line that cannot be written fails its request (HTTP 5
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,11 @@ class AppendFile:
         return os.fstat(self.fd).st_size
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: a file that cannot be synced (a pipe, a device): nothing to do
+                raise
 
     def close(self) -> None:
         os.close(self.fd)
