@@ -24,7 +24,8 @@ class FakeEndpoint:
                  stop_after: int | None = None, model: str = "fake-model", root: str = "/models/fake",
                  fail_text: str | None = None, finish_reason: str = "stop", capacity: int | None = None,
                  service_s: float = 0.0, fail_after: int | None = None,
-                 script: Callable[[str], tuple[str, float]] | None = None) -> None:
+                 script: Callable[[str], tuple[str, float]] | None = None, cut_stream_after: int | None = None) -> None:
+        self.cut_stream_after = cut_stream_after  # a streamed answer breaks off after this many chunks
         self.script = script  # the input (user message or prompt) -> (answer, its log-probability)
         self.answer, self.failures, self.status, self.stop_after = answer, failures, status, stop_after
         # A simulated server limit: at most `capacity` requests are served at once, each taking `service_s`
@@ -125,10 +126,11 @@ class FakeEndpoint:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                for chunk in chunks:
+                for chunk in chunks[:fake.cut_stream_after]:
                     self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
+                if fake.cut_stream_after is None:
+                    self.wfile.write(b"data: [DONE]\n\n")
                 self.close_connection = True
 
             def _send(self, status: int, payload: dict) -> None:

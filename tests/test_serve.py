@@ -235,6 +235,21 @@ def test_a_streamed_escalation_to_a_dead_teacher_degrades_like_any_other(tmp_pat
     assert "teacher unavailable" in raw.headers["x-distill-warning"]
 
 
+def test_a_teacher_stream_that_breaks_off_ends_with_an_error_and_is_logged(tmp_path: Path) -> None:
+    with FakeEndpoint(script=script) as student, FakeEndpoint(answer="billing", cut_stream_after=3) as teacher:
+        path, layout = make_run(tmp_path, student.url, teacher.url)
+        with serving(path, layout, "teacher") as (client, _):
+            received = []
+            with pytest.raises(openai.APIError, match="ended before"):
+                for chunk in client.chat.completions.create(
+                        model="tiny", messages=[{"role": "user", "content": "refund"}], stream=True):
+                    received.append(chunk.choices[0].delta.content)
+    assert "".join(received) == "bi", "the tokens that came were relayed"
+    (record,) = lines(layout.serve.traffic)
+    assert record["answered_by"] is None and "ended before [DONE]" in record["teacher"]["error"]
+    assert not layout.serve.teacher_answers.read_text(), "a broken answer is not recorded as a teacher label"
+
+
 def test_traffic_becomes_inputs_and_recorded_teacher_answers(tmp_path: Path) -> None:
     from distill.data.inputs import load_examples
 

@@ -146,29 +146,36 @@ async def _relay(request: web.Request, asked: Input, pending: Pending, request_i
     router = request.app[ROUTER]
     assert router.teacher is not None
     sent = router.teacher.body(router.teacher_request(asked.text))
-    chunks, whole = router.teacher.stream(sent), Assembled()
+    chunks, teacher_start = router.teacher.stream(sent), time.perf_counter()
     try:
-        first = await anext(chunks)
-    except (BackendFailed, StopAsyncIteration) as exc:
-        failed = router.teacher_asked(Reply(sent, Answer(error=str(exc) or "teacher: empty stream")))
-        return await _finish(request, asked, router.after_teacher(pending, failed), request_id, start)
-    teacher_start = time.perf_counter()
-    headers = _headers(Outcome("teacher", None, pending.student, escalated=pending.escalated), request_id)
-    response = web.StreamResponse(headers={**headers, **STREAM_HEADERS})
-    await response.prepare(request)
-    ids, error = (request_id, int(time.time()), request.app[MODEL]), None
-    try:
-        await _pass_through(response, ids, whole, first, chunks)
-    except BackendFailed as exc:
-        error = str(exc)
+        try:
+            first = await anext(chunks)
+        except (BackendFailed, StopAsyncIteration) as exc:
+            failed = router.teacher_asked(Reply(sent, Answer(error=str(exc) or "teacher: empty stream")))
+            return await _finish(request, asked, router.after_teacher(pending, failed), request_id, start)
+        headers = _headers(Outcome("teacher", None, pending.student, escalated=pending.escalated), request_id)
+        response = web.StreamResponse(headers={**headers, **STREAM_HEADERS})
+        await response.prepare(request)
+        ids, whole = (request_id, int(time.time()), request.app[MODEL]), Assembled()
+        try:
+            await _pass_through(response, ids, whole, first, chunks)
+            error = None
+        except BackendFailed as exc:
+            error = str(exc)
+        teacher = router.teacher_asked(_streamed_reply(sent, whole, error, teacher_start))
+        outcome = Outcome("teacher" if error is None else None, content_of(teacher), pending.student, teacher,
+                          pending.escalated)
+        await _end_stream(response, ids, whole, asked, _log(request.app, request_id, asked.text, outcome, start)
+                          or error)
+        return response
+    finally:
+        await chunks.aclose()  # a client gone mid-stream: the teacher's slot and connection are freed now
+
+
+def _streamed_reply(sent: dict[str, Any], whole: Assembled, error: str | None, start: float) -> Reply:
     answer = parse_response(whole.response()) if error is None else Answer(error=error)
-    answer.latency_ms = round((time.perf_counter() - teacher_start) * 1000, 3)
-    teacher = router.teacher_asked(Reply(sent, answer, whole.response() if error is None else None))
-    outcome = Outcome("teacher" if error is None else None, content_of(teacher), pending.student, teacher,
-                      pending.escalated)
-    error = _log(request.app, request_id, asked.text, outcome, start) or error
-    await _end_stream(response, ids, whole, asked, error)
-    return response
+    answer.latency_ms = round((time.perf_counter() - start) * 1000, 3)
+    return Reply(sent, answer, whole.response() if error is None else None)
 
 
 async def _pass_through(response: web.StreamResponse, ids: tuple[str, int, str], whole: Assembled,

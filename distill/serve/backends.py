@@ -90,11 +90,14 @@ class Backend:
                 if response.status != 200:
                     raise _Refused(response.status, await response.read())
                 async for line in response.content:
-                    if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    if line.startswith(b"data: [DONE]"):
+                        return
+                    if line.startswith(b"data: "):
                         yield _decode(line[6:])
+                raise _Cut()
         except TimeoutError as exc:
             raise BackendFailed(f"{self.name}: no whole answer in {self.timeout_s:g} s") from exc
-        except (aiohttp.ClientError, OSError, msgspec.DecodeError, _Refused) as exc:
+        except (aiohttp.ClientError, OSError, msgspec.DecodeError, _Refused, _Cut) as exc:
             raise BackendFailed(f"{self.name}: {exc or type(exc).__name__}") from exc
         finally:
             self.slots.release()
@@ -110,6 +113,11 @@ class Backend:
 
 class BackendFailed(Exception):
     """A streamed answer that failed; the message names the backend."""
+
+
+class _Cut(Exception):
+    def __init__(self) -> None:
+        super().__init__("the stream ended before [DONE]")
 
 
 class _Refused(Exception):
