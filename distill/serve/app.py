@@ -22,7 +22,7 @@ from aiohttp import web
 from distill.serve.backends import BackendFailed, Reply
 from distill.serve.metrics import ServeMetrics
 from distill.serve.relay import Assembled
-from distill.serve.router import Outcome, Pending, Router, content_of
+from distill.serve.router import Outcome, Pending, Router
 from distill.serve.traffic import LogWriteError, TrafficLog, now
 from distill.serve.wire import (
     DONE,
@@ -163,8 +163,9 @@ async def _relay(request: web.Request, asked: Input, pending: Pending, request_i
         except BackendFailed as exc:
             error = str(exc)
         teacher = router.teacher_asked(_streamed_reply(sent, whole, error, teacher_start))
-        outcome = Outcome("teacher" if error is None else None, content_of(teacher), pending.student, teacher,
-                          pending.escalated)
+        # Tokens already sent cannot be taken back: a stream that broke off is no answer, never the student's.
+        outcome = (router.after_teacher(pending, teacher) if error is None
+                   else Outcome(None, None, pending.student, teacher, pending.escalated))
         await _end_stream(response, ids, whole, asked, _log(request.app, request_id, asked.text, outcome, start)
                           or error)
         return response

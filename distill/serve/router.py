@@ -102,9 +102,10 @@ class Router:
         return Outcome("student", student.value, student=student) if reason is None else Pending(student, reason)
 
     def after_teacher(self, pending: Pending, teacher: Asked) -> Outcome:
+        """The outcome once the teacher answered, or failed, what the student did not settle."""
         if teacher.reply.failed:
             return self._teacher_down(pending.student, teacher, pending.escalated)
-        return Outcome("teacher", content_of(teacher), pending.student, teacher, pending.reason)
+        return Outcome("teacher", content_of(teacher), pending.student, teacher, pending.escalated)
 
     async def route(self, text: str) -> Outcome:
         mode = self.plan.mode
@@ -117,14 +118,10 @@ class Router:
         return await self._cascade(text)
 
     async def _cascade(self, text: str) -> Outcome:
-        student = await self.ask_student(text)
-        reason = self._escalation(student)
-        if reason is None:
-            return Outcome("student", student.value, student=student)
-        teacher = await self.ask_teacher(text)
-        if not teacher.reply.failed:
-            return Outcome("teacher", content_of(teacher), student=student, teacher=teacher, escalated=reason)
-        return self._teacher_down(student, teacher, reason)
+        first = await self.before_teacher(text)
+        if isinstance(first, Outcome):
+            return first
+        return self.after_teacher(first, await self.ask_teacher(text))
 
     def _escalation(self, student: Asked) -> str | None:
         if student.reply.failed:
