@@ -132,6 +132,23 @@ def test_mode_defaults_follow_the_verdict_and_a_missing_cascade_is_refused(tmp_p
         load_plan(other, layout)
 
 
+def test_the_command_names_what_is_missing_before_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    path, layout = make_run(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1",
+                            serve={"token_env": "NO_SUCH_TOKEN_VAR"})
+    monkeypatch.delenv("NO_SUCH_TOKEN_VAR", raising=False)
+    runner = CliRunner()
+    empty = runner.invoke(app, ["serve", "-c", str(path), "--run-dir", str(tmp_path / "empty")])
+    assert empty.exit_code == 1 and "run `distill compare` first" in empty.output
+    no_token = runner.invoke(app, ["serve", "-c", str(path), "--run-dir", str(layout.root)])
+    assert no_token.exit_code == 1 and "NO_SUCH_TOKEN_VAR (serve.token_env) is not set" in no_token.output
+    bad_mode = runner.invoke(app, ["serve", "-c", str(path), "--run-dir", str(layout.root), "--mode", "both"])
+    assert bad_mode.exit_code == 1 and "choose one of student, teacher, cascade, shadow" in bad_mode.output
+
+
 def test_shadow_asks_both_answers_with_one_and_logs_both(tmp_path: Path) -> None:
     with FakeEndpoint(script=script) as student, FakeEndpoint(answer="refund") as teacher:
         path, layout = make_run(tmp_path, student.url, teacher.url)
