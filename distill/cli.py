@@ -125,6 +125,26 @@ def _exit_on_failed_gates(results: list[dict[str, Any]]) -> None:
 
 
 @app.command()
+def serve(config: ConfigOption, run_dir: RunDirOption = None,
+          host: Annotated[str, typer.Option(help="Address to bind; another than 127.0.0.1 exposes the server "
+                                            "(set serve.token_env).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+          mode: Annotated[str | None, typer.Option(help="student, teacher, cascade or shadow; default: what compare "
+                                                   "decided (cascade where it found one).")] = None,
+          set_: SetOption = None) -> None:
+    """Answer OpenAI chat requests with the student compare chose and the teacher, logging traffic as data."""
+    from distill.layout import RunLayout
+    from distill.pipeline import default_run_dir
+    from distill.serve.run import serve as run_server
+
+    def action() -> None:
+        loaded = load_config(config, set_ or ())
+        run_server(loaded, RunLayout(run_dir or default_run_dir(loaded)), host, port, mode)
+
+    _guarded(action)
+
+
+@app.command()
 def validate(config: ConfigOption) -> None:
     """Check a config and every data file it names (columns, gold answers, row counts) without loading a model."""
     from distill.data.validate import check_data

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from distill.errors import UserError
+from distill.serve.settings import ServeConfig
 from distill.strict import Strict, resolve_existing
 from distill.tasks import DEFAULT_TYPE, REGISTRY, make_task, settings_union
 
@@ -403,6 +404,7 @@ class Config(Strict):
     compare: CompareConfig = CompareConfig()
     cost: CostConfig
     tracking: TrackingConfig = TrackingConfig()
+    serve: ServeConfig = ServeConfig()
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Other student settings to study beside `student` (`distill study`): "
         "name -> keys of `student` to override, e.g. {r8: {lora: {r: 8}}, base-qwen: {model: ...}}; under "

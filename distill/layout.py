@@ -116,6 +116,26 @@ class CompareFiles:
 
 
 @dataclass(frozen=True)
+class ServeFiles:
+    folder: Path
+
+    @property
+    def traffic(self) -> Path:  # every request served, one JSON object a line; rotated to traffic-<time>.jsonl
+        return self.folder / "traffic.jsonl"
+
+    @property
+    def inputs(self) -> Path:  # each distinct text served, as rows `data.inputs` reads
+        return self.folder / "inputs.jsonl"
+
+    @property
+    def teacher_answers(self) -> Path:  # every teacher answer paid for: {"request": ..., "response": ...} a line
+        return self.folder / "teacher_answers.jsonl"
+
+    def server_log(self, model: str) -> Path:
+        return self.folder / f"{model}_server.log"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     root: Path
 
@@ -143,6 +163,10 @@ class RunLayout:
     @property
     def compare(self) -> CompareFiles:
         return CompareFiles(self.root / "compare")
+
+    @property
+    def serve(self) -> ServeFiles:
+        return ServeFiles(self.root / "serve")
 
     @property
     def lock(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -22,7 +23,10 @@ class FakeEndpoint:
     def __init__(self, answer: str = "billing", failures: int = 0, status: int = 500,
                  stop_after: int | None = None, model: str = "fake-model", root: str = "/models/fake",
                  fail_text: str | None = None, finish_reason: str = "stop", capacity: int | None = None,
-                 service_s: float = 0.0, fail_after: int | None = None) -> None:
+                 service_s: float = 0.0, fail_after: int | None = None,
+                 script: Callable[[str], tuple[str, float]] | None = None, cut_stream_after: int | None = None) -> None:
+        self.cut_stream_after = cut_stream_after  # a streamed answer breaks off after this many chunks
+        self.script = script  # the input (user message or prompt) -> (answer, its log-probability)
         self.answer, self.failures, self.status, self.stop_after = answer, failures, status, stop_after
         # A simulated server limit: at most `capacity` requests are served at once, each taking `service_s`
         # seconds, the rest wait; so queries/s stop rising beyond `capacity` requests in flight.
@@ -64,6 +68,8 @@ class FakeEndpoint:
             if self.stop_after is not None and self.answered > self.stop_after:
                 threading.Thread(target=self.close, daemon=True).start()
                 return 503, {"error": {"message": "shutting down"}}
+        if "prompt" in body:
+            return 200, self._completion(body)
         return 200, {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": i, "finish_reason": self.finish_reason,
@@ -74,6 +80,15 @@ class FakeEndpoint:
                         for i in range(body.get("n", 1))],
             "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
         }
+
+    def _completion(self, body: dict) -> dict:
+        """A text completion (what a student is asked), with vLLM's completion-style logprobs."""
+        answer, logprob = self.script(body["prompt"]) if self.script else (self.answer, -0.25)
+        return {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "text": answer, "finish_reason": self.finish_reason,
+                             "logprobs": {"tokens": [answer], "token_logprobs": [logprob],
+                                          "top_logprobs": [{answer: logprob}]}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -90,7 +105,33 @@ class FakeEndpoint:
                 if fake.slots is not None:
                     with fake.slots:
                         time.sleep(fake.service_s)
-                self._send(*fake._reply(body))
+                status, payload = fake._reply(body)
+                if body.get("stream") and status == 200:
+                    self._stream(payload)
+                else:
+                    self._send(status, payload)
+
+            def _stream(self, whole: dict) -> None:
+                """The answer as vLLM streams it: a role chunk, one chunk a character, the finish, the usage."""
+                choice = whole["choices"][0]
+                text, head = choice["message"]["content"], {k: whole[k] for k in ("id", "created", "model")}
+                record = choice["logprobs"]["content"][0]
+                deltas = [({"role": "assistant", "content": ""}, None, None)] + [
+                    ({"content": c}, {"content": [record] if i == 0 else []}, None) for i, c in enumerate(text)]
+                chunks = [{**head, "object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": d, "logprobs": lp, "finish_reason": f}]}
+                          for d, lp, f in [*deltas, ({}, None, fake.finish_reason)]]
+                chunks.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": whole["usage"]})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for chunk in chunks[:fake.cut_stream_after]:
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    self.wfile.flush()
+                if fake.cut_stream_after is None:
+                    self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()

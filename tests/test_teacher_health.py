@@ -50,7 +50,8 @@ def test_a_demo_run_against_an_empty_answering_teacher_stops_at_generate_and_a_r
     demo = str(REPO / "configs" / "demo.yaml")
     run_dir = tmp_path / "run"
     with FakeEndpoint(answer="") as empty:
-        url = ["--set", f"teacher.url={empty.url}", "--set", "teacher.served_model_name=fake-model", "--set", "cost.teacher_gpus=1"]
+        url = ["--set", f"teacher.url={empty.url}", "--set", "teacher.served_model_name=fake-model",
+               "--set", "cost.teacher_gpus=1"]
         result = runner.invoke(app, ["run", "-c", demo, "--run-dir", str(run_dir), *url])
         asked = len(empty.requests)
     assert result.exit_code == 1, result.output
@@ -62,7 +63,8 @@ def test_a_demo_run_against_an_empty_answering_teacher_stops_at_generate_and_a_r
     status = runner.invoke(app, ["status", str(run_dir), "--json"])
     assert json.loads(status.stdout)["stages"]["generate"] == "unfinished"
     with FakeEndpoint() as healthy:
-        url = ["--set", f"teacher.url={healthy.url}", "--set", "teacher.served_model_name=fake-model", "--set", "cost.teacher_gpus=1"]
+        url = ["--set", f"teacher.url={healthy.url}", "--set", "teacher.served_model_name=fake-model",
+               "--set", "cost.teacher_gpus=1"]
         rerun = runner.invoke(app, ["generate", "-c", demo, "--run-dir", str(run_dir), *url])
         assert rerun.exit_code == 0, rerun.output
         assert len(healthy.requests) == 128  # the empty answers cached by the broken run are asked again
