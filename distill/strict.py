@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from distill.errors import UserError
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`epochs: true` is a slip, not 1: pydantic's lax mode would take a bool for a number."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if bool not in {annotation, *get_args(annotation)} and annotation is not Any:
+                raise ValueError(f"{str(value).lower()} is not {_kind(annotation)}")
+        return value
+
+
+def _kind(annotation: Any) -> str:
+    kinds = {annotation, *get_args(annotation)}
+    return "a number" if kinds & {int, float} else "accepted here (this key is not a true/false switch)"
 
 
 def resolve_existing(value: Path | None, info: ValidationInfo) -> Path | None:
