@@ -129,7 +129,7 @@ def validate(config: ConfigOption, set_: SetOption = None) -> None:
     """Check a config, the models it names and every data file it names (columns, gold answers, row counts)
     without loading a model."""
     from distill.data.validate import check_data
-    from distill.model_check import model_problems
+    from distill.models import model_problems
 
     def action() -> None:
         loaded = load_config(config, set_ or ())

@@ -21,9 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from distill.config_file import nearest_key, read_yaml
 from distill.errors import UserError
-from distill.strict import Strict, resolve_existing
+from distill.strict import Strict, nearest_key, read_yaml, resolve_existing
 from distill.tasks import DEFAULT_TYPE, REGISTRY, make_task, settings_union
 
 TaskConfig = settings_union()

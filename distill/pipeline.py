@@ -22,7 +22,7 @@ from distill.artifacts import damaged_outputs, read_rows, write_json
 from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
-from distill.model_check import check_models
+from distill.models import check_models
 from distill.stages import Manifest, Stage, config_key, main_process, stage_key
 
 STAGES = ("generate", "filter", "train", "compare")

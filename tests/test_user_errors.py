@@ -194,3 +194,32 @@ def test_a_gate_on_an_unknown_metric_is_refused_before_any_stage(tmp_path: Path)
                  "gate 'student.accuracy>=0.3': no metric 'student.accuracy'", "quality")
     assert not (tmp_path / "run").exists()
 
+
+
+def test_a_gate_on_a_metric_this_run_lacks_fails_with_exit_3_and_a_summary(tmp_path: Path, monkeypatch) -> None:
+    """Without gold answers there is no student quality: the gate cannot pass, and the run still says what it did."""
+    import dataclasses
+
+    from distill import cli, pipeline
+    from distill.artifacts import write_json
+    from distill.layout import RunLayout
+
+    layout = RunLayout(tmp_path / "run")
+    metrics = {"agreement": 0.9, "task": {"quality_name": "accuracy"}, "teacher": {"quality": None},
+               "student": {"quality": None}, "cost_ratio": 0.1, "break_even_queries": None,
+               "recommendation": {"verdict": "distil"}}
+
+    def stage_run(config, run_layout) -> None:  # stands in for the real stages: compare's metrics lack quality
+        write_json(run_layout.compare.metrics, metrics)
+
+    for name in pipeline.STAGES:
+        stage = pipeline.get_stage(name)
+        monkeypatch.setitem(pipeline.stage_registry(), name, dataclasses.replace(stage, run=stage_run))
+    monkeypatch.setattr(cli, "_print_report", lambda *_: None)
+    result = runner.invoke(app, ["run", "-c", str(_config(tmp_path)), "--run-dir", str(layout.root),
+                                 "--gate", "student.quality>=0.5", "--gate", "agreement>=0.8"])
+    assert result.exit_code == 3, result.output
+    assert "gate student.quality>=0.5: FAILED (this run has no value for student.quality)" in result.stderr
+    assert "gate agreement>=0.8: passed (value 0.9)" in result.stderr
+    summary = json.loads(layout.summary.read_text())
+    assert summary["gates_passed"] is False and [g["passed"] for g in summary["gates"]] == [False, True]
