@@ -80,7 +80,7 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, override
     from distill.compare.gates import check_gates, parse_gate
     from distill.console import stage_log
     from distill.layout import RunLayout
-    from distill.pipeline import default_run_dir, get_stage, run_lock
+    from distill.pipeline import default_run_dir, get_stage, mark_running, run_lock
 
     def action() -> None:
         config = load_config(config_path, overrides or ())
@@ -88,6 +88,7 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, override
             parse_gate(gate)
         layout = RunLayout(run_dir or default_run_dir(config))
         with run_lock(layout), stage_log(stage, layout.stage_log(stage)):
+            mark_running(layout, stage)
             if before is not None:
                 before(layout)
             manifest = get_stage(stage).run(config, layout)
@@ -116,10 +117,11 @@ def _print_report(metrics: dict[str, Any], layout: Any) -> None:
 
 
 def _exit_on_failed_gates(results: list[dict[str, Any]]) -> None:
+    from distill.compare.gates import describe_gate
+
     failed = [g for g in results if not g["passed"]]
     for gate in results:
-        typer.secho(f"gate {gate['gate']}: {'passed' if gate['passed'] else 'FAILED'} (value {gate['value']:.4g})",
-                    fg=typer.colors.GREEN if gate["passed"] else typer.colors.RED, err=True)
+        typer.secho(describe_gate(gate), fg=typer.colors.GREEN if gate["passed"] else typer.colors.RED, err=True)
     if failed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
@@ -145,17 +147,20 @@ def serve(config: ConfigOption, run_dir: RunDirOption = None,
 
 
 @app.command()
-def validate(config: ConfigOption) -> None:
-    """Check a config and every data file it names (columns, gold answers, row counts) without loading a model."""
+def validate(config: ConfigOption, set_: SetOption = None) -> None:
+    """Check a config, the models it names and every data file it names (columns, gold answers, row counts)
+    without loading a model."""
     from distill.data.validate import check_data
+    from distill.models import model_problems
 
     def action() -> None:
-        report = check_data(load_config(config))  # the task's label list or schema file is read and checked too
+        loaded = load_config(config, set_ or ())
+        report = check_data(loaded)  # the task's label list or schema file is read and checked too
         for note in report.notes:
             typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-        if report.problems:
-            raise UserError(f"{len(report.problems)} problem(s) in the data of {config}:\n"
-                            + "\n".join(report.problems))
+        problems = model_problems(loaded) + report.problems
+        if problems:
+            raise UserError(f"{len(problems)} problem(s) in {config} and its data:\n" + "\n".join(problems))
         typer.echo(f"{config}: valid ({report.summary()})")
 
     _guarded(action)
@@ -325,13 +330,11 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
                                                        "config would rerun as stale.")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print {\"stages\": {stage: state}} and "
                                                  "the details as JSON.")] = False) -> None:
-    """Which stages of a run folder are complete, stale, damaged or missing, and what each cost."""
+    """Which stages of a run folder are complete, stale, damaged, missing or running, and what each cost."""
     from distill.layout import RunLayout
     from distill.status import stage_states
 
     def action() -> None:
-        if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: no such run folder")
         states = stage_states(RunLayout(run_dir), load_config(config) if config else None)
         if as_json:
             typer.echo(json.dumps({"stages": {e["stage"]: e["state"] for e in states}, "details": states}))

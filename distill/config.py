@@ -6,7 +6,6 @@ any working directory. Every validation problem is reported at once, each with i
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import (
 
 from distill.errors import UserError
 from distill.serve.settings import ServeConfig
-from distill.strict import Strict, resolve_existing
+from distill.strict import Strict, nearest_key, read_yaml, resolve_existing
 from distill.tasks import DEFAULT_TYPE, REGISTRY, make_task, settings_union
 
 TaskConfig = settings_union()
@@ -49,9 +48,19 @@ class DataConfig(Strict):
     test_size: int = Field(50, gt=0, description="Rows held out of `inputs` for compare when `test` is absent.")
     max_test: int | None = Field(None, gt=0, description="Compare on this many test rows (the test file must "
                                  "have at least as many).")
+    allow_test_in_inputs: bool = Field(
+        False, description="Accept a `test` file whose every query is also in `inputs` (or the reverse); those "
+        "inputs are labelled, then dropped as leaks_test.")
     seed: int = 0
 
     _check_paths = field_validator("inputs", "test")(resolve_existing)
+
+    @model_validator(mode="after")
+    def _test_size_needs_no_test(self) -> DataConfig:
+        if self.test is not None and "test_size" in self.model_fields_set:
+            raise ValueError("test_size holds rows out of `inputs` when there is no `test` file; with `test` set it "
+                             "does nothing: remove one of them (data.max_test caps the test rows)")
+        return self
 
 
 class ServerConfig(Strict):
@@ -394,8 +403,12 @@ class StudyConfig(Strict):
         return sorted(counts)
 
 
+# A run folder's name (runs/<name>, variants/<name>): no path separators, and not `.`, `..` or a hidden folder.
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class Config(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="The study's name: its run folder is runs/<name>.")
     task: TaskConfig
     data: DataConfig
     teacher: TeacherConfig
@@ -414,13 +427,21 @@ class Config(Strict):
         "filter: {min_vote_share: 0.6}}}).")
     study: StudyConfig = StudyConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        if not re.fullmatch(FOLDER_NAME, name):
+            raise ValueError(f"{name!r} names the run folder runs/<name>: use letters, digits, '_', '.', '-', "
+                             "starting with a letter or digit (no path separators, not '.' or '..')")
+        return name
+
     @field_validator("variants")
     @classmethod
     def _variants_valid(cls, variants: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
         for name, override in variants.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "main" or name.startswith("labels-"):
-                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-' (and not 'main' or "
-                                 "'labels-...', which name the learning curve's points)")
+            if not re.fullmatch(FOLDER_NAME, name) or name == "main" or name.startswith("labels-"):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '_', '.', '-', starting with a letter "
+                                 "or digit (and not 'main' or 'labels-...', which name the learning curve's points)")
             student_keys, filter_keys, teacher_keys = split_variant(override)
             for section, keys in (("filter", filter_keys), ("teacher", teacher_keys)):
                 if not isinstance(keys, dict):
@@ -522,7 +543,7 @@ class Config(Strict):
         return self.model_copy(update={"student": student, "filter": filters, "teacher": teacher, "variants": {}})
 
 
-def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str] = ()) -> str:
+def _format_errors(path: Path, error: ValidationError, raw: dict[str, Any], overridden: Sequence[str] = ()) -> str:
     lines = []
     for item in error.errors():
         loc = [part for i, part in enumerate(item["loc"]) if not (i == 1 and item["loc"][0] == "task"
@@ -530,10 +551,24 @@ def _format_errors(path: Path, error: ValidationError, overridden: Sequence[str]
         key = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling against the documented keys)"
+            message = "unknown key" + _suggestion(raw, loc)
         origin = " (given with --set)" if any(key == o or key.startswith(o + ".") for o in overridden) else ""
         lines.append(f"{path}: {key}: {message}{origin}")
     return "\n".join(lines)
+
+
+def _suggestion(raw: dict[str, Any], loc: list[Any]) -> str:
+    """`; did you mean data.test?` for an unknown key at `loc`, as `--set` says it."""
+    model: type[BaseModel] | None = Config
+    node: Any = raw
+    for part in loc[:-1]:
+        if model is None or part not in model.model_fields or not isinstance(node, dict):
+            return ""
+        node = node.get(part)
+        model = _section_model(model.model_fields[part].annotation, node, str(part))
+    close = nearest_key(str(loc[-1]), model.model_fields) if model is not None else None
+    return (f"; did you mean {'.'.join(map(str, [*loc[:-1], close]))}?" if close
+            else " (check its spelling against the documented keys)")
 
 
 def _section_model(annotation: Any, raw_section: Any, name: str) -> type[BaseModel] | None:
@@ -575,8 +610,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> str:
         if model is None:  # inside a free mapping (variants, a JSON schema): any key goes
             annotation: Any = Any
         elif part not in model.model_fields:
-            close = difflib.get_close_matches(part, list(model.model_fields), n=1)
-            hint = (f"; did you mean {'.'.join([*parts[:depth], close[0]])}?" if close
+            close = nearest_key(part, model.model_fields)
+            hint = (f"; did you mean {'.'.join([*parts[:depth], close])}?" if close
                     else f"; the keys here are {', '.join(model.model_fields)}")
             raise UserError(f"--set {key}: unknown key {here!r}{hint}")
         else:
@@ -598,16 +633,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read and validate a study config, with `section.key=value` overrides applied first (the result is the
     effective config: what manifests record and keys hash); raise `UserError` listing every problem."""
     path = Path(path).resolve()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: config file not found") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config must be a YAML mapping with keys name, task, data, teacher, ...")
     changed = [apply_override(raw, item) for item in overrides]
     try:
         return Config.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise UserError(_format_errors(path, exc, changed)) from exc
+        raise UserError(_format_errors(path, exc, raw, changed)) from exc

@@ -22,6 +22,7 @@ from distill.artifacts import damaged_outputs, read_rows, write_json
 from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
+from distill.models import check_models
 from distill.stages import Manifest, Stage, config_key, main_process, stage_key
 
 STAGES = ("generate", "filter", "train", "compare")
@@ -62,20 +63,55 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
         yield
         return
 
-    layout.root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(layout.lock, timeout=0)
     try:
+        layout.root.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         holder = layout.lock_holder.read_text() if layout.lock_holder.exists() else "unknown"
         raise LockedError(f"{layout.root} is in use by another distill process: {holder.strip()}") from None
+    except OSError as exc:  # a file where the folder belongs, a read-only place, a full disk
+        raise UserError(f"{layout.root}: cannot be used as the run folder ({exc.strerror or exc}); give --run-dir "
+                        "a folder this user can write") from exc
     try:
-        layout.lock_holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                  "since": datetime.now(UTC).isoformat()}))
+        _write_holder(layout, {"pid": os.getpid(), "host": socket.gethostname(),
+                               "since": datetime.now(UTC).isoformat()})
         yield
     finally:
         layout.lock_holder.unlink(missing_ok=True)
         lock.release()
+
+
+def _write_holder(layout: RunLayout, holder: dict[str, Any]) -> None:
+    layout.lock_holder.write_text(json.dumps(holder))
+
+
+def mark_running(layout: RunLayout, stage: str) -> None:
+    """Record in the lock holder's note which stage this process is running, for `distill status`."""
+    if main_process() and layout.lock_holder.exists():
+        _write_holder(layout, json.loads(layout.lock_holder.read_text()) | {"stage": stage})
+
+
+def running_stage(layout: RunLayout) -> str | None:
+    """The stage a live process on this machine runs in the folder (from its lock note), else None. The OS lock
+    itself cannot be asked without taking it, which would make a starting run fail as locked."""
+    try:
+        holder = json.loads(layout.lock_holder.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") != socket.gethostname() or not _alive(int(holder.get("pid", 0))):
+        return None  # a note left by a killed run (the kernel released its lock)
+    return holder.get("stage")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 @dataclass
@@ -162,6 +198,7 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
         get_stage(force)
     for gate in gates:  # a typo in a gate must not wait for hours of stages to surface
         parse_gate(gate)
+    check_models(config)  # a student that cannot load must not wait until every label is paid for
     summary = RunSummary(run_dir=str(layout.root), started_at=datetime.now(UTC).isoformat())
     with run_lock(layout):
         if set_up is not None:
@@ -189,6 +226,7 @@ def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_
     if action == "run":
         from distill.console import stage_log
 
+        mark_running(layout, stage.name)
         with stage_log(stage.name, layout.stage_log(stage.name)):
             stage.run(config, layout)
         action = "ran"
@@ -197,6 +235,8 @@ def _advance(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_
 
 def describe(summary: RunSummary) -> str:
     """One paragraph for a person reading the scheduler's log."""
+    from distill.compare.gates import describe_gate
+
     stages = ", ".join(f"{s.stage} {s.action}" + (f" ({s.seconds:.0f} s)" if s.action == "ran" else
                                                     f" ({s.reason})") for s in summary.stages)
     text = f"Run in {summary.run_dir}: {stages}."
@@ -213,5 +253,5 @@ def describe(summary: RunSummary) -> str:
                  + (f"costs {ratio:.3f}x the teacher per query" if ratio is not None else "has no cost ratio")
                  + (f" and pays back after {even:,.0f} queries." if even is not None else " and never pays back."))
     for gate in summary.gates:
-        text += f" Gate {gate['gate']}: {'passed' if gate['passed'] else 'FAILED'} ({gate['value']:.4g})."
+        text += f" G{describe_gate(gate)[1:]}."
     return text

@@ -18,7 +18,7 @@ from distill.config import Config, StudentConfig
 from distill.errors import UserError
 from distill.layout import RunLayout, TrainFiles
 from distill.models import resolve_model
-from distill.stages import Manifest, Stage, StageRecorder, read_manifest
+from distill.stages import Manifest, Stage, StageRecorder, main_process, read_manifest
 from distill.tasks import Task, make_task
 from distill.tracking import prepare_trackers
 from student import distributed
@@ -272,10 +272,9 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     distributed.start()  # several processes (`--devices N`, torchrun, accelerate launch): one DDP group
     files = layout.train
     recorder = StageRecorder(STAGE, config, layout)
-    task = make_task(config.task)
-    train_rows = read_rows(layout.filter.train, _train_columns(config.student))
-    eval_rows = read_rows(layout.filter.eval)
-    student = config.student
+    remove_outputs(files)
+    task, student = make_task(config.task), config.student
+    train_rows, eval_rows = read_rows(layout.filter.train, _train_columns(student)), read_rows(layout.filter.eval)
     tokenizer, model = load_student(student)
     set_seed(student.seed)  # the adapter's initial weights come from the global RNG: seed it first
     model = add_lora(model, student)
@@ -302,6 +301,18 @@ def train(config: Config, layout: RunLayout) -> Manifest:
         train_seconds_total=round(earlier_seconds + time.time() - recorder.started, 3),
         processes=distributed.world_size(),
     ))
+
+
+def remove_outputs(files: TrainFiles) -> None:
+    """Remove what an earlier training left (checkpoints aside, which a resumed run continues from): an old
+    `merged/` after a retrain with export_merged: false would otherwise be hashed as this student's and measured."""
+    if not main_process():
+        return
+    for path in (files.adapter, files.merged, files.curves_json, files.curves_png, files.trained_ids):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFiles, best_step: int | None,

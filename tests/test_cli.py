@@ -22,7 +22,7 @@ def test_user_error_is_one_line_exit_1_without_traceback(tmp_path: Path) -> None
     result = runner.invoke(app, ["validate", "-c", str(write_config(tmp_path / "bad.yaml", config))])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.yaml'}: teacher.temprature: "
-                                                  "unknown key (check its spelling against the documented keys)"]
+                                                  "unknown key; did you mean teacher.temperature?"]
     assert "Traceback" not in result.output
 
 

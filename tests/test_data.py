@@ -18,6 +18,8 @@ SMS = SHARED_DATA / "sms_spam" / "SMSSpamCollection"
 
 def _config(tmp_path: Path, inputs: Path, task: dict | None = None, **data: object):
     config = study_config("m", inputs, **({"task": task} if task else {}))
+    if "test" in data:  # test_size holds rows out of the inputs only where there is no test file
+        del config["data"]["test_size"]
     config["data"].update(data)
     return load_config(write_config(tmp_path / "c.yaml", config))
 
@@ -176,9 +178,8 @@ def test_streamed_split_names_file_row_line_and_column(tmp_path: Path) -> None:
     inputs.write_text("text,category\nfine,billing\n,refund\n\"two\nlines\",billing\n  ,refund\n")
     with pytest.raises(DataError) as caught:
         split_inputs(_config(tmp_path, inputs, test_size=1))
-    assert caught.value.problems == [
-        f"{inputs}: row 2 (line 3), column 'text': empty or missing text; fix or remove that row",
-        f"{inputs}: row 4 (line 6), column 'text': empty or missing text; fix or remove that row"]
+    assert caught.value.problems == [f"{inputs}: 2 rows (row 2 (line 3), row 4 (line 6)): column 'text': empty or "
+                                     "missing text; fix or remove that row"]
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text('{"text": "a"}\n{"text": \n[1]\n')
     with pytest.raises(DataError, match=r"in.jsonl: line 2, column 10: not valid JSON.*\n.*in.jsonl: line 3: a "

@@ -143,7 +143,7 @@ def test_a_variant_folder_follows_its_filter_override(tmp_path: Path) -> None:
 def test_a_variant_folder_in_use_is_not_switched(tmp_path: Path) -> None:
     """Folders are switched under the variant's run lock: a second study waits its turn instead of replacing
     the filter folder the first one is training from."""
-    config = load_config(write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS)))
+    config = load_config(write_config(tmp_path / "c.yaml", study_config("smollm2-135m-instruct", DEMO_INPUTS)))
     variant = RunLayout(tmp_path / "run").variant("v")
     variant.stage_dir("filter").mkdir(parents=True)
     variant.filter.train.write_text("the variant's own rows")

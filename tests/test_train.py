@@ -129,3 +129,29 @@ def test_the_kept_evaluation_is_the_latest_within_one_standard_error_of_the_best
     assert kept((0.60, 0.05), (0.56, 0.05), (0.50, 0.05)) == 2  # within the best's error, then not
     assert kept((0.50, 0.0), (0.49, 0.0)) == 1  # no error (one row): the strict maximum
     assert selection([(0.6, 0.05)], 0.5, 0.05) < 0 < selection([(0.6, 0.05)], 0.58, 0.05)
+
+
+def test_a_retrain_leaves_no_output_of_the_earlier_training(tmp_path: Path, tiny_model: Path) -> None:
+    """An old merged/ after a retrain with export_merged: false is neither hashed as the new student's nor measured
+    by compare (which serves a merged student only where this training's manifest lists it)."""
+    from distill.compare.stage import trained_merged
+
+    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
+            for i in range(12)]
+    write_rows(tmp_path / "filter" / "train.parquet", rows[:8])
+    write_rows(tmp_path / "filter" / "eval.parquet", rows[8:])
+    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    config = study_config(tiny_model, DEMO_INPUTS)
+    config["student"].update({"epochs": 1, "batch_size": 4})
+    layout = RunLayout(tmp_path)
+    train(load_config(write_config(tmp_path / "c.yaml", config)), layout)
+    assert (tmp_path / "train" / "merged").is_dir() and trained_merged(layout)
+
+    config["student"]["export_merged"] = False
+    config["compare"] = {"student_serving": "adapter"}
+    manifest = train(load_config(write_config(tmp_path / "c.yaml", config)), layout)
+    assert not (tmp_path / "train" / "merged").exists()
+    assert not any(name.startswith("merged/") for name in manifest["outputs"]) and not trained_merged(layout)
+    # A merged/ copied in afterwards (or left by a crash) is still not this training's: compare skips it.
+    (tmp_path / "train" / "merged").mkdir()
+    assert not trained_merged(layout)

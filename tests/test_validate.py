@@ -22,12 +22,13 @@ def test_a_malformed_data_file_exits_1_naming_file_row_and_column(tmp_path: Path
                                                 {"text": "charged twice", "category": "biling"}])
     test = tmp_path / "test.jsonl"
     test.write_text('{"text": "refund please", "category": "refund"}\n{"text": "oops", category}\n')
-    config = study_config("no-such-model", inputs)  # no model is looked up, let alone loaded
+    config = study_config("smollm2-135m-instruct", inputs)  # a catalogue name: checked, never loaded
+    del config["data"]["test_size"]
     config["data"]["test"] = str(test)
     result = _validate(write_config(tmp_path / "c.yaml", config))
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == f"error: 3 problem(s) in the data of {tmp_path / 'c.yaml'}:"
+    assert lines[0] == f"error: 3 problem(s) in {tmp_path / 'c.yaml'} and its data:"
     assert lines[1] == f"{inputs}: row 2 (line 3), column 'text': empty or missing text; fix or remove that row"
     assert lines[2].startswith(f"{inputs}: row 3 (line 4), column 'category': gold answer 'biling' is not valid "
                                "for the task: not in the label set")
@@ -41,7 +42,8 @@ def test_row_counts_overlap_and_prompt_templates_are_checked(tmp_path: Path) -> 
                                              {"text": "Where is my parcel?", "category": "shipping"}])
     inputs = write_csv(tmp_path / "in.csv", [{"text": "where is my  PARCEL?", "category": "shipping"},
                                              {"text": "my card was charged twice", "category": "billing"}])
-    config = study_config("m", inputs)
+    config = study_config("smollm2-135m-instruct", inputs)
+    del config["data"]["test_size"]
     config["data"].update(test=str(test), max_test=3)
     result = _validate(write_config(tmp_path / "c.yaml", config))
     assert result.exit_code == 1
@@ -60,7 +62,7 @@ def test_row_counts_overlap_and_prompt_templates_are_checked(tmp_path: Path) -> 
 
 
 def test_validate_reads_the_demo_data_in_seconds(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "c.yaml", study_config("m", DEMO_INPUTS))
+    config = write_config(tmp_path / "c.yaml", study_config("smollm2-135m-instruct", DEMO_INPUTS))
     start = time.perf_counter()
     result = _validate(config)
     assert result.exit_code == 0, result.output
@@ -69,7 +71,7 @@ def test_validate_reads_the_demo_data_in_seconds(tmp_path: Path) -> None:
 
 
 def test_a_url_teacher_priced_per_hour_without_its_fleet_size_is_refused(tmp_path: Path) -> None:
-    config = study_config("m", DEMO_INPUTS)
+    config = study_config("smollm2-135m-instruct", DEMO_INPUTS)
     config["teacher"] = {"model": "big-70b", "url": ["http://gpu1:8000/v1", "http://gpu2:8000/v1"]}
     config["cost"] = {"teacher_price_per_hour": 2.5, "student_price_per_hour": 1.0, "train_price_per_hour": 1.0}
     result = _validate(write_config(tmp_path / "c.yaml", config))

@@ -225,12 +225,18 @@ def measure_students(config: Config, layout: RunLayout, recorder: StageRecorder,
         return task.parse(text).value
 
     measured = _adapter_and_baseline(config, layout, recorder, requests, baseline, parse)
-    if layout.train.merged.is_dir():
+    if trained_merged(layout):
         log = layout.compare.server_log("merged")
         with recorder.timed("merged"), serve_merged(config, layout, log) as target:
             measured["merged"] = _measured(config, "merged", "merged weights (adapter folded in)", target, requests,
                                            "complete", parse, log)
     return measured
+
+
+def trained_merged(layout: RunLayout) -> bool:
+    """Whether the training that made this adapter also wrote `train/merged/`: its manifest lists the files, so a
+    folder an earlier training left is never measured as this student."""
+    return any(name.startswith("merged/") for name in read_manifest(layout, "train").get("outputs", {}))
 
 
 def one_off_cost(config: Config, layout: RunLayout) -> dict[str, Any]:

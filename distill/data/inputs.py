@@ -14,13 +14,13 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
 from distill.config import Config, DataConfig
-from distill.data.readers import DataError, Table, iter_rows, read_table, where
+from distill.data.readers import DataError, RowProblems, Table, iter_rows, read_table, where
 from distill.errors import UserError
 from distill.tasks import make_task
 
@@ -64,30 +64,30 @@ def read_examples(path: Path, data: DataConfig, canonical_gold: Callable[[str], 
                   ) -> tuple[list[Example], list[str], Table]:
     """The file's examples, every problem found in it (each naming file, row and column), and the table read."""
     table = read_table(path, data.format, data.header, data.quoting)
-    problems = _missing_columns(path, table, data)
-    if problems:
-        return [], problems, table
+    missing = _missing_columns(path, table, data)
+    if missing:
+        return [], missing, table
+    problems = RowProblems()
     examples = [e for index, row in enumerate(table.rows)
                 if (e := _example(path, data, canonical_gold, row, index, table.lines[index], problems)) is not None]
     examples = _with_ids(path, table, data, examples, problems)
-    return examples, problems, table
+    return examples, problems.lines(), table
 
 
 def _example(path: Path, data: DataConfig, canonical_gold: Callable[[str], str], row: dict[str, Any], index: int,
-             line: int | None, problems: list[str]) -> Example | None:
+             line: int | None, problems: RowProblems) -> Example | None:
     """One row as an example (its id still to give), or None with the problem found in it."""
     text = row.get(data.text_column)
     if not isinstance(text, str) or not text.strip():
-        problems.append(f"{path}: {where(index, line)}, column {data.text_column!r}: empty or missing text; fix or "
-                        "remove that row")
+        problems.add(path, where(index, line), f"column {data.text_column!r}: empty or missing text; fix or remove "
+                     "that row")
         return None
     raw = gold_text(row.get(data.gold_column)) if data.gold_column else None
     try:
         gold = canonical_gold(raw) if raw is not None else None
     except ValueError as exc:
-        problems.append(f"{path}: {where(index, line)}, column {data.gold_column!r}: gold answer {raw[:80]!r} is "
-                        "not valid for the "
-                        f"task: {exc}; fix it, or leave data.gold_column out")
+        problems.add(path, where(index, line), f"column {data.gold_column!r}: gold answer {raw[:80]!r} is not valid "
+                     f"for the task: {exc}; fix it, or leave data.gold_column out")
         return None
     return Example(id="", text=text.strip(), gold=gold, row=index + 1)
 
@@ -100,14 +100,14 @@ def _missing_columns(path: Path, table: Table, data: DataConfig) -> list[str]:
 def _absent(path: Path, data: DataConfig, rows: int, first_columns: list[str], every_column: set[str]) -> list[str]:
     """The columns the config names that no row has (`first_columns`: those of the first rows, for the message)."""
     if not rows:
-        return [f"{path}: no rows"]
+        return [f"{path}: no rows (an empty file, or a header alone); give it a header and at least one row"]
     keys = (("data.text_column", data.text_column), ("data.gold_column", data.gold_column),
             ("data.id_column", data.id_column))
     return [f"{path}: no column {column!r} ({key}); the file has columns {first_columns}"
             for key, column in keys if column is not None and column not in every_column]
 
 
-def _with_ids(path: Path, table: Table, data: DataConfig, examples: list[Example], problems: list[str]
+def _with_ids(path: Path, table: Table, data: DataConfig, examples: list[Example], problems: RowProblems
               ) -> list[Example]:
     if data.id_column is None:
         return [Example(i, e.text, e.gold, e.row) for i, e in zip(content_ids([e.text for e in examples]), examples,
@@ -116,22 +116,21 @@ def _with_ids(path: Path, table: Table, data: DataConfig, examples: list[Example
     named = []
     for example in examples:
         value = gold_text(table.rows[example.row - 1].get(data.id_column))
-        place = f"{path}: {table.where(example.row - 1)}, column {data.id_column!r}"
-        problem = id_problem(value, place, example.row, first_row)
+        problem = id_problem(value, data.id_column, example.row, first_row)
         if problem:
-            problems.append(problem)
+            problems.add(path, table.where(example.row - 1), problem)
         else:
             named.append(Example(value, example.text, example.gold, example.row))
     return named
 
 
-def id_problem(value: str | None, place: str, row: int, first_row: dict[str, int]) -> str | None:
+def id_problem(value: str | None, column: str, row: int, first_row: dict[str, int]) -> str | None:
     """What is wrong with a row's `data.id_column` value (empty, or an earlier row's), else None; `first_row`
     remembers each id's row."""
     if value is None:
-        return f"{place}: empty id (data.id_column); give every row an id"
+        return f"column {column!r}: empty id (data.id_column); give every row an id"
     if value in first_row:
-        return f"{place}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique"
+        return f"column {column!r}: id {value[:40]!r} repeats row {first_row[value]}; ids must be unique"
     first_row[value] = row
     return None
 
@@ -158,6 +157,28 @@ def size_problems(data: DataConfig, input_rows: int, test_rows: int | None) -> l
         return [f"data.max_test={data.max_test}, but {source}: lower data.max_test, or leave it out to compare "
                 "on every test row"]
     return []
+
+
+def overlap_problem(data: DataConfig, inputs: Iterable[str], test: Iterable[str]) -> tuple[str | None, int]:
+    """An error where `data.test` and `data.inputs` hold the same queries (every test query among the inputs, or
+    every input among the test queries): each such input would be labelled, paid for, then dropped as a leak.
+    Also the number of inputs that repeat a test query (filter drops those as leaks_test)."""
+    test_texts = {normalise(text) for text in test}
+    inputs_seen = repeated = 0
+    found: set[str] = set()
+    for text in inputs:
+        key = normalise(text)
+        inputs_seen += 1
+        if key in test_texts:
+            repeated += 1
+            found.add(key)
+    wholly = repeated and (found == test_texts or repeated == inputs_seen)
+    if not wholly or data.allow_test_in_inputs:
+        return None, repeated
+    return (f"{data.test} (data.test) and {data.inputs} (data.inputs) hold the same queries ({repeated} of "
+            f"{inputs_seen} inputs repeat a test query): every one would be labelled and then dropped as a leak. "
+            "Give a held-out test file, or leave data.test out to hold rows out of the inputs (data.test_size); "
+            "data.allow_test_in_inputs: true accepts it"), repeated
 
 
 class _Strings:
@@ -214,7 +235,7 @@ class ShuffledFile:
         self.occurrence = _occurrences(keys, self.order)
 
     def _read(self, path: Path, data: DataConfig, canonical_gold: Callable[[str], str]) -> bytearray:
-        problems: list[str] = []
+        problems = RowProblems()
         digests, first_row, first_columns, every_column = bytearray(), {}, {}, set()
         rows = 0
         for index, (row, line) in enumerate(iter_rows(path, data.format, data.header, data.quoting)):
@@ -232,21 +253,25 @@ class ShuffledFile:
             if self.golds is not None:
                 self.golds.append(example.gold)
         absent = _absent(path, data, rows, list(first_columns), every_column)
-        if absent or problems:
-            raise DataError(absent or problems)
+        if absent or problems.lines():
+            raise DataError(absent or problems.lines())
         return digests
 
     def _named_id(self, path: Path, data: DataConfig, row: dict[str, Any], index: int, line: int | None,
-                  first_row: dict[str, int], problems: list[str]) -> None:
+                  first_row: dict[str, int], problems: RowProblems) -> None:
         value = gold_text(row.get(data.id_column))
-        problem = id_problem(value, f"{path}: {where(index, line)}, column {data.id_column!r}", index + 1, first_row)
+        problem = id_problem(value, data.id_column, index + 1, first_row)  # type: ignore[arg-type]
         if problem:
-            problems.append(problem)
+            problems.add(path, where(index, line), problem)
         assert self.named is not None
         self.named.append(value)
 
     def __len__(self) -> int:
         return len(self.order)
+
+    def all_texts(self) -> Iterator[str]:
+        """Every row's text, in file order."""
+        return (text for i in range(len(self.order)) if (text := self.texts[i]) is not None)
 
     def examples(self, start: int, stop: int) -> list[Example]:
         """The examples from `start` to `stop` in the shuffled order."""
@@ -328,6 +353,8 @@ def split_inputs(config: Config) -> Splits:
     inputs = ShuffledFile(data.inputs, data, canonical_gold)
     test = ShuffledFile(data.test, data, canonical_gold) if data.test is not None else None
     problems = size_problems(data, len(inputs), None if test is None else len(test))
+    if test is not None:
+        problems += [p for p in overlap_problem(data, inputs.all_texts(), test.all_texts())[:1] if p]
     if problems:
         raise UserError("\n".join(problems))
     first = 0 if test is not None else data.test_size

@@ -33,6 +33,29 @@ class DataError(UserError):
         super().__init__("\n".join(problems[:MAX_LISTED]) + (f"\n... and {more} more" if more > 0 else ""))
 
 
+class RowProblems:
+    """Problems found in a file's rows, kept by what is wrong: 545 rows with one unknown label are one line with
+    their count and first rows, not 545 lines."""
+
+    FIRST_ROWS = 3
+
+    def __init__(self) -> None:
+        self.rows_by_problem: dict[tuple[Path, str], list[str]] = {}  # (file, what is wrong) -> where, in file order
+
+    def add(self, path: Path, row: str, what: str) -> None:
+        self.rows_by_problem.setdefault((path, what), []).append(row)
+
+    def lines(self) -> list[str]:
+        lines = []
+        for (path, what), rows in self.rows_by_problem.items():
+            if len(rows) == 1:
+                lines.append(f"{path}: {rows[0]}, {what}")
+            else:
+                first = ", ".join(rows[: self.FIRST_ROWS]) + (", ..." if len(rows) > self.FIRST_ROWS else "")
+                lines.append(f"{path}: {len(rows)} rows ({first}): {what}")
+        return lines
+
+
 @dataclass
 class Table:
     rows: list[dict[str, Any]]
@@ -78,15 +101,25 @@ def read_table(path: Path, data_format: str = "auto", header: list[str] | None =
             raise UserError(f"{path}: a .json input must hold a list of objects")
         return Table(rows, [None] * len(rows))
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
+        rows = parquet_file(path).read().to_pylist()
         return Table(rows, [None] * len(rows))
     if kind == "restaurant8k":
         rows = restaurant8k(path)
         return Table(rows, [None] * len(rows))
     raise UserError(f"{path}: unsupported file type {kind!r}; use .csv, .tsv, .jsonl, .json or .parquet, "
                     "or name the format in data.format")
+
+
+def parquet_file(path: Path) -> Any:
+    """An open Parquet file; a file that is not Parquet (a CSV renamed, a truncated copy) is a `UserError`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{path}: not a Parquet file ({str(exc).split('.')[0]}); if it holds another format, give it "
+                        "its own suffix (.csv, .jsonl, ...) or name the format in data.format") from exc
 
 
 def delimited(path: Path, text: str, delimiter: str, header: list[str] | None, quoted: bool) -> Table:
@@ -145,9 +178,7 @@ def iter_rows(path: Path, data_format: str = "auto", header: list[str] | None = 
     if kind in ("csv", "tsv", "jsonl"):
         yield from _text_rows(path, kind, header, quoting)
     elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for batch in parquet_file(path).iter_batches(batch_size=4096):
             yield from ((row, None) for row in batch.to_pylist())
     else:
         table = read_table(path, data_format, header, quoting)
@@ -193,7 +224,7 @@ def _check_line_count(path: Path, table: Table, has_header: bool, delimiter: str
     quoted field may span lines (valid CSV), but a stray quote mark does the same and swallows the rows after it:
     a field holding a line that reads as a whole row of this file is named for a person to look at."""
     expected = (table.physical_lines or 0) - has_header
-    if len(table.rows) == expected:
+    if len(table.rows) == expected or not table.rows:  # no rows: an empty file, reported where rows are needed
         return
     if delimiter is None:
         raise UserError(f"{path}: {len(table.rows)} rows read from {expected} data lines; please report this")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.config import Config
-from distill.data.inputs import Example, normalise, read_examples, size_problems
+from distill.data.inputs import Example, normalise, overlap_problem, read_examples, size_problems
 from distill.data.lengths import cut_note, load_tokenizer, sequence_lengths
 from distill.data.readers import DataError
 from distill.errors import UserError
@@ -84,9 +84,11 @@ def _read(path: Path, config: Config, canonical_gold: object, report: DataReport
 
 
 def _overlap(config: Config, inputs: list[Example], test: list[Example], report: DataReport) -> None:
-    test_texts = {normalise(e.text) for e in test}
-    repeated = [e for e in inputs if normalise(e.text) in test_texts]
-    if repeated:
-        report.notes.append(f"{config.data.inputs}: {len(repeated)} row(s) repeat a test query (first: row "
-                            f"{repeated[0].row}); filter drops them as leaks_test, so they are labelled but "
-                            "never trained on")
+    problem, repeated = overlap_problem(config.data, (e.text for e in inputs), (e.text for e in test))
+    if problem:
+        report.problems.append(problem)
+    elif repeated:
+        test_texts = {normalise(e.text) for e in test}
+        first = next(e.row for e in inputs if normalise(e.text) in test_texts)
+        report.notes.append(f"{config.data.inputs}: {repeated} row(s) repeat a test query (first: row {first}); "
+                            "filter drops them as leaks_test, so they are labelled but never trained on")

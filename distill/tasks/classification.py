@@ -38,8 +38,8 @@ class ClassificationSettings(TaskSettings):
     def _one_label_source(self) -> ClassificationSettings:
         if (self.labels is None) == (self.labels_file is None):
             raise ValueError("give exactly one of `labels` or `labels_file`")
-        if self.labels is not None and len(set(self.labels)) < 2:
-            raise ValueError("`labels` needs at least two distinct labels")
+        if self.labels is not None and (problem := label_problem(self.labels)):
+            raise ValueError(f"`labels`: {problem}")
         return self
 
     def content(self) -> dict[str, Any]:
@@ -52,9 +52,24 @@ class ClassificationSettings(TaskSettings):
             return list(self.labels)
         assert self.labels_file is not None
         labels = read_json_file(self.labels_file, "task.labels_file", "the label list")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(set(labels)) < 2:
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise UserError(f"{self.labels_file}: task.labels_file must hold a JSON list of at least two strings")
+        if problem := label_problem(labels):
+            raise UserError(f"{self.labels_file} (task.labels_file): {problem}")
         return labels
+
+
+def label_problem(labels: list[str]) -> str | None:
+    """What makes a label set unusable: an empty label (nothing to answer), one given twice (the constraint and
+    the scores would count it twice), fewer than two."""
+    if any(not label.strip() for label in labels):
+        return "a label is empty or only spaces; remove it"
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        return f"{', '.join(map(repr, repeated))} given more than once; list each label once"
+    if len(labels) < 2:
+        return "give at least two labels"
+    return None
 
 
 class ClassificationTask(Task):
