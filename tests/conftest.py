@@ -23,6 +23,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _library_logs_bound_to_the_session_stderr() -> None:
+    """transformers binds its log handler to whatever sys.stderr is when it first logs; inside a CliRunner test
+    that stream is closed afterwards, and every later library message becomes a 'Logging error' traceback."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 layers, hidden size 128, head dim 64 (the CPU attention kernels reject smaller heads), with the
