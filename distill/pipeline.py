@@ -23,6 +23,7 @@ from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.models import check_models
+from distill.present import quality_name
 from distill.stages import Manifest, Stage, config_key, main_process, stage_key
 
 STAGES = ("generate", "filter", "train", "compare")
@@ -243,7 +244,7 @@ def describe(summary: RunSummary) -> str:
     metrics = summary.metrics or {}
     if metrics:
         t, s = metrics["teacher"], metrics["student"]
-        name = metrics.get("task", {}).get("quality_name", "quality")
+        name = quality_name(metrics)
         quality = (f" Student {name} {s['quality']:.3f} vs teacher {t['quality']:.3f};"
                    if s.get("quality") is not None and t.get("quality") is not None else "")
         agreement = "n/a" if metrics.get("agreement") is None else f"{metrics['agreement']:.3f}"

@@ -71,3 +71,42 @@ table{{border-collapse:collapse;margin:1rem 0}}th,td{{border:1px solid #ccc;padd
 figure{{margin:1.5rem 0}}img{{max-width:100%}}</style>
 </head><body>{body}{"<h2>Plots</h2>" if figures else ""}{figures}</body></html>
 """
+
+
+HEADLINES = {"distil": "Distil: the student can replace the teacher.",
+             "cascade": "Distil with a cascade: the student answers what it is sure of, the teacher the rest.",
+             "keep_teacher": "Keep the teacher.",
+             "insufficient_evidence": "Not enough evidence to decide yet."}
+
+
+def quality_name(metrics: dict[str, Any]) -> str:
+    return metrics.get("task", {}).get("quality_name", "quality")
+
+
+def render(rec: dict[str, Any]) -> str:
+    """The recommendation in plain words, from `metrics.json`'s `recommendation`: verdict and rule first, then the
+    quality difference against the bar, then cost and payback."""
+    parts = [f"{HEADLINES[rec['verdict']]} Why: {rec['reason']}. Rule: {rec['rule']}."]
+    if rec["quality_diff"] is not None:
+        parts.append(f"On {rec['n_queries']} test queries the student's {rec['measure']} differs from the teacher's "
+                     f"by {with_interval(rec['quality_diff'], rec['quality_diff_ci'], signed=True)} (95% interval), "
+                     f"against a bar of {rec['bar']:+.3f}.")
+    elif rec["agreement"] is not None:
+        parts.append(f"On {rec['n_queries']} test queries the student agrees with the teacher on "
+                     f"{with_interval(rec['agreement'], rec['agreement_ci'])} (95% interval), against a bar of "
+                     f"{rec['bar']:g}.")
+    if rec["queries_needed"] is not None:
+        parts.append(f"If the observed rates hold, about {rec['queries_needed']:,} test queries would decide it "
+                     f"({max(0, rec['queries_needed'] - rec['n_queries']):,} more than now).")
+    cascade = rec.get("cascade")
+    if cascade and rec["verdict"] == "cascade":
+        share = cascade["student_share"]
+        span = (f" [{cascade['student_share_ci'][0]:.0%}, {cascade['student_share_ci'][1]:.0%}]"
+                if cascade.get("student_share_ci") else "")
+        parts.append(f"The cascade keeps {share:.0%}{span} of queries with the student (out of sample, 95% interval) "
+                     f"at ${fmt(cascade['cost_per_1k'], 5)} per 1k queries.")
+    if rec["student_cost_per_1k"] is not None and rec["teacher_cost_per_1k"] is not None:
+        parts.append(f"At saturation the student costs ${fmt(rec['student_cost_per_1k'], 5)} per 1k queries, the "
+                     f"teacher ${fmt(rec['teacher_cost_per_1k'], 5)}; labelling and training pay back in "
+                     f"{duration(rec['payback_days'])}.")
+    return " ".join(parts)

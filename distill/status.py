@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.compare import cost as costs
+from distill import cost as costs
 from distill.config import Config, CostConfig, TeacherConfig
 from distill.errors import UserError
 from distill.layout import RunLayout

@@ -17,7 +17,7 @@ from distill.artifacts import write_text
 from distill.config import Config
 from distill.layout import RunLayout
 from distill.models import CATALOGUE, resolve_model
-from distill.present import fmt
+from distill.present import fmt, quality_name, render
 from distill.stages import read_manifest
 from distill.tasks import make_task
 
@@ -119,9 +119,6 @@ def _training_section(config: Config, training: dict[str, Any]) -> list[str]:
 
 
 def _results_section(metrics: dict[str, Any] | None) -> list[str]:
-    from distill.compare.decision import render
-    from distill.compare.report import quality_name
-
     if metrics is None:
         return ["## Results", "", "Not compared yet: `distill compare` measures teacher and student on the same "
                 "held-out queries and writes the results here.", ""]

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from distill.compare import cost as costs
+from distill import cost as costs
 from distill.config import Config
 from distill.console import progress as console_progress
 from distill.data.inputs import Example

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.compare import cost as costs
+from distill import cost as costs
 from distill.config import Config
 from distill.data.inputs import Example
 from distill.errors import UserError

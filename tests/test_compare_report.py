@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.compare import cost
+from distill import cost
 from distill.compare.build import build_metrics
 from distill.compare.cascade import cascade_curve, cheapest_clearing, cross_fitted_cascade
 from distill.compare.measure import Measured, SweepPoint
 from distill.compare.report import write_reports
-from distill.compare.stats import class_report, confusion, mcnemar
 from distill.config import load_config
+from distill.stats import class_report, confusion, mcnemar
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 from helpers import DEMO_INPUTS, study_config, write_config

@@ -1,6 +1,6 @@
 import pytest
 
-from distill.compare import cost
+from distill import cost
 from distill.compare.build import agreement, row_scores
 from distill.compare.metrics import latency_percentiles, mean
 from distill.config import CostConfig

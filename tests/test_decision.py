@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from distill.compare.build import evidence
-from distill.compare.decision import Evidence, Option, Rule, decide, render
-from distill.compare.stats import queries_to_decide
+from distill.compare.decision import Evidence, Option, Rule, decide
+from distill.present import render
+from distill.stats import queries_to_decide
 
 GOLD = Rule("accuracy", True, -0.02)
 NO_GOLD = Rule("agreement with the teacher", False, 0.95)

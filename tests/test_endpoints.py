@@ -83,8 +83,8 @@ def test_the_breaker_trips_on_a_failure_rate_too() -> None:
 
 
 def test_parallel_servers_are_passed_to_vllm_and_priced_per_accelerator() -> None:
-    from distill.compare.cost import labelling_cost, teacher_gpus
     from distill.config import CostConfig, ServerConfig, TeacherConfig
+    from distill.cost import labelling_cost, teacher_gpus
     from teacher.server import server_command
 
     server = ServerConfig(tensor_parallel_size=2, data_parallel_size=4)

@@ -5,7 +5,7 @@ than its nominal 2.5% with the truth on its bar."""
 import numpy as np
 import pytest
 
-from distill.compare.stats import exact_interval, mean_interval, paired_binary_interval, paired_difference
+from distill.stats import exact_interval, mean_interval, paired_binary_interval, paired_difference
 
 SIZES = (16, 48, 300)
 RATES = (0.5, 0.9, 1.0)

@@ -51,7 +51,7 @@ def test_still_rising_needs_more_than_noise() -> None:
 
 def _rule_passes(diff: float, discordant: float, queries: int, trials: int = 20_000) -> float:
     """How often the rule (lower bound of the paired difference above -0.02) passes for a true difference."""
-    from distill.compare.stats import paired_binary_interval
+    from distill.stats import paired_binary_interval
 
     counts = np.random.default_rng(1).multinomial(
         queries, [(discordant + diff) / 2, (discordant - diff) / 2, 1 - discordant], trials)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from distill import cost
 from distill.artifacts import read_rows
-from distill.compare import cost
 from distill.compare.stage import measure_teacher
 from distill.config import load_config
 from distill.data.inputs import split_inputs

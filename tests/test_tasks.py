@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.compare.stats import multilabel_report
 from distill.config import load_config
 from distill.data.inputs import split_inputs
 from distill.data.readers import restaurant8k
 from distill.errors import UserError
+from distill.stats import multilabel_report
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 from distill.tasks.extraction import ExtractionSettings

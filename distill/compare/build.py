@@ -7,13 +7,14 @@ from dataclasses import asdict
 
 import numpy as np
 
+from distill import cost as costs
 from distill.artifacts import finite
-from distill.compare import cost as costs
 from distill.compare.cascade import Cascade, Clears, confidences, cross_fitted_cascade
 from distill.compare.decision import Evidence, Option, Recommendation, Rule, decide, failed_recommendation
 from distill.compare.measure import Measured, costed_point, still_rising
 from distill.compare.metrics import Metrics, ModelMetrics, mean
-from distill.compare.stats import (
+from distill.config import Config
+from distill.stats import (
     confusion,
     exact_interval,
     mcnemar,
@@ -22,7 +23,6 @@ from distill.compare.stats import (
     paired_difference,
     spread,
 )
-from distill.config import Config
 from distill.tasks import Task
 
 AGREEMENT = "agreement with the teacher"

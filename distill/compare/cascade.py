@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.compare.cost import cascade_cost_per_1k
-from distill.compare.stats import exact_interval
+from distill.cost import cascade_cost_per_1k
+from distill.stats import exact_interval
 from teacher.client import Answer
 
 CONFIDENCE_KINDS = ("mean_token_logprob", "answer_logprob")

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_text
-from distill.compare.decision import render
-from distill.present import duration, fmt, html_page, new_figure, to_png, with_interval
+from distill.present import duration, fmt, html_page, new_figure, quality_name, render, to_png, with_interval
 
 COLUMN_NAMES = {"teacher": "teacher", "adapter": "student (adapter)", "merged": "student (merged)",
                 "baseline": "base, prompted"}
@@ -23,10 +22,6 @@ def models(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def measured(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: m for name, m in models(metrics).items() if m.get("status", "measured") == "measured"}
-
-
-def quality_name(metrics: dict[str, Any]) -> str:
-    return metrics.get("task", {}).get("quality_name", "quality")
 
 
 # Type-specific numbers shown when the task reports them: (metrics key, row title).

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from distill import cost as costs
 from distill.artifacts import read_rows, write_json, write_rows
-from distill.compare import cost as costs
 from distill.compare.build import build_metrics
 from distill.compare.measure import (
     Measured,

@@ -13,12 +13,12 @@ from functools import partial
 from typing import Any
 
 from distill.artifacts import read_rows
-from distill.compare.cost import labelling_cost_of_rows
-from distill.compare.stats import POWER, queries_to_decide
 from distill.config import Config
+from distill.cost import labelling_cost_of_rows
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.present import fmt, new_figure, to_png, with_interval
+from distill.stats import POWER, queries_to_decide
 from distill.study.fit import fit_curve, labels_for_power, still_rising
 from distill.study.folders import link_shared_stages, trained_rows
 

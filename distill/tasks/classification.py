@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from distill.compare.stats import class_report, multilabel_report
 from distill.errors import UserError
+from distill.stats import class_report, multilabel_report
 from distill.strict import read_json_file, resolve_existing
 from distill.tasks.base import Parsed, Task, TaskSettings
 
