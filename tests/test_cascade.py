@@ -45,3 +45,16 @@ def test_a_threshold_tuned_to_the_point_estimate_almost_never_passes() -> None:
     """What the cascade did before: the blend's mean just meeting the teacher's less the margin."""
     passed, _, _ = _passes(lambda blended, deferred: blended.mean(axis=1) >= deferred.mean() + RULE.bar, range(10))
     assert passed <= 1, passed
+
+
+def test_a_blend_that_clears_only_with_every_query_at_the_teacher_is_no_cascade() -> None:
+    """The student is wrong on its most confident answer and the teacher alone clears the bar: the only point
+    that passes is the infinite threshold (all to the teacher), which is no cascade and has no threshold to serve
+    (written as JSON it was inf, and compare failed writing metrics.json)."""
+    n = 250
+    teacher = np.ones(n)
+    student = np.ones(n)
+    student[0] = 0.0
+    scores = {kind: np.linspace(1.0, 0.0, n) for kind in ("mean_token_logprob", "answer_logprob")}
+    cascade = cross_fitted_cascade(student, teacher, scores, clears_rule(RULE, None), 1.0, 10.0)
+    assert cascade.threshold is None and cascade.confidence is None

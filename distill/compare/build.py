@@ -142,11 +142,13 @@ def recommend(config: Config, rule: Rule, models: dict[str, ModelMetrics], headl
               cascade: tuple[Cascade, Evidence] | None, one_off: float) -> Recommendation:
     t, s = models["teacher"].cost_per_1k_queries, models[headline].cost_per_1k_queries
     student = _option(student_ev, s, t, one_off, config)
-    blend = _option(cascade[1], cascade[0].cost_per_1k, t, one_off, config) if cascade else None
+    # A verdict of `cascade` needs a threshold to serve: the blend chosen on every row must exist.
+    servable = cascade is not None and cascade[0].threshold is not None
+    blend = _option(cascade[1], cascade[0].cost_per_1k, t, one_off, config) if servable else None
     verdict, reason, needed = decide(rule, student, blend, t)
     gold = rule.against_gold
     cascade_json = None if cascade is None else {
-        "confidence": cascade[0].confidence, "threshold": cascade[0].threshold, "folds": cascade[0].folds,
+        "confidence": cascade[0].confidence, "threshold": finite(cascade[0].threshold), "folds": cascade[0].folds,
         "student_share": cascade[0].student_share,
         "student_share_ci": cascade[0].student_share_ci, "cost_per_1k": cascade[0].cost_per_1k,
         "estimate": cascade[1].estimate, "interval": cascade[1].interval, "passes": cascade[1].passes(rule)}

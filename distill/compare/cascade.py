@@ -72,8 +72,9 @@ CELLS_PER_CHUNK = 4_000_000  # candidates are judged in chunks of this many cell
 
 def cheapest_clearing(curve: list[CurvePoint], kept: np.ndarray, deferred: np.ndarray, confidence: np.ndarray,
                       clears: Clears) -> CurvePoint | None:
-    """The lowest-cost point whose blend `clears` the rule on these rows; None if none does."""
-    ranked = sorted(curve, key=lambda p: p.cost_per_1k)
+    """The lowest-cost point whose blend `clears` the rule on these rows; None if none does. An infinite threshold
+    (every query to the teacher, or every one to the student) is no cascade: the teacher or the student alone."""
+    ranked = sorted((p for p in curve if np.isfinite(p.threshold)), key=lambda p: p.cost_per_1k)
     step = max(1, CELLS_PER_CHUNK // max(len(kept), 1))
     for start in range(0, len(ranked), step):
         chunk = ranked[start:start + step]
