@@ -203,3 +203,11 @@ def test_distill_run_with_recorded_answers_alone_starts_no_teacher(tmp_path: Pat
     run = tmp_path / "run"
     assert not (run / "generate" / "server.log").exists() and not (run / "compare" / "teacher_server.log").exists()
     assert "96% of the teacher's prompt tokens" in (run / "compare" / "report.md").read_text()
+
+
+def test_recorded_answers_alone_need_the_token_prices_they_were_billed_at(tmp_path: Path) -> None:
+    """No server of ours answers, so an hourly price has nothing to price: the verdict would read 'not cheaper'."""
+    config = study_config("unused", DEMO_INPUTS)
+    config["teacher"] = {"recorded": str(write_csv(tmp_path / "answers.csv", [{"text": "hi", "answer": "billing"}]))}
+    with pytest.raises(UserError, match="cost.teacher_input_per_1m, cost.teacher_output_per_1m: recorded answers"):
+        load_config(write_config(tmp_path / "c.yaml", config))

@@ -394,3 +394,17 @@ def yaml_load(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_recorded_answers_alone_serve_the_student_only(tmp_path: Path) -> None:
+    """No live teacher to escalate to: a mode that needs one is refused by name, not a crash opening None."""
+    path, layout = make_run(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", verdict="keep_teacher")
+    raw = yaml_load(path)
+    recorded = tmp_path / "answers.csv"
+    recorded.write_text("text,answer\nhello,billing\n")
+    raw["teacher"] = {"recorded": str(recorded)}
+    raw["cost"] = {**raw.get("cost", {}), "teacher_input_per_1m": 1.0, "teacher_output_per_1m": 2.0}
+    config = load_config(write_config(tmp_path / "recorded.yaml", raw))
+    with pytest.raises(UserError, match="needs a live teacher"):
+        load_plan(config, layout)
+    assert load_plan(config, layout, "student").mode == "student"

@@ -54,6 +54,9 @@ def load_plan(config: Config, layout: RunLayout, mode: str | None = None) -> Pla
         mode = {"cascade": "cascade", "distil": "student"}.get(verdict, "teacher")
     if mode not in MODES:
         raise UserError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    if mode != "student" and not config.teacher.live:
+        raise UserError(f"--mode {mode} needs a live teacher, and this config has recorded answers alone "
+                        "(teacher.recorded); set teacher.model or teacher.url, or serve with --mode student")
     if mode == "cascade" and not found:
         raise UserError(f"{layout.compare.metrics}: compare found no cascade threshold that reaches the bar "
                         "(cascade.threshold is null); serve with --mode student, teacher or shadow")
