@@ -24,6 +24,7 @@ import json
 import math
 from typing import Any
 
+from distill.errors import UserError
 from distill.tasks import Task
 
 
@@ -61,6 +62,15 @@ def first_target_ids(task: Task, tokenizer: Any) -> dict[str, int]:
     assert task.labels is not None and task.single_label, "distillation is refused for other tasks by the config"
     return {label: tokenizer(task.student_target(label), add_special_tokens=False)["input_ids"][0]
             for label in task.labels}
+
+
+def require_soft_targets(rows: list[dict[str, Any]]) -> None:
+    """Refuse label-level distillation on answers that carry no log-probabilities (recorded answers, or
+    teacher.top_logprobs off): it would train on hard labels while the run and its card say it distilled."""
+    if rows and not any(json.loads(row.get("top_logprobs") or "[]") for row in rows):
+        raise UserError("student.distill_weight: none of the teacher's answers carries log-probabilities (recorded "
+                        "answers, or teacher.top_logprobs off), so there is no soft target to learn; set "
+                        "student.distill_weight: 0, or label with a live teacher and teacher.top_logprobs")
 
 
 def soft_target(row: dict[str, Any], first_ids: dict[str, int]) -> tuple[list[int], list[float]]:

@@ -24,7 +24,7 @@ from distill.tracking import prepare_trackers
 from student import distributed
 from student.card import without_cards, write_model_cards
 from student.curves import curves, plot_curves, still_rising
-from student.distillation import SoftTargetCollator, first_target_ids, soft_target
+from student.distillation import SoftTargetCollator, first_target_ids, require_soft_targets, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
 from student.prompts import StudentPrompter
 from student.rationale import (
@@ -211,6 +211,7 @@ def _checkpoint_to_resume(folder: Path, fingerprint: dict[str, Any]) -> str | No
 def _encode(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompter, rows: list[dict]) -> list[dict]:
     encoded = encode_rows(tokenizer, task, rows, config.student.max_seq_len, prompter)
     if config.student.distill_weight:
+        require_soft_targets(rows)
         first_ids = first_target_ids(task, tokenizer)
         for example, row in zip(encoded, rows, strict=True):
             example["kd_ids"], example["kd_probs"] = soft_target(row, first_ids)

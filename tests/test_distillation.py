@@ -18,6 +18,7 @@ from student.distillation import (
     SoftTargetCollator,
     first_target_ids,
     label_probabilities,
+    require_soft_targets,
     soft_target,
     soft_target_loss,
 )
@@ -218,3 +219,12 @@ def test_the_teacher_keeps_its_sampled_first_token_beside_its_top_k() -> None:
     assert first == [{"token": "I", "logprob": -0.1}, {"token": "top", "logprob": -2.0}]
     completion = {"tokens": [" top"], "token_logprobs": [-1.5], "top_logprobs": [{" card": -0.3, " top": -1.5}]}
     assert _logprob_summary(completion)[1] == [{"token": " card", "logprob": -0.3}, {"token": " top", "logprob": -1.5}]
+
+
+def test_distillation_on_answers_without_log_probabilities_is_refused() -> None:
+    """Recorded answers carry none: a study variant with distill_weight > 0 sharing their labels would otherwise
+    train on hard labels and be reported as distilled."""
+    rows = [{"label": "billing", "top_logprobs": "[]", "logprob": None}, {"label": "refund", "top_logprobs": None}]
+    with pytest.raises(UserError, match="student.distill_weight"):
+        require_soft_targets(rows)
+    require_soft_targets(rows + [{"label": "billing", "top_logprobs": json.dumps([{"billing": -0.1}])}])
