@@ -173,7 +173,15 @@ def make_plan(config: Config) -> Plan:
     splits = split_inputs(config)
     fingerprint = teacher_fingerprint(config)
     template = teacher_request(task, config.teacher, "\0{text}\0")
-    return Plan(task, splits.to_label, splits.test, key_prefix(fingerprint, template), fingerprint)
+    return Plan(task, splits.to_label, splits.test, key_prefix(cache_fingerprint(config, fingerprint), template),
+                fingerprint)
+
+
+def cache_fingerprint(config: Config, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What keys the cached answers. Beside a live teacher, the recorded file fills only what the cache lacks, so
+    it stays out of the keys: a log that grows every day (distill serve's) must not orphan the live answers paid
+    for before. Recorded answers alone are keyed by the files' bytes, so an edited file is read again."""
+    return {k: v for k, v in fingerprint.items() if k != "recorded"} if config.teacher.live else fingerprint
 
 
 def teacher_fingerprint(config: Config) -> dict[str, Any]:

@@ -146,6 +146,21 @@ def test_a_live_teacher_answers_only_what_is_not_recorded(tmp_path: Path) -> Non
     assert manifest["counts"]["not_recorded"] == 0
 
 
+def test_a_recorded_log_that_grows_beside_a_live_teacher_never_pays_for_a_live_answer_again(tmp_path: Path) -> None:
+    """distill serve's teacher log grows every day; the answers the live teacher gave before stay in the cache."""
+    to_label, _ = _inputs(tmp_path)
+    recorded = write_csv(tmp_path / "answers.csv", [{"text": e.text, "answer": "refund"} for e in to_label[:5]])
+    with FakeEndpoint() as fake:
+        config = _config(tmp_path, recorded, model="fake-model", url=fake.url, concurrency=1)
+        generate(config, RunLayout(tmp_path))
+        asked = len(fake.requests)
+        write_csv(recorded, [{"text": e.text, "answer": "refund"} for e in to_label[:6]])  # one more line logged
+        again = generate(_config(tmp_path, recorded, model="fake-model", url=fake.url, concurrency=1),
+                         RunLayout(tmp_path))
+        assert len(fake.requests) == asked, "no live answer is asked for again"
+    assert again["counts"]["from_cache"] == len(to_label)
+
+
 def test_label_level_distillation_without_logprobs_is_refused(tmp_path: Path) -> None:
     to_label, _ = _inputs(tmp_path)
     recorded = write_csv(tmp_path / "answers.csv", [{"text": e.text, "answer": "billing"} for e in to_label])

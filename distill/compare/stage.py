@@ -44,7 +44,7 @@ from student.card import update_model_cards
 from student.serve import BASE_NAME, serve_adapter, serve_merged, student_requests
 from teacher.cache import ResponseCache, key_prefix, request_key
 from teacher.client import Answer, Target
-from teacher.generate import TEST_COLUMNS, teacher_fingerprint, teacher_request
+from teacher.generate import TEST_COLUMNS, cache_fingerprint, teacher_fingerprint, teacher_request
 from teacher.recorded import NOT_RECORDED, fill_answers
 from teacher.server import VLLMServer, open_teacher
 
@@ -85,7 +85,8 @@ class TeacherAnswers:
         self.texts = texts
         teacher = reference_teacher(config.teacher)
         self.requests = [teacher_request(task, teacher, t) for t in texts]
-        prefix = key_prefix(teacher_fingerprint(config), teacher_request(task, teacher, "\0{text}\0"))
+        prefix = key_prefix(cache_fingerprint(config, teacher_fingerprint(config)),
+                            teacher_request(task, teacher, "\0{text}\0"))
         self.keys = [request_key(prefix, t) for t in texts]
         self.path = layout.generate.cache
 
