@@ -182,10 +182,15 @@ def test_compare_reads_the_teachers_test_answers_and_prices_them_as_billed(tmp_p
     log = tmp_path / "gateway.jsonl"
     log.write_text("\n".join(_log_line(e.text, "billing", prompt=400, cached=300) for e in [*to_label, *test[1:]]))
     config = _config(tmp_path, log)
-    measured = measure_teacher(config, RunLayout(tmp_path), None, make_task(config.task),
-                               [e.text for e in test], [e.id for e in test])
-    assert measured.predictions == [None] + ["billing"] * (len(test) - 1)
-    assert measured.answers[0].error == NOT_RECORDED and measured.served_as == "recorded answers"
+    texts, ids = [e.text for e in test], [e.id for e in test]
+    with pytest.raises(UserError, match=f"1 of {len(test)} test queries have no answer"):
+        measure_teacher(config, RunLayout(tmp_path), None, make_task(config.task), texts, [], ids)
+    with log.open("a") as out:
+        out.write("\n" + _log_line(test[0].text, "refund", prompt=400, cached=300))
+    config = _config(tmp_path, log)
+    measured = measure_teacher(config, RunLayout(tmp_path), None, make_task(config.task), texts, [], ids)
+    assert measured.predictions == ["refund"] + ["billing"] * (len(test) - 1)
+    assert measured.served_as == "recorded answers"
     per_1k = cost.teacher_cost_per_1k(config.cost, None, 400, 4, None, 300)
     assert per_1k == pytest.approx(1000 * (100 * 0.14 + 300 * 0.0042 + 4 * 0.42) / 1e6)
 

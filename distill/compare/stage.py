@@ -37,6 +37,7 @@ from distill.compare.measure import (
 from distill.compare.report import write_reports
 from distill.compare.timing import load_timing, store_timing, timing_key
 from distill.config import Config, TeacherConfig
+from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
@@ -45,7 +46,7 @@ from student.serve import BASE_NAME, serve_adapter, serve_merged, student_reques
 from teacher.cache import ResponseCache, key_prefix, request_key
 from teacher.client import Answer, Target
 from teacher.generate import TEST_COLUMNS, cache_fingerprint, teacher_fingerprint, teacher_request
-from teacher.recorded import NOT_RECORDED, fill_answers
+from teacher.recorded import fill_answers
 from teacher.server import VLLMServer, open_teacher
 
 DORA_SKIPPED = "DoRA adapter: vLLM cannot load it, so the student is measured merged only"
@@ -116,6 +117,16 @@ def _with_recorded(config: Config, source: TeacherAnswers, answers: list[Answer 
     return answers
 
 
+def _refuse_unrecorded(config: Config, texts: list[str], answers: list[Answer | None]) -> None:
+    """With recorded answers alone, a test query the file lacks has no teacher answer: scored as a teacher mistake
+    it would move the paired difference toward the student, so compare stops instead."""
+    missing = [t for t, a in zip(texts, answers, strict=True) if a is None]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(texts)} test queries have no answer in {config.teacher.recorded} "
+                        f"(first: {missing[0][:60]!r}); record them, or set teacher.model or teacher.url so a live "
+                        "teacher answers them")
+
+
 def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, task: Task, texts: list[str],
                     pool: list[str], ids: list[str] | None = None) -> Measured:
     """Cached answers where the cache has them, then recorded ones (teacher.recorded); a teacher we pay by the
@@ -125,7 +136,7 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
     answers = _with_recorded(config, source, source.cached(), ids)
     from_cache = sum(a is not None for a in answers)
     if not config.teacher.live:
-        answers = [a or Answer(error=NOT_RECORDED) for a in answers]
+        _refuse_unrecorded(config, texts, answers)
     per_token = costs.priced_per_token(config.cost)
     key = timing_key(config, source.keys + extra.keys)
     stored = None if per_token or config.compare.retime_teacher or from_cache < len(answers) else load_timing(
