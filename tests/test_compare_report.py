@@ -217,3 +217,4 @@ def test_report_names_the_billed_token_prices_and_the_cached_share(tmp_path: Pat
     text = (tmp_path / "report.md").read_text()
     assert ("teacher tokens $0.14 per 1M input ($0.0042 cached), $0.42 per 1M output; 75% of the teacher's prompt "
             "tokens were served from its provider's cache") in text
+    assert "Prices used: teacher per token," in text and "per accelerator" not in text, "no hourly fleet to price"

@@ -209,7 +209,10 @@ def _rising(metrics: dict[str, Any]) -> str:
 
 
 def _fleet(prices: dict[str, Any]) -> str:
-    """The teacher's hourly price as used: per accelerator, times the accelerators serving it."""
+    """The teacher's hourly price as used: per accelerator, times the accelerators serving it; none for a teacher
+    priced per token (its prices follow)."""
+    if prices["teacher_input_per_1m"] is not None and prices["teacher_output_per_1m"] is not None:
+        return "per token"
     gpus = prices.get("teacher_gpus") or 1
     fleet = prices.get("teacher_fleet_per_hour", prices["teacher_price_per_hour"] * gpus)
     return f"${prices['teacher_price_per_hour']}/h per accelerator x {gpus} = ${fleet:g}/h for its fleet"

@@ -128,7 +128,7 @@ def curve_plot(curve: dict[str, Any], quality_name: str) -> bytes:
         ax.errorbar([p["labels"] for p in points], [p[measure] for p in points], yerr=[low, high], fmt="o-",
                     capsize=3, color=color, label=label)
         if measure == "agreement" and curve[measure] is not None:  # quality's bar is on the difference
-            ax.axhline(curve[measure]["target"], color=color, linestyle=":", label=f"{label} bar")
+            ax.axhline(curve[measure]["bar"], color=color, linestyle=":", label=f"{label} bar")
     ax.set(xscale="log", xlabel="kept teacher labels", ylabel="score", ylim=(-0.02, 1.02),
            title="Student quality against labels")
     ax.grid(alpha=0.3)
