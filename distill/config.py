@@ -491,6 +491,9 @@ class Config(Strict):
             raise ValueError("cost.teacher_gpus: a teacher at teacher.url priced per hour needs the number of "
                              "accelerators serving it, all replicas together (e.g. 4 URLs of 8 GPUs each: 32); "
                              "or give per-token prices (cost.teacher_input_per_1m, cost.teacher_output_per_1m)")
+        if not self.teacher.live and self.teacher.fidelity_check:
+            raise ValueError("teacher.fidelity_check: it asks a live teacher without constraints, and recorded answers "
+                             "alone (teacher.recorded, no teacher.model) have none; set it to 0")
         if not self.teacher.live and priced_per_hour:  # no server of ours answers: there is no hour to price
             raise ValueError("cost.teacher_input_per_1m, cost.teacher_output_per_1m: recorded answers alone "
                              "(teacher.recorded, no teacher.model) are priced by the tokens they were billed for; "

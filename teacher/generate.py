@@ -423,12 +423,11 @@ def _manifest_counts(counts: Counter[str], oversize: int, unrecorded: int, count
 
 def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[str]) -> str | None:
     """Why the run is not complete (rows a rerun would ask for again), or None; sets or clears the marker that
-    makes the next run ask again for invalid answers."""
+    makes the next run ask again for invalid answers. Rows left unsent by teacher.max_cost do not count: the budget
+    is per run, so rerunning would spend it again; a higher max_cost (a new key) sends them."""
     reasons = []
     if failed:
         reasons.append(f"{failed} rows failed")
-    if counts["not_sent"]:
-        reasons.append(f"{counts['not_sent']} rows were not sent")
     share = counts["invalid"] / counts["answered"] if counts["answered"] else 0.0
     if share > config.teacher.max_invalid_rate and config.teacher.live:  # recorded answers cannot be asked again
         reasons.append(f"{share:.0%} of the answers were invalid (> teacher.max_invalid_rate)")

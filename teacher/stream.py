@@ -52,14 +52,16 @@ class Budget:
         self.started = time.monotonic()
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_tokens = 0
 
     def add(self, answer: Answer) -> None:
         self.prompt_tokens += answer.prompt_tokens
         self.completion_tokens += answer.completion_tokens
+        self.cached_tokens += answer.cached_tokens
 
     def spent(self) -> float:
         return costs.labelling_cost(self.cost, time.monotonic() - self.started, self.prompt_tokens,
-                                    self.completion_tokens, self.teacher)
+                                    self.completion_tokens, self.teacher, self.cached_tokens)
 
     def exhausted(self) -> bool:
         return self.limit is not None and self.spent() >= self.limit
@@ -143,6 +145,7 @@ class Labeller:
         self.oversize, self.sink, self.checks = oversize, sink, checks
         self.health = Health(checks.invalid, checks.max_invalid_rate)
         self.copies: dict[str, list[tuple[Chunk, int]]] = {}  # key in flight -> other rows of the same text
+        self.retried: set[str] = set()  # keys whose cached invalid answer is asked again
         self.settled: dict[str, Answer] = {}  # answers of keys owned by chunks not yet drained
         self.reader = ResponseCache(cache_path)
         self.writer = CacheWriter(cache_path)
@@ -246,6 +249,7 @@ class Labeller:
         if self.checks.retry_invalid:
             kept = {k: a for k, a in cached.items() if not self.checks.invalid(a)}
             self.counters.retried_invalid += len(cached) - len(kept)
+            self.retried.update(cached.keys() - kept.keys())
             cached = kept
         chunk = Chunk(start, part, keys, [cached.get(k) for k in keys],
                       {i: self.oversize[start + i] for i in range(len(part)) if start + i in self.oversize})
@@ -280,13 +284,16 @@ class Labeller:
         if answer.error is None:
             self.writer.add(chunk.keys[i], answer)
             self.counters.received += 1
-            self._check_health(chunk.examples[i].text, answer)
+            self._check_health(chunk.examples[i].text, answer, retried=chunk.keys[i] in self.retried)
         self.budget.add(answer)
         self.breaker.record(answer)
         return answer
 
-    def _check_health(self, text: str, answer: Answer) -> None:
-        self.health.record(answer)
+    def _check_health(self, text: str, answer: Answer, retried: bool) -> None:
+        # A row asked again because its cached answer was invalid may truly be one the teacher answers badly: such
+        # rows would fill the window and stop every retry run, so only the token count judges them.
+        if not retried:
+            self.health.record(answer)
         if self.checks.prompt_tokens is not None and self.health.wants_tokens(self.counters.received - 1):
             self.health.check_tokens(answer.prompt_tokens, self.checks.prompt_tokens(text))
 

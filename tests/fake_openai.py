@@ -70,12 +70,15 @@ class FakeEndpoint:
                 return 503, {"error": {"message": "shutting down"}}
         if "prompt" in body:
             return 200, self._completion(body)
-        return 200, {
+        return 200, self._chat(body, self.script(user)[0] if self.script else self.answer)
+
+    def _chat(self, body: dict, answer: str) -> dict:
+        return {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": i, "finish_reason": self.finish_reason,
-                         "message": {"role": "assistant", "content": self.answer},
-                         "logprobs": {"content": [{"token": self.answer, "logprob": -0.25, "bytes": None,
-                                                   "top_logprobs": [{"token": self.answer, "logprob": -0.25,
+                         "message": {"role": "assistant", "content": answer},
+                         "logprobs": {"content": [{"token": answer, "logprob": -0.25, "bytes": None,
+                                                   "top_logprobs": [{"token": answer, "logprob": -0.25,
                                                                      "bytes": None}]}]}}
                         for i in range(body.get("n", 1))],
             "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},

@@ -3,9 +3,12 @@ import pytest
 from distill import cost
 from distill.compare.build import agreement, row_scores
 from distill.compare.metrics import latency_percentiles, mean
-from distill.config import CostConfig
+from distill.config import CostConfig, load_config
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
+from helpers import DEMO_INPUTS, study_config, write_config
+from teacher.client import Answer
+from teacher.stream import Budget
 
 HOURLY = CostConfig(teacher_price_per_hour=3.6, student_price_per_hour=1.8, train_price_per_hour=3.6)
 API = CostConfig(teacher_price_per_hour=0, student_price_per_hour=1.8, train_price_per_hour=3.6,
@@ -94,3 +97,14 @@ def test_a_cached_price_needs_the_token_prices() -> None:
     with pytest.raises(ValueError, match="teacher_cached_input_per_1m needs"):
         CostConfig(teacher_price_per_hour=0, student_price_per_hour=1, train_price_per_hour=1,
                    teacher_cached_input_per_1m=0.01)
+
+
+def test_teacher_max_cost_counts_cached_prompt_tokens_at_their_price(tmp_path) -> None:
+    """The budget that stops labelling spends what the provider bills: 300 of 400 prompt tokens cached."""
+    prices = {"teacher_price_per_hour": 0, "student_price_per_hour": 1, "train_price_per_hour": 1,
+              "teacher_input_per_1m": 0.14, "teacher_cached_input_per_1m": 0.0042, "teacher_output_per_1m": 0.42}
+    config = load_config(write_config(tmp_path / "c.yaml", study_config("smollm2-135m-instruct", DEMO_INPUTS,
+                                                                        cost=prices)))
+    budget = Budget(config)
+    budget.add(Answer(prompt_tokens=400, completion_tokens=2, cached_tokens=300))
+    assert budget.spent() == pytest.approx((100 * 0.14 + 300 * 0.0042 + 2 * 0.42) / 1e6)

@@ -78,6 +78,7 @@ def test_max_cost_stops_cleanly_and_a_later_run_continues(tmp_path: Path) -> Non
         manifest = generate(load_config(write_config(tmp_path / "c.yaml", config)), RunLayout(tmp_path))
         assert len(fake.requests) == 3
     assert manifest["stopped_by_max_cost"] and manifest["counts"]["not_sent"] == 37
+    assert manifest.get("partial") is None, "the budget is per run: a rerun of the same config would spend it again"
     assert manifest["spent_this_run"] == pytest.approx(0.036)
     assert sum(r["error"] == NOT_SENT for r in _rows(tmp_path)) == 37
     with FakeEndpoint() as fake:

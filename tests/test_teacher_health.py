@@ -271,3 +271,29 @@ def test_the_dry_run_refuses_an_oversize_row_as_the_real_run_does(tmp_path: Path
     path = write_config(tmp_path / "c.yaml", config)
     result = runner.invoke(app, ["generate", "-c", str(path), "--run-dir", str(tmp_path), "--dry-run"])
     assert result.exit_code == 1 and "exceeds max_model_len 64" in result.stderr
+
+
+def test_a_retry_of_rows_the_teacher_truly_answers_badly_finishes_instead_of_stopping_every_run(
+        tmp_path: Path) -> None:
+    """A healthy teacher that answers a third of the rows outside the label set: asked again, it answers them
+    badly again. Those re-asked rows must not fill the health window, or every retry run stops and re-marks."""
+    def script(text: str) -> tuple[str, float]:
+        return ("no idea" if len(text) % 3 == 0 else "billing"), -0.1
+
+    with FakeEndpoint(script=script) as fake:
+        first = generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
+        assert 16 <= first["counts"]["invalid"] < 32 and first.get("partial") is None  # enough to fill the window
+        result = runner.invoke(app, ["generate", "-c", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path),
+                                     "--retry-invalid"])
+        assert result.exit_code == 0, result.output
+    assert not (tmp_path / "generate" / "retry-invalid.json").exists()
+
+
+def test_recorded_answers_alone_refuse_a_fidelity_check(tmp_path: Path) -> None:
+    config = study_config("fake-model", DEMO_INPUTS, cost={"teacher_price_per_hour": 0, "student_price_per_hour": 1,
+                                                           "train_price_per_hour": 1, "teacher_input_per_1m": 1,
+                                                           "teacher_output_per_1m": 1})
+    answers = write_csv(tmp_path / "answers.csv", [{"text": "hello", "answer": "billing"}])
+    config["teacher"] = {"recorded": str(answers), "fidelity_check": 5}
+    with pytest.raises(UserError, match="teacher.fidelity_check"):
+        load_config(write_config(tmp_path / "r.yaml", config))
