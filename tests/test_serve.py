@@ -282,6 +282,21 @@ def test_traffic_becomes_inputs_and_recorded_teacher_answers(tmp_path: Path) -> 
     assert pair["request"]["model"] == "fake-model" and pair["response"]["choices"][0]["message"]["content"] == (
         "billing")
     assert len(lines(layout.serve.traffic)) == 3
+    _next_run_asks_only_what_the_teacher_never_answered(tmp_path, path, layout)
+
+
+def _next_run_asks_only_what_the_teacher_never_answered(tmp_path: Path, path: Path, layout: RunLayout) -> None:
+    """The next run labels the served inputs; the escalated one is a recorded teacher answer, never paid again."""
+    from teacher.generate import generate
+
+    raw = yaml_load(path)
+    raw["data"] = {k: v for k, v in raw["data"].items() if k not in ("test_size", "max_test")}
+    raw["data"] |= {"inputs": str(layout.serve.inputs), "test": str(DEMO_INPUTS)}
+    with FakeEndpoint(answer="refund") as teacher:
+        raw["teacher"] |= {"url": teacher.url, "recorded": str(layout.serve.teacher_answers)}
+        manifest = generate(load_config(write_config(tmp_path / "next.yaml", raw)), RunLayout(tmp_path / "next"))
+        assert [r["messages"][-1]["content"] for r in teacher.requests] == ["refund now"]
+    assert manifest["counts"]["labelled"] == 2 and manifest["counts"]["requests_sent"] == 1
 
 
 def test_the_log_rotates_and_a_restart_does_not_repeat_inputs(tmp_path: Path) -> None:
