@@ -87,6 +87,11 @@ class ResponseCache:
             self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
             self.db.execute("COMMIT")
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany("DELETE FROM answers WHERE key = ?", [(key,) for key in keys])
+        self.db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
 

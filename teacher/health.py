@@ -79,6 +79,7 @@ class Health:
     last_bad: str | None = None
     checked_tokens: int = 0
     reason: str | None = None
+    prompts_ignored: bool = False  # tripped by the token count: even its valid-looking answers are not to be kept
 
     def record(self, answer: Answer) -> None:
         bad = self.invalid(answer)
@@ -99,5 +100,6 @@ class Health:
     def check_tokens(self, reported: int, counted: int) -> None:
         self.checked_tokens += 1
         if self.reason is None and counted and not 1 / TOKEN_RATIO <= reported / counted <= TOKEN_RATIO:
+            self.prompts_ignored = True
             self.reason = (f"the server reported {reported} prompt tokens for a prompt of {counted} tokens by the "
                            "teacher's tokenizer (it is not reading the prompts it is sent)")

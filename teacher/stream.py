@@ -146,6 +146,7 @@ class Labeller:
         self.health = Health(checks.invalid, checks.max_invalid_rate)
         self.copies: dict[str, list[tuple[Chunk, int]]] = {}  # key in flight -> other rows of the same text
         self.retried: set[str] = set()  # keys whose cached invalid answer is asked again
+        self.answered_keys: list[str] = []  # answers received in this run, in order
         self.settled: dict[str, Answer] = {}  # answers of keys owned by chunks not yet drained
         self.reader = ResponseCache(cache_path)
         self.writer = CacheWriter(cache_path)
@@ -175,13 +176,24 @@ class Labeller:
         urls = ', '.join(target.base_urls) if target else '?'
         if self.health.reason is not None:
             raise TeacherUnhealthy(f"teacher at {urls}: stopped, the server looks broken: {self.health.reason}. Read "
-                                   f"{self.checks.where}, restart the teacher, and rerun: the invalid answers will "
-                                   "be asked again")
+                                   f"{self.checks.where}, restart the teacher, and rerun: {self._forget_if_blind()}")
         if self.breaker.reason is not None:
             raise TeacherFailing(f"teacher at {', '.join(target.base_urls) if target else '?'}: stopped, "
                                  f"{self.breaker.reason}. The {self.counters.received} answers received are cached; "
                                  "fix the teacher and rerun to continue.")
         return self.counters
+
+    def _forget_if_blind(self) -> str:
+        """A server that does not read its prompts answers valid-looking labels all the same: every answer it gave
+        this run leaves the cache, so the rerun asks for them again. Otherwise only the invalid ones are."""
+        if not self.health.prompts_ignored:
+            return "the invalid answers will be asked again"
+        cache = ResponseCache(self.reader.path)
+        try:
+            cache.delete_many(self.answered_keys)
+        finally:
+            cache.close()
+        return f"the {len(self.answered_keys)} answers it gave in this run were removed and will be asked again"
 
     async def _run(self, target: Target | None, to_send: int) -> None:
         teacher = self.config.teacher
@@ -283,6 +295,7 @@ class Labeller:
         self.counters.sent += 1
         if answer.error is None:
             self.writer.add(chunk.keys[i], answer)
+            self.answered_keys.append(chunk.keys[i])
             self.counters.received += 1
             self._check_health(chunk.examples[i].text, answer, retried=chunk.keys[i] in self.retried)
         self.budget.add(answer)

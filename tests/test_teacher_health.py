@@ -123,9 +123,12 @@ def test_prompt_token_counts_far_from_the_tokenizer_stop_the_stage(tmp_path: Pat
             return {"input_ids": [[0] * 600 for _ in texts]}
 
     monkeypatch.setattr(teacher.generate, "_local_tokenizer", lambda config: SixHundredTokens())
-    with FakeEndpoint() as fake, pytest.raises(UserError, match="reported 11 prompt tokens for a prompt of 600"):
+    with FakeEndpoint() as fake, pytest.raises(UserError, match="reported 11 prompt tokens for a prompt of 600"
+                                                                 ".*answers it gave in this run were removed"):
         generate(_config(tmp_path, fake.url), RunLayout(tmp_path))
     assert len(fake.requests) < 40 and not (tmp_path / "generate" / "manifest.json").exists()
+    # A server that does not read its prompts still answers valid labels: none of them may become training data.
+    assert _labelled_in_cache(tmp_path) == 0
 
 
 def test_a_row_the_teacher_refuses_makes_the_run_partial_and_is_never_the_probe(tmp_path: Path) -> None:
