@@ -319,7 +319,9 @@ def remove_outputs(files: TrainFiles) -> None:
 def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFiles, best_step: int | None,
                       seconds: float) -> dict[str, Any]:
     history = json.loads(files.curves_json.read_text())
-    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * config.student.epochs
+    # Epochs as trained, not as asked: early stopping ends a run before student.epochs.
+    epochs = trainer.state.epoch or config.student.epochs
+    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * epochs
     rising = still_rising(history)
     if rising:
         log.warning("the task score on the eval split was still rising at the last evaluation (the kept "
