@@ -93,8 +93,8 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, override
                 before(layout)
             manifest = get_stage(stage).run(config, layout)
         typer.echo(f"{stage}: done, {manifest['counts']} -> {layout.stage_dir(stage)}")
-        if stage == "compare":
-            metrics = json.loads(layout.compare.metrics.read_text())
+        if (results := get_stage(stage).results) is not None:
+            metrics = results(layout)
             _print_report(metrics, layout)
             _exit_on_failed_gates(check_gates(gates or [], metrics))
 

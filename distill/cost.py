@@ -157,3 +157,24 @@ def measuring_cost(cost: CostConfig, timings: dict[str, float], teacher: Teacher
     student_seconds = sum(timings.get(name, 0.0) for name in ("student", "merged", "baseline"))
     return (timings.get("teacher", 0.0) * teacher_hourly(cost, teacher)
             + student_seconds * cost.student_price_per_hour) / SECONDS_PER_HOUR
+
+
+
+def _prices(manifest: dict) -> tuple[CostConfig, TeacherConfig]:
+    """The prices and teacher a stage ran with, from its manifest."""
+    config = manifest["config"]
+    return CostConfig.model_validate(config["cost"]), TeacherConfig.model_validate(config["teacher"])
+
+
+def generate_cost(manifest: dict) -> float:
+    price, teacher = _prices(manifest)
+    return labelling_cost_from_manifest(price, manifest, teacher)
+
+
+def train_cost(manifest: dict) -> float:
+    return training_cost(_prices(manifest)[0], training_seconds(manifest))
+
+
+def compare_cost(manifest: dict) -> float:
+    price, teacher = _prices(manifest)
+    return measuring_cost(price, manifest.get("timings", {}), teacher)

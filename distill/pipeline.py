@@ -164,7 +164,7 @@ def decide(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_ke
     if state.state == "complete":
         return "skipped", state.reason
     threshold = config.student.retrain_min_new_rows if may_keep else 0
-    if (stage.name == "train" and threshold and state.state == "stale" and state.manifest is not None
+    if (stage.keeps_outputs and threshold and state.state == "stale" and state.manifest is not None
             and state.manifest.get("config_key") == config_key(stage, config)):
         new_rows = _new_training_rows(layout)
         if new_rows < threshold:

@@ -44,6 +44,10 @@ class Stage:
     upstream: str | None  # the stage whose outputs it reads
     also_reads: tuple[str, ...] = ()  # earlier stages whose outputs it reads too (compare: generate's test split)
     fingerprint: Callable[[Config], Any] | None = None  # what identifies a model it reads, beyond its name
+    # What a finished run of it cost, from its manifest (prices and teacher as it ran with them); None: nothing.
+    cost: Callable[[Manifest], float] | None = None
+    keeps_outputs: bool = False  # may keep its current outputs when too few new rows arrived (retrain_min_new_rows)
+    results: Callable[[RunLayout], dict[str, Any]] | None = None  # what the CLI prints and gates read after it
 
     @property
     def command(self) -> str:

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill import cost as costs
-from distill.config import Config, CostConfig, TeacherConfig
+from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.pipeline import STAGES, get_stage, running_stage, stage_state
-from distill.stages import Manifest
-
-
-def stage_cost(stage: str, manifest: Manifest) -> float:
-    """What the stage cost at the prices in the config it ran with."""
-    price = CostConfig.model_validate(manifest["config"]["cost"])
-    teacher = TeacherConfig.model_validate(manifest["config"]["teacher"])
-    if stage == "generate":
-        return costs.labelling_cost_from_manifest(price, manifest, teacher)
-    if stage == "train":
-        return costs.training_cost(price, costs.training_seconds(manifest))
-    if stage == "compare":
-        return costs.measuring_cost(price, manifest.get("timings", {}), teacher)
-    return 0.0
+from distill.stages import Manifest, Stage
 
 
 def stage_states(layout: RunLayout, config: Config | None = None) -> list[dict[str, Any]]:
@@ -42,5 +28,12 @@ def stage_states(layout: RunLayout, config: Config | None = None) -> list[dict[s
         states.append({"stage": name, "state": "running" if name == running else state.state,
                        "finished_at": manifest.get("finished_at"),
                        "seconds": manifest.get("seconds"),
-                       "cost": stage_cost(name, manifest) if manifest else None})
+                       "cost": _cost(get_stage(name), manifest)})
     return states
+
+
+def _cost(stage: Stage, manifest: Manifest) -> float | None:
+    """What the stage cost at the prices it ran with; None where it has not finished."""
+    if not manifest:
+        return None
+    return stage.cost(manifest) if stage.cost is not None else 0.0

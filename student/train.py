@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill import cost as costs
 from distill.artifacts import finite, read_rows, write_bytes, write_json
 from distill.config import Config, StudentConfig
 from distill.errors import UserError
@@ -379,4 +380,5 @@ def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
 
 
 STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"), upstream="filter",
-              fingerprint=lambda config: config.teacher.model if config.student.distill_weight else None)
+              fingerprint=lambda config: config.teacher.model if config.student.distill_weight else None,
+              cost=costs.train_cost, keeps_outputs=True)

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from distill import cost as costs
 from distill.artifacts import write_rows
 from distill.config import Config, TeacherConfig
 from distill.data.inputs import Example, split_inputs
@@ -438,4 +439,4 @@ def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[
 
 
 STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None,
-              fingerprint=stage_fingerprint)
+              fingerprint=stage_fingerprint, cost=costs.generate_cost)

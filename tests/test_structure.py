@@ -72,3 +72,16 @@ def test_imports_only_go_down(monkeypatch) -> None:
 
     monkeypatch.chdir(REPO)
     assert lint_imports(no_cache=True) == 0, "an import runs up a layer: run `lint-imports` to see which"
+
+
+def test_nothing_branches_on_a_stage_name() -> None:
+    """What runs stages (the CLI, the pipeline, status) asks each stage's declaration (its cost, whether it may
+    keep its outputs, its results): a comparison with a stage's name there has found a missing field."""
+    names = {"generate", "filter", "train", "compare"}
+    found = []
+    for path in (REPO / "distill" / f"{name}.py" for name in ("cli", "pipeline", "status", "stages")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(
+                    isinstance(side, ast.Constant) and side.value in names for side in [node.left, *node.comparators]):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not found, found

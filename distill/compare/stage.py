@@ -17,6 +17,7 @@ that prompt (what fine-tuning bought over prompting alone).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -300,4 +301,5 @@ def _costed_latencies(config: Config, m: Measured) -> list[float]:
 
 
 STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train",
-              also_reads=("generate",))  # the test split, and what labelling cost
+              also_reads=("generate",),  # the test split, and what labelling cost
+              cost=costs.compare_cost, results=lambda layout: json.loads(layout.compare.metrics.read_text()))
