@@ -39,15 +39,20 @@ def test_too_short_max_len_is_refused(tokenizer) -> None:
         encode_example(tokenizer, "x\nCategory:", " product_question", max_len=2)
 
 
+def _filtered(run_dir: Path, train: int, held_out: int) -> None:
+    """A finished filter stage: `train` training rows and `held_out` eval rows of two labels."""
+    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
+            for i in range(train + held_out)]
+    write_rows(run_dir / "filter" / "train.parquet", rows[:train])
+    write_rows(run_dir / "filter" / "eval.parquet", rows[train:])
+    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter"})
+
+
 def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, tiny_model: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
-            for i in range(16)]
-    write_rows(tmp_path / "filter" / "train.parquet", rows[:12])
-    write_rows(tmp_path / "filter" / "eval.parquet", rows[12:])
-    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    _filtered(tmp_path, train=12, held_out=4)
     config = study_config(tiny_model, DEMO_INPUTS)
     config["student"].update({"epochs": 2, "batch_size": 4, "learning_rate": 0.01})
     config["compare"] = {"student_serving": "merged"}
@@ -136,11 +141,7 @@ def test_a_retrain_leaves_no_output_of_the_earlier_training(tmp_path: Path, tiny
     by compare (which serves a merged student only where this training's manifest lists it)."""
     from distill.compare.stage import trained_merged
 
-    rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
-            for i in range(12)]
-    write_rows(tmp_path / "filter" / "train.parquet", rows[:8])
-    write_rows(tmp_path / "filter" / "eval.parquet", rows[8:])
-    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    _filtered(tmp_path, train=8, held_out=4)
     config = study_config(tiny_model, DEMO_INPUTS)
     config["student"].update({"epochs": 1, "batch_size": 4})
     layout = RunLayout(tmp_path)
