@@ -379,6 +379,7 @@ def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"), upstream="filter",
+STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"),
+              consumes=("filter",), produces=("adapter/", "trained_ids.json"),
               fingerprint=lambda config: config.teacher.model if config.student.distill_weight else None,
               cost=costs.train_cost, keeps_outputs=True)

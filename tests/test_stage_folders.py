@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from distill.artifacts import sha256_file
+from distill.artifacts import sha256_file, write_json
 from distill.compare import stage as compare_stage
 from distill.compare.contestants import Contestant, Server, Setup, student_requests
 from distill.config import Config, load_config
 from distill.filter.stage import filter_stage
 from distill.layout import RunLayout
-from distill.stages import StageRecorder
+from distill.pipeline import get_stage
+from distill.stages import StageRecorder, unfinished
 from fake_openai import FakeEndpoint
 from helpers import DEMO_INPUTS, study_config, write_config
 from student.card import write_model_cards
@@ -41,7 +42,8 @@ def _trained(config: Config, layout: RunLayout) -> None:
     layout.train.adapter.mkdir(parents=True)
     (layout.train.adapter / "adapter_model.safetensors").write_bytes(b"weights")
     write_model_cards(config, layout, {"steps": 3, "train_rows": 20})
-    recorder.finish(outputs=[layout.train.adapter], counts={"train_rows": 20, "steps": 3})
+    write_json(layout.train.trained_ids, [])
+    recorder.finish(outputs=[layout.train.adapter, layout.train.trained_ids], counts={"train_rows": 20, "steps": 3})
 
 
 def _fake_student(url: str) -> Contestant:
@@ -69,6 +71,7 @@ def test_each_stage_changes_files_only_in_its_own_folder(tmp_path: Path, monkeyp
             before = _files(layout.root)
             run(config, layout)
             assert _outside(_files(layout.root), name) == _outside(before, name), f"{name} wrote outside {name}/"
+            assert unfinished(get_stage(name), layout) is None, f"{name} made what it declares it produces"
         asked = len(teacher.requests)
         compare_stage.compare(config, layout)
         assert len(teacher.requests) == asked, "the teacher's answers and timing are paid for once"

@@ -213,6 +213,6 @@ TEACHER = Contestant("teacher", "teacher", "", requests=lambda setup, texts: [],
                      measure=lambda s: measure_teacher(s.config, s.layout, s.recorder, s.task, s.texts, s.pool, s.ids))
 CONTESTANTS = (TEACHER, ADAPTER, BASELINE, MERGED)  # measured in this order; metrics.json keys them by name
 
-STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"), upstream="train",
-              also_reads=("generate",),  # the test split, and what labelling cost
+STAGE = Stage("compare", compare, reads=("task", "teacher", "student", "compare", "cost"),
+              consumes=("generate", "train"), produces=("metrics.json",),  # generate: the test split, labelling's cost
               cost=costs.compare_cost, results=lambda layout: json.loads(layout.compare.metrics.read_text()))
