@@ -65,7 +65,8 @@ def sweep_pool(config: Config, layout: RunLayout, texts: list[str]) -> list[str]
 
 class TeacherAnswers:
     """The teacher's answers to the test queries (keys as generate makes them): read from generate's cache where
-    it labelled the same request, never written there; paid for here, they are kept in compare's own store."""
+    it labelled the same request, never written there; all of them are kept in compare's own store, so that store
+    alone answers the test set for the next run or a study's variant."""
 
     def __init__(self, config: Config, task: Task, layout: RunLayout, texts: list[str]) -> None:
         self.texts = texts
@@ -209,7 +210,8 @@ def _costed_latencies(config: Config, m: Measured) -> list[float]:
     return costed_point(m.points, config.compare.latency_slo_ms).latencies if m.points else []
 
 
-TEACHER = Contestant("teacher", "teacher", "", requests=lambda setup, texts: [],
+# The teacher measures itself: its answers may have been paid for already, and how it is served says how it is timed.
+TEACHER = Contestant("teacher", "teacher", "vLLM, an endpoint or recorded answers", requests=lambda setup, texts: [],
                      measure=lambda s: measure_teacher(s.config, s.layout, s.recorder, s.task, s.texts, s.pool, s.ids))
 CONTESTANTS = (TEACHER, ADAPTER, BASELINE, MERGED)  # measured in this order; metrics.json keys them by name
 
