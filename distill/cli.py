@@ -80,18 +80,20 @@ def _stage_command(stage: str, config_path: Path, run_dir: Path | None, override
     from distill.compare.gates import check_gates, parse_gate
     from distill.console import stage_log
     from distill.layout import RunLayout
-    from distill.pipeline import default_run_dir, get_stage, mark_running, run_lock
+    from distill.pipeline import check_chain, default_run_dir, get_stage, mark_running, run_lock
 
     def action() -> None:
         config = load_config(config_path, overrides or ())
         for gate in gates or []:
             parse_gate(gate)
         layout = RunLayout(run_dir or default_run_dir(config))
-        with run_lock(layout), stage_log(stage, layout.stage_log(stage)):
-            mark_running(layout, stage)
-            if before is not None:
-                before(layout)
-            manifest = get_stage(stage).run(config, layout)
+        with run_lock(layout):
+            check_chain((stage,), layout)  # under the lock: no other run can change what it consumes meanwhile
+            with stage_log(stage, layout.stage_log(stage)):
+                mark_running(layout, stage)
+                if before is not None:
+                    before(layout)
+                manifest = get_stage(stage).run(config, layout)
         typer.echo(f"{stage}: done, {manifest['counts']} -> {layout.stage_dir(stage)}")
         if (results := get_stage(stage).results) is not None:
             metrics = results(layout)

@@ -111,6 +111,13 @@ class CompareFiles:
     def report_html(self) -> Path:
         return self.folder / "report.html"
 
+    @property
+    def teacher_answers(self) -> Path:  # the teacher's answers to the test queries and its timing, paid once
+        return self.folder / "teacher_answers.sqlite"
+
+    def model_card(self, student: str) -> Path:  # train's card of the student ("adapter", "merged") with results
+        return self.folder / f"{student}_card.md"
+
     def server_log(self, model: str) -> Path:
         return self.folder / f"{model}_server.log"
 

@@ -24,7 +24,7 @@ from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.models import check_models
 from distill.present import quality_name
-from distill.stages import Manifest, Stage, config_key, main_process, stage_key
+from distill.stages import Manifest, Stage, config_key, main_process, stage_key, unfinished
 
 STAGES = ("generate", "filter", "train", "compare")
 
@@ -52,6 +52,20 @@ def get_stage(name: str) -> Stage:
     if name not in STAGES:
         raise UserError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
     return stage_registry()[name]
+
+
+def check_chain(names: tuple[str, ...], layout: RunLayout) -> None:
+    """Before the first of `names` runs: every stage each consumes runs before it among `names`, or has finished
+    with what it declares it produces. All problems in one error, each naming the stage to run."""
+    problems, ahead = [], set()
+    for name in names:
+        for needed in get_stage(name).consumes:
+            why = None if needed in ahead else unfinished(get_stage(needed), layout)
+            if why is not None:
+                problems.append(f"{name} consumes the {needed} stage, which {why}; run `distill {needed}` first")
+        ahead.add(name)
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 @contextmanager
@@ -200,6 +214,7 @@ def run_pipeline(config: Config, layout: RunLayout, force: str | None = None, ga
     for gate in gates:  # a typo in a gate must not wait for hours of stages to surface
         parse_gate(gate)
     check_models(config)  # a student that cannot load must not wait until every label is paid for
+    check_chain(STAGES, layout)
     summary = RunSummary(run_dir=str(layout.root), started_at=datetime.now(UTC).isoformat())
     with run_lock(layout):
         if set_up is not None:

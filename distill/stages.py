@@ -41,8 +41,8 @@ class Stage:
     name: str
     run: Callable[[Config, RunLayout], Manifest]
     reads: tuple[str, ...]  # config sections or dotted keys
-    upstream: str | None  # the stage whose outputs it reads
-    also_reads: tuple[str, ...] = ()  # earlier stages whose outputs it reads too (compare: generate's test split)
+    consumes: tuple[str, ...] = ()  # the stages whose outputs it reads: each runs before it, or has finished
+    produces: tuple[str, ...] = ()  # the outputs later stages read (paths in its folder; "name/": a folder)
     fingerprint: Callable[[Config], Any] | None = None  # what identifies a model it reads, beyond its name
     # What a finished run of it cost, from its manifest (prices and teacher as it ran with them); None: nothing.
     cost: Callable[[Manifest], float] | None = None
@@ -95,7 +95,8 @@ def config_key(stage: Stage, config: Config) -> str:
 
 
 def stage_key(stage: Stage, config: Config, layout: RunLayout) -> str:
-    upstream = {name: _recorded_outputs(layout, name) for name in (stage.upstream, *stage.also_reads) if name}
+    # Keyed by stage name, so the order of `consumes` is no part of a key.
+    upstream = {name: _recorded_outputs(layout, name) for name in stage.consumes}
     return digest({"config": config_key(stage, config), "upstream": upstream})
 
 
@@ -163,7 +164,7 @@ class StageRecorder:
             "timings": self.timings,
             "counts": counts,
             "inputs": {"files": input_files(self.stage, self.config),
-                       "stages": [name for name in (self.stage.upstream, *self.stage.also_reads) if name]},
+                       "stages": list(self.stage.consumes)},
             "outputs": hash_outputs(self.stage_dir, outputs),
             "packages": package_versions(),
             "config": self.config.model_dump(mode="json"),
@@ -171,6 +172,23 @@ class StageRecorder:
         }
         write_json(self.layout.manifest(self.stage.name), manifest)
         return manifest
+
+
+def unfinished(stage: Stage, layout: RunLayout) -> str | None:
+    """Why later stages cannot read this stage's outputs (no manifest, or a declared product missing), else None.
+    Cheap: hashes are checked where a stage's state is decided (pipeline.stage_state), not here."""
+    path = layout.manifest(stage.name)
+    if not path.exists():
+        return f"has not finished in {layout.root} (no {MANIFEST})"
+    outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+    missing = [name for name in stage.produces if not _present(path.parent, name, outputs)]
+    return f"finished without {', '.join(missing)}" if missing else None
+
+
+def _present(folder: Path, name: str, outputs: dict[str, str]) -> bool:
+    if name.endswith("/"):
+        return any(output.startswith(name) and (folder / output).is_file() for output in outputs)
+    return name in outputs and (folder / name).is_file()
 
 
 def read_manifest(layout: RunLayout, stage: str) -> Manifest:

@@ -1,10 +1,9 @@
 """Model cards: `train/adapter/README.md` and `train/merged/README.md` in the Hugging Face model-card format.
 
 Each says what the student is (base model, task, teacher), what it learned from (the labelled rows' hash and
-size), how it was trained, how well it did against the teacher (once compare has run), how to serve it with
-vLLM, and its limits. Train writes the cards; compare rewrites them with its results. So a card is prose
-rendered from the manifests and `compare/metrics.json`, and it is left out of train's output hashes: a card
-rewritten by compare must not make the trained weights look damaged.
+size), how it was trained, how to serve it with vLLM, and its limits. Train writes them and hashes them with the
+weights. The results come later, from compare, which writes in its own folder: the same card with its results
+(`compare/adapter_card.md`, `compare/merged_card.md`), ready to publish beside the weights.
 """
 
 from __future__ import annotations
@@ -29,14 +28,6 @@ KNOWN_MODELS = {"smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct",
 TRAINED = ("steps", "train_rows", "eval_rows", "train_loss", "eval_loss", "best_step", "best_eval_task_score")
 
 
-def without_cards(outputs: list[Path]) -> list[Path]:
-    """Output paths with every file inside a folder listed, less the model cards (compare rewrites those)."""
-    files = []
-    for path in outputs:
-        files += [f for f in sorted(path.rglob("*")) if f.is_file() and f.name != CARD] if path.is_dir() else [path]
-    return files
-
-
 def base_model(ref: str) -> tuple[str, str | None]:
     """The base model's name for the card's front matter, and its licence where known (the catalogue's, or the
     one in a local model folder's own card)."""
@@ -51,20 +42,19 @@ def base_model(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
-def write_model_cards(config: Config, layout: RunLayout, training: dict[str, Any],
-                      metrics: dict[str, Any] | None = None) -> None:
-    """The adapter's card, and the merged copy's where one exists."""
+def write_model_cards(config: Config, layout: RunLayout, training: dict[str, Any]) -> None:
+    """The adapter's card, and the merged copy's where one exists (train's, without results)."""
     for folder, merged in ((layout.train.adapter, False), (layout.train.merged, True)):
         if folder.is_dir():
-            write_text(folder / CARD, model_card(config, layout, training, metrics, merged))
+            write_text(folder / CARD, model_card(config, layout, training, None, merged))
 
 
-def update_model_cards(config: Config, layout: RunLayout, metrics: dict[str, Any]) -> None:
-    """Compare's results into the student's cards. A train manifest that hashed its card (written before cards
-    were left out) keeps the card it has, so the student is not reported damaged."""
+def compared_cards(config: Config, layout: RunLayout, metrics: dict[str, Any]) -> dict[str, str]:
+    """Each card train wrote ("adapter", "merged"), now with compare's results: compare writes them in its folder."""
     train = read_manifest(layout, "train")
-    if not any(name.endswith(CARD) for name in train.get("outputs", {})):
-        write_model_cards(config, layout, {**train.get("counts", {}), **train}, metrics)
+    training = {**train.get("counts", {}), **train}
+    return {student: model_card(config, layout, training, metrics, student == "merged")
+            for student in ("adapter", "merged") if any(name.startswith(f"{student}/") for name in train["outputs"])}
 
 
 def model_card(config: Config, layout: RunLayout, training: dict[str, Any], metrics: dict[str, Any] | None,
@@ -120,8 +110,9 @@ def _training_section(config: Config, training: dict[str, Any]) -> list[str]:
 
 def _results_section(metrics: dict[str, Any] | None) -> list[str]:
     if metrics is None:
-        return ["## Results", "", "Not compared yet: `distill compare` measures teacher and student on the same "
-                "held-out queries and writes the results here.", ""]
+        return ["## Results", "", "Measured after training: `distill compare` measures teacher and student on the "
+                "same held-out queries and writes the results to `compare/report.md` in the run folder, with this "
+                "card and its results beside them (`compare/adapter_card.md`, `compare/merged_card.md`).", ""]
     t, s = metrics["teacher"], metrics["student"]
     rows = [(f"{quality_name(metrics)} vs gold", fmt(t.get("quality")), fmt(s.get("quality"))),
             ("agreement with the teacher", "1", fmt(metrics.get("agreement"))),

@@ -23,7 +23,7 @@ from distill.stages import Manifest, Stage, StageRecorder, main_process, read_ma
 from distill.tasks import Task, make_task
 from distill.tracking import prepare_trackers
 from student import distributed
-from student.card import without_cards, write_model_cards
+from student.card import write_model_cards
 from student.curves import curves, plot_curves, still_rising
 from student.distillation import SoftTargetCollator, first_target_ids, require_soft_targets, soft_target
 from student.evaluate import SCORE_KEY, SELECTION_KEY
@@ -295,10 +295,10 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step,
               "rationale_examples": rationale_examples(trainer.train_dataset)}
     summary = _training_summary(config, trainer, result, files, best_step, recorder.timings["train"])
-    write_model_cards(config, layout, counts | summary)  # before the manifest, though not hashed (compare rewrites)
+    write_model_cards(config, layout, counts | summary)
     return distributed.from_rank_zero(recorder.finish(
-        outputs=without_cards([p for p in (files.adapter, files.merged, files.curves_json, files.curves_png,
-                                           files.trained_ids) if p.exists()]),
+        outputs=[p for p in (files.adapter, files.merged, files.curves_json, files.curves_png, files.trained_ids)
+                 if p.exists()],
         counts=counts, **summary, resumed_from=Path(resume).name if resume else None,
         train_seconds_total=round(earlier_seconds + time.time() - recorder.started, 3),
         processes=distributed.world_size(),
@@ -379,6 +379,7 @@ def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"), upstream="filter",
+STAGE = Stage("train", train, reads=("task", "student", "compare.student_serving"),
+              consumes=("filter",), produces=("adapter/", "trained_ids.json"),
               fingerprint=lambda config: config.teacher.model if config.student.distill_weight else None,
               cost=costs.train_cost, keeps_outputs=True)

@@ -54,6 +54,30 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def read_answers(path: Path, keys: list[str]) -> dict[str, Answer]:
+    """Answers to `keys` in another owner's cache, read without writing to it (no file, no table created where
+    there is none): a later stage reads generate's labels this way."""
+    if not path.is_file():
+        return {}
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        return _lookup(db, keys)
+    except sqlite3.OperationalError:  # no answers table: nothing was ever stored there
+        return {}
+    finally:
+        db.close()
+
+
+def _lookup(db: sqlite3.Connection, keys: list[str]) -> dict[str, Answer]:
+    found = {}
+    for start in range(0, len(keys), _LOOKUP_BATCH):
+        batch = keys[start:start + _LOOKUP_BATCH]
+        marks = ",".join("?" * len(batch))
+        for key, raw in db.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", batch):
+            found[key] = Answer.from_row(msgspec.json.decode(raw))
+    return found
+
+
 class ResponseCache:
     """Reads on the caller's thread; writes through `CacheWriter`."""
 
@@ -63,13 +87,7 @@ class ResponseCache:
         self.db = _connect(path)
 
     def get_many(self, keys: list[str]) -> dict[str, Answer]:
-        found = {}
-        for start in range(0, len(keys), _LOOKUP_BATCH):
-            batch = keys[start:start + _LOOKUP_BATCH]
-            marks = ",".join("?" * len(batch))
-            for key, raw in self.db.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", batch):
-                found[key] = Answer.from_row(msgspec.json.decode(raw))
-        return found
+        return _lookup(self.db, keys)
 
     def present(self, keys: list[str]) -> set[str]:
         """Which of `keys` hold an answer, without reading the answers."""

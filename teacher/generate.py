@@ -438,5 +438,6 @@ def _partial(config: Config, files: GenerateFiles, failed: int, counts: Counter[
     return "; ".join(reasons) or None
 
 
-STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"), upstream=None,
+STAGE = Stage("generate", generate, reads=("task", "data", "teacher", "cost"),
+              produces=("outputs.parquet", "test.parquet"),
               fingerprint=stage_fingerprint, cost=costs.generate_cost)

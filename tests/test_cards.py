@@ -12,7 +12,7 @@ from distill.config import load_config
 from distill.filter.card import card_path, dataset_card
 from distill.layout import RunLayout
 from helpers import DEMO_INPUTS, study_config, write_config
-from student.card import update_model_cards, without_cards, write_model_cards
+from student.card import compared_cards, write_model_cards
 
 TRAINING = {"steps": 12, "train_rows": 40, "eval_rows": 4, "train_loss": 0.61, "eval_loss": 0.5, "best_step": 12,
             "best_eval_task_score": 0.75}
@@ -60,30 +60,30 @@ def test_cards_say_what_the_student_is_and_how_to_serve_it(tmp_path: Path) -> No
     assert "| LoRA rank / alpha / dropout | 8 / 16 / 0.05 |" in text and "| train loss | 0.610 |" in text
     assert f"--enable-lora --max-lora-rank 8 --lora-modules tiny-student={layout.train.adapter.resolve()}" in text
     assert f"vllm serve {layout.train.merged.resolve()} --served-model-name tiny-student" in merged.read_text()
-    assert "Not compared yet" in text and "## Limits" in text
+    assert "writes the results to `compare/report.md`" in text and "## Limits" in text
 
 
-def test_compare_writes_its_results_into_the_cards_without_damaging_train(tmp_path: Path) -> None:
+def test_compare_states_its_results_in_cards_of_its_own_and_train_hashes_its_cards(tmp_path: Path) -> None:
     config, layout = _run(tmp_path)
     write_model_cards(config, layout, TRAINING)
-    outputs = without_cards([layout.train.adapter, layout.train.merged])
-    assert {p.name for p in outputs} == {"weights.safetensors"}
-    write_json(layout.manifest("train"), {"counts": {"steps": 12}, **TRAINING,
-                                          "outputs": hash_outputs(layout.train.folder, outputs)})
-    update_model_cards(config, layout, METRICS)
-    text = (layout.train.adapter / "README.md").read_text()
+    train_outputs = hash_outputs(layout.train.folder, [layout.train.adapter, layout.train.merged])
+    assert {"adapter/README.md", "merged/README.md"} <= train_outputs.keys(), "a card is part of what train made"
+    write_json(layout.manifest("train"), {"counts": {"steps": 12}, **TRAINING, "outputs": train_outputs})
+    before = (layout.train.adapter / "README.md").read_text()
+    cards = compared_cards(config, layout, METRICS)
+    assert set(cards) == {"adapter", "merged"}
+    text = cards["adapter"]
     assert "| accuracy vs gold | 0.900 | 0.800 |" in text and "| agreement with the teacher | 1 | 0.830 |" in text
-    assert "**distil**: Distil: the student can replace the teacher." in text and "Not compared yet" not in text
+    assert "**distil**: Distil: the student can replace the teacher." in text and "| train loss | 0.610 |" in text
+    assert "library_name: transformers" in cards["merged"]
+    assert (layout.train.adapter / "README.md").read_text() == before, "compare leaves train's card alone"
     assert damaged_outputs(layout.train.folder, json.loads(layout.manifest("train").read_text())) == []
 
 
-def test_a_train_manifest_that_hashed_its_card_keeps_it(tmp_path: Path) -> None:
+def test_only_the_students_train_made_get_a_compared_card(tmp_path: Path) -> None:
     config, layout = _run(tmp_path)
-    card = layout.train.adapter / "README.md"
-    card.write_text("PEFT's stub")
     write_json(layout.manifest("train"), {"outputs": hash_outputs(layout.train.folder, [layout.train.adapter])})
-    update_model_cards(config, layout, METRICS)
-    assert card.read_text() == "PEFT's stub"
+    assert set(compared_cards(config, layout, METRICS)) == {"adapter"}, "a merged/ an earlier training left"
 
 
 def test_the_dataset_card_loads_the_splits_with_datasets(tmp_path: Path) -> None:

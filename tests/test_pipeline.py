@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.artifacts import read_rows
+from distill.artifacts import read_rows, sha256_file
 from distill.pipeline import STAGES
 from helpers import DEMO_INPUTS, DEMO_LABELS, study_config, write_config
 
@@ -19,12 +19,20 @@ def _distill(*args: str | Path) -> subprocess.CompletedProcess:
     return result
 
 
+def _files_outside(run_dir: Path, stage: str) -> dict[str, tuple[str, int]]:
+    """Every file of the run outside `stage`'s folder (the lock's note aside): its hash and modification time."""
+    return {str(p.relative_to(run_dir)): (sha256_file(p), p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+            if p.is_file() and p.parts[len(run_dir.parts)] not in (stage, "run.lock", "run.lock.holder.json")}
+
+
 @pytest.mark.slow
 def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     config = write_config(tmp_path / "study.yaml", study_config(tiny_model, DEMO_INPUTS))
     run_dir = tmp_path / "run"
     for stage in STAGES:
+        before = _files_outside(run_dir, stage)
         output = _distill(stage, "-c", config, "--run-dir", run_dir).stdout
+        assert _files_outside(run_dir, stage) == before, f"{stage} wrote outside its folder"
 
     assert "teacher vs student" in output and "report:" in output
     for stage in STAGES:
@@ -70,6 +78,10 @@ def test_four_stages_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
     assert html.count("data:image/png;base64,") == 5
     assert set(metrics["students"]) == {"adapter", "merged"} and metrics["baseline"]["queries_per_s"] > 0
     assert metrics["adapter_merged_agreement"] >= 0.9, "merging the adapter must not change the answers"
+    train_outputs = json.loads((run_dir / "train" / "manifest.json").read_text())["outputs"]
+    assert {"adapter/README.md", "merged/README.md"} <= train_outputs.keys(), "train hashes the cards it writes"
+    for student in ("adapter", "merged"):
+        assert "| agreement with the teacher | 1 |" in (run_dir / "compare" / f"{student}_card.md").read_text()
 
     # The same command again sends no request: every answer comes from the durable cache.
     _distill("generate", "-c", config, "--run-dir", run_dir)

@@ -281,3 +281,15 @@ def test_settings_name_every_key_a_variant_overrides() -> None:
     kd = config.variant("kd")
     assert settings_text(config, {}) == "r=8 alpha=16 epochs=1 lr=0.0003"
     assert settings_text(kd, config.variants["kd"]) == "r=8 alpha=16 epochs=1 lr=0.0003 distill_weight=0.5"
+
+
+def test_a_variant_keeps_its_teacher_answers_in_the_main_runs_store(tmp_path: Path) -> None:
+    (tmp_path / "compare").mkdir()
+    main = RunLayout(tmp_path).compare.teacher_answers
+    main.write_text("answers paid for once")
+    variant = RunLayout(tmp_path).variant("v")
+    link_shared_stages(variant, shared=())
+    assert variant.compare.teacher_answers.is_symlink()
+    assert variant.compare.teacher_answers.read_text() == "answers paid for once"
+    link_shared_stages(variant)  # linked once; relinking the stages leaves it
+    assert variant.compare.teacher_answers.resolve() == main.resolve()

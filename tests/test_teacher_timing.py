@@ -75,3 +75,29 @@ def test_a_second_compare_reuses_the_teacher_timing_without_asking_again(tmp_pat
 
         retimed = _measure(_config(fake.url, retime_teacher=True), layout)
         assert len(fake.requests) > asked and retimed.timed_at is None
+
+
+def test_answers_in_generates_cache_are_read_never_written(tmp_path: Path) -> None:
+    from distill.artifacts import sha256_file
+    from teacher.cache import ResponseCache
+    from teacher.client import Answer, Sample
+
+    layout, half = RunLayout(tmp_path / "run"), len(TEXTS) // 2
+    with FakeEndpoint(answer="refund") as fake:
+        raw = _config(fake.url).model_dump(mode="json")
+        raw["cost"] |= {"teacher_input_per_1m": 0.1, "teacher_output_per_1m": 0.4}  # priced per token: no timing
+        config = Config.model_validate(raw)
+        labelled = compare_stage.TeacherAnswers(config, make_task(config.task), layout, TEXTS)
+        cache = ResponseCache(layout.generate.cache)  # generate labelled the first half of the test queries
+        cache.put_many((key, Answer(samples=[Sample("billing")])) for key in labelled.keys[:half])
+        cache.close()
+        before = sha256_file(layout.generate.cache), layout.generate.cache.stat().st_mtime_ns
+        first = _measure(config, layout)
+        assert len(fake.requests) == len(TEXTS) - half, "only what generate had not paid for is asked"
+        second = _measure(config, layout)
+        assert len(fake.requests) == len(TEXTS) - half, "and only once"
+    assert first.predictions == second.predictions == ["billing"] * half + ["refund"] * (len(TEXTS) - half)
+    assert (first.from_cache, second.from_cache) == (half, len(TEXTS))
+    assert (sha256_file(layout.generate.cache), layout.generate.cache.stat().st_mtime_ns) == before, "read only"
+    assert sorted(p.name for p in layout.generate.folder.iterdir()) == ["cache.sqlite"], "no journal left behind"
+    assert layout.compare.teacher_answers.is_file()

@@ -139,7 +139,7 @@ def test_the_kept_evaluation_is_the_latest_within_one_standard_error_of_the_best
 def test_a_retrain_leaves_no_output_of_the_earlier_training(tmp_path: Path, tiny_model: Path) -> None:
     """An old merged/ after a retrain with export_merged: false is neither hashed as the new student's nor measured
     by compare (which serves a merged student only where this training's manifest lists it)."""
-    from distill.compare.stage import trained_merged
+    from distill.compare.contestants import trained_merged
 
     _filtered(tmp_path, train=8, held_out=4)
     config = study_config(tiny_model, DEMO_INPUTS)

@@ -1,11 +1,11 @@
-"""The teacher's throughput sweep, kept beside its answers in the labelling cache.
+"""The teacher's throughput sweep, kept beside compare's own teacher answers (`compare/teacher_answers.sqlite`).
 
 A study's variants, its learning-curve points and a rerun whose student changed all ask the same teacher the same
-test queries: the answers come from the cache, and so does the timing, instead of serving a large model again only
-to time it. A timing is reused only for the same teacher (its fingerprint is in every request key), the same
-queries in the same order, the same serving (teacher.server, URLs, accelerators, engine version), the same sweep
-settings and the same `cost.hardware`; `compare.retime_teacher: true` times it afresh (do, after a timing taken
-on a busy machine). Reports say when a reused timing was measured.
+test queries: the answers come from compare's store (a study's variants share the main run's), and so does the
+timing, instead of serving a large model again only to time it. A timing is reused only for the same teacher (its
+fingerprint is in every request key), the same queries in the same order, the same serving (teacher.server, URLs,
+accelerators, engine version), the same sweep settings and the same `cost.hardware`; `compare.retime_teacher:
+true` times it afresh (do, after a timing taken on a busy machine). Reports say when a reused timing was measured.
 """
 
 from __future__ import annotations
@@ -63,11 +63,13 @@ def _connect(cache: Path) -> sqlite3.Connection:
 
 def load_timing(cache: Path, key: str) -> tuple[list[SweepPoint], str] | None:
     """The stored sweep and when it was measured, or None (also for one this version cannot read)."""
-    if not cache.exists():
+    if not cache.is_file():
         return None
-    db = _connect(cache)
+    db = sqlite3.connect(cache, isolation_level=None)  # read only: an older run's store may be generate's cache
     try:
         found = db.execute("SELECT timing FROM teacher_timings WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # no timings table: none stored there
+        return None
     finally:
         db.close()
     if found is None:

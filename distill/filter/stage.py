@@ -282,4 +282,5 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE = Stage("filter", filter_stage, reads=("task", "filter", "teacher.model"), upstream="generate")
+STAGE = Stage("filter", filter_stage, reads=("task", "filter", "teacher.model"),
+              consumes=("generate",), produces=("train.parquet", "eval.parquet"))

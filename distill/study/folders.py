@@ -49,6 +49,7 @@ def link_shared_stages(variant: RunLayout, shared: tuple[str, ...] = SHARED_STAG
             folder.unlink()  # the link only: the main run's folder stays
     if "generate" not in shared:
         _share_cache(variant)
+    _share_teacher_answers(variant)
 
 
 def _share_cache(variant: RunLayout) -> None:
@@ -58,3 +59,12 @@ def _share_cache(variant: RunLayout) -> None:
     if not cache.exists() and not cache.is_symlink():
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.symlink_to(Path("..", "..", "..", "generate", cache.name))
+
+
+def _share_teacher_answers(variant: RunLayout) -> None:
+    """Every variant is compared with the main run's reference teacher on the same test queries: its compare
+    stage keeps those answers and their timing in the main run's store, so they are paid for and timed once."""
+    store = variant.compare.teacher_answers
+    if not store.exists() and not store.is_symlink():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.symlink_to(Path("..", "..", "..", "compare", store.name))
