@@ -260,11 +260,11 @@ def _local_tokenizer(config: Config) -> Any | None:
 
 
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
-    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends
-    nothing. Rows no recorded answer covers and no live teacher would answer count as oversize ones do."""
+    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends and
+    writes nothing (recorded answers are counted where they are, not put in the cache). Rows no recorded answer
+    covers and no live teacher would answer count as oversize ones do."""
     plan = make_plan(config)
     tokenizer = load_teacher_tokenizer(config, convert=False)
-    # The recorded answers are counted where they are, not put in the cache: a dry run writes nothing.
     answered, unrecorded = (recorded.recorded_keys(config, plan.examples, plan.prefix, layout.generate.cache)
                             if config.teacher.recorded else (set(), {}))
     # Recorded answers alone: what they lack is asked of no one, so nothing is sent or counted.
