@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -222,11 +222,11 @@ class Survey:
 
 
 def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, count_chars: bool = False,
-           retry: Callable[[Answer], bool] | None = None) -> Survey:
+           retry: Callable[[Answer], bool] | None = None, answered: Collection[str] = ()) -> Survey:
     """One pass over the rows, a chunk at a time: which answers the cache lacks (or holds but `retry` asks
-    again); only those rows' prompts are built and counted (for the context check and estimates), so a cached
-    row is never tokenised again."""
-    if not cache_path.exists() and tokenizer is None and not count_chars:
+    again), `answered` keys aside; only those rows' prompts are built and counted (for the context check and
+    estimates), so a cached row is never tokenised again."""
+    if not cache_path.exists() and tokenizer is None and not count_chars and not answered:
         return Survey(to_send=len(plan.examples))  # nothing cached, nothing to count: no row need be looked at
     reader = ResponseCache(cache_path) if cache_path.exists() else None
     result = Survey(prompt_tokens=0 if tokenizer is not None else None)
@@ -234,7 +234,7 @@ def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, 
         for start, part, keys in chunks_of(plan.examples, plan.prefix):
             present = (set() if reader is None else reader.present(keys) if retry is None
                        else {k for k, a in reader.get_many(keys).items() if not retry(a)})
-            missing = [i for i, key in enumerate(keys) if key not in present]
+            missing = [i for i, key in enumerate(keys) if key not in present and key not in answered]
             result.to_send += len(missing)
             if tokenizer is None and not count_chars:
                 continue
@@ -260,14 +260,16 @@ def _local_tokenizer(config: Config) -> Any | None:
 
 
 def dry_run(config: Config, layout: RunLayout) -> dict[str, Any]:
-    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends
-    nothing. Rows no recorded answer covers and no live teacher would answer count as oversize ones do."""
+    """What `generate` would send and cost, counting the answers already cached (or recorded) as free; sends and
+    writes nothing (recorded answers are counted where they are, not put in the cache). Rows no recorded answer
+    covers and no live teacher would answer count as oversize ones do."""
     plan = make_plan(config)
     tokenizer = load_teacher_tokenizer(config, convert=False)
-    unrecorded = _from_recorded(config, plan, layout.generate.cache)
+    answered, unrecorded = (recorded.recorded_keys(config, plan.examples, plan.prefix, layout.generate.cache)
+                            if config.teacher.recorded else (set(), {}))
     # Recorded answers alone: what they lack is asked of no one, so nothing is sent or counted.
     found = (survey(config, plan, layout.generate.cache, tokenizer, count_chars=True,
-                    retry=_retry(config, plan, layout.generate)) if config.teacher.live
+                    retry=_retry(config, plan, layout.generate), answered=answered) if config.teacher.live
              else Survey(to_send=len(unrecorded)))
     refuse_oversize(config, plan.examples, found.oversize)  # as the run itself would
     found.to_send -= len(unrecorded)

@@ -182,30 +182,61 @@ def fill_cache(config: Config, examples: Sequence[Example], prefix: bytes, cache
     """Put the recorded answers the cache lacks in it, under the keys generate reads. Returns the rows (by index)
     with neither a cached nor a recorded answer that no live teacher will answer: they are listed here, and
     written to the outputs with `NOT_RECORDED` as their error, so none is lost."""
-    recorded = Recorded(config)
-    recorded.refuse_without_logprobs(config.student.distill_weight)
     cache, unrecorded = ResponseCache(cache_path), {}
     try:
-        for start, part, keys in chunks_of(examples, prefix):
-            present = cache.present(keys)
-            found = []
-            for i, (example, key) in enumerate(zip(part, keys, strict=True)):
-                if key in present:
-                    continue
-                answer = recorded.lookup(example.text, example.id)
-                if answer is not None:
-                    found.append((key, answer))
-                elif not config.teacher.live:
-                    unrecorded[start + i] = NOT_RECORDED
+        for found, lacking in _recorded_for_missing(config, examples, prefix, cache):
             cache.put_many(found)
+            unrecorded.update(lacking)
     finally:
         cache.close()
+    _say_unrecorded(config, examples, unrecorded)
+    return unrecorded
+
+
+def recorded_keys(config: Config, examples: Sequence[Example], prefix: bytes, cache_path: Path
+                  ) -> tuple[set[str], dict[int, str]]:
+    """`fill_cache` for a dry run, which writes nothing: the cache keys the recorded answers would fill, and the
+    rows no one will answer."""
+    cache = ResponseCache(cache_path) if cache_path.exists() else None
+    keys: set[str] = set()
+    unrecorded: dict[int, str] = {}
+    try:
+        for found, lacking in _recorded_for_missing(config, examples, prefix, cache):
+            keys.update(key for key, _ in found)
+            unrecorded.update(lacking)
+    finally:
+        if cache is not None:
+            cache.close()
+    _say_unrecorded(config, examples, unrecorded)
+    return keys, unrecorded
+
+
+def _recorded_for_missing(config: Config, examples: Sequence[Example], prefix: bytes, cache: ResponseCache | None
+                          ) -> Iterator[tuple[list[tuple[str, Answer]], dict[int, str]]]:
+    """A chunk at a time: the recorded answers of the rows `cache` lacks, and the rows with neither that no live
+    teacher will answer."""
+    recorded = Recorded(config)
+    recorded.refuse_without_logprobs(config.student.distill_weight)
+    for start, part, keys in chunks_of(examples, prefix):
+        present = cache.present(keys) if cache is not None else set()
+        found, unrecorded = [], {}
+        for i, (example, key) in enumerate(zip(part, keys, strict=True)):
+            if key in present:
+                continue
+            answer = recorded.lookup(example.text, example.id)
+            if answer is not None:
+                found.append((key, answer))
+            elif not config.teacher.live:
+                unrecorded[start + i] = NOT_RECORDED
+        yield found, unrecorded
+
+
+def _say_unrecorded(config: Config, examples: Sequence[Example], unrecorded: dict[int, str]) -> None:
     if unrecorded:
         listed = "; ".join(f"{examples[i].id} {examples[i].text[:60]!r}" for i in list(unrecorded)[:10])
-        say(f"{len(unrecorded)} of {len(examples)} inputs have no answer in {recorded.path} and no live teacher "
-            f"(teacher.model) to ask: left out, each in generate/outputs.parquet with its error. {listed}"
-            + (" ..." if len(unrecorded) > 10 else ""))
-    return unrecorded
+        say(f"{len(unrecorded)} of {len(examples)} inputs have no answer in {config.teacher.recorded} and no live "
+            "teacher (teacher.model) to ask: left out, each in generate/outputs.parquet with its error. "
+            f"{listed}" + (" ..." if len(unrecorded) > 10 else ""))
 
 
 def fill_answers(config: Config, answers: list[Answer | None], texts: Sequence[str], ids: Sequence[str]

@@ -97,6 +97,21 @@ def test_a_dry_run_counts_recorded_answers_as_free(tmp_path: Path) -> None:
     result = dry_run(_config(tmp_path, recorded), RunLayout(tmp_path))
     assert result["requests"] == 0 and result["estimated_cost"] == 0
     assert result["cached"] == 5 and result["not_recorded"] == len(to_label) - 5
+    assert not (tmp_path / "generate").exists(), "a dry run writes nothing: no cache, no stage folder"
+
+
+def test_a_dry_run_beside_a_live_teacher_counts_only_what_is_not_recorded_and_writes_nothing(tmp_path: Path
+                                                                                            ) -> None:
+    to_label, _ = _inputs(tmp_path)
+    recorded = write_csv(tmp_path / "answers.csv", [{"text": e.text, "answer": "refund"} for e in to_label[:5]])
+    with FakeEndpoint() as fake:
+        config = _config(tmp_path, recorded, model="fake-model", url=fake.url)
+        result = dry_run(config, RunLayout(tmp_path))
+        assert fake.requests == [], "a dry run asks nothing"
+        assert result["requests"] == len(to_label) - 5 and result["cached"] == 5 and result["not_recorded"] == 0
+        assert not (tmp_path / "generate").exists()
+        generate(config, RunLayout(tmp_path))
+        assert len(fake.requests) == result["requests"], "the run asks exactly what the dry run counted"
 
 
 def test_a_gateway_log_is_the_teacher_with_its_usage(tmp_path: Path) -> None:

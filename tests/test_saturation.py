@@ -2,7 +2,9 @@
 a simulated capacity (fast, offline); and failed requests make a failed measurement, never a number."""
 
 import asyncio
+from types import SimpleNamespace
 
+from distill.compare import measure
 from distill.compare.measure import (
     Measured,
     SweepPoint,
@@ -10,6 +12,7 @@ from distill.compare.measure import (
     levels,
     measure_target,
     still_rising,
+    sweep,
     sweep_requests,
 )
 from fake_openai import FakeEndpoint
@@ -33,15 +36,37 @@ def test_levels_rise_by_four_up_to_the_limit() -> None:
     assert levels(1) == [1]
 
 
-def test_sweep_stops_where_throughput_levels_off() -> None:
-    """4 requests served at once, 100 ms each: at most 40 q/s, reached at 16 in flight; 64 adds nothing."""
-    with FakeEndpoint(capacity=4, service_s=0.1) as fake:
-        result = _sweep(fake, 256)
-    tried = [p.concurrency for p in result.points]
-    assert tried == [1, 4, 16, 64], "stops at the first level that adds no throughput"
-    speeds = {p.concurrency: p.queries_per_s for p in result.points}
-    assert speeds[1] < 10 and 34 < speeds[16] <= 40 and speeds[64] <= 40
-    assert costed_point(result.points, None).concurrency == 16
+class SimulatedServer:
+    """A server that sustains `qps[c]` queries/s at c requests in flight, on a simulated clock: the sweep's clock
+    moves on by the time a level's requests take there, so the stopping rule is tested, not this machine's load."""
+
+    def __init__(self, qps: dict[int, float]) -> None:
+        self.qps, self.now, self.sent, self.in_flight, self.peak = qps, 0.0, 0, 0, 0
+
+    def perf_counter(self) -> float:
+        if self.sent:  # the end of a level: its requests took sent / qps at the concurrency they ran at
+            self.now += self.sent / self.qps[self.peak]
+        self.sent = self.peak = 0
+        return self.now
+
+    async def send(self, **request: object) -> Answer:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0)  # every request of the level is in flight before any returns
+        self.in_flight -= 1
+        self.sent += 1
+        return Answer(latency_ms=1.0)
+
+
+def test_sweep_stops_where_throughput_levels_off(monkeypatch) -> None:
+    """Queries/s rise to 16 in flight and level off at 64 (+1.3%, under the 5% that counts): the sweep stops
+    there, never tries 256 (where throughput would rise again), and costs the model at 16."""
+    server = SimulatedServer({1: 9.5, 4: 31.0, 16: 39.0, 64: 39.5, 256: 80.0})
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=server.perf_counter))
+    result = asyncio.run(sweep(server.send, REQUESTS, 256, None, 0.01, "simulated"))
+    assert [p.concurrency for p in result.points] == [1, 4, 16, 64], "stops at the first level that adds <= 5%"
+    assert [p.queries_per_s for p in result.points] == [9.5, 31.0, 39.0, 39.5], "the clock is the simulated one"
+    assert costed_point(result.points, None).concurrency == 16 and not still_rising(result.points, None)
     assert all(a is not None and a.error is None for a in result.answers), "every query answered"
 
 

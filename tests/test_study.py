@@ -236,7 +236,7 @@ def test_learning_curve_report_states_labels_needed_and_cost() -> None:
     # A teacher at 0.75 on 300 test queries; the student's paired difference rises past the bar.
     points = [{"labels": n, "quality": 0.75 + d, "quality_ci": [0.7 + d, 0.8 + d], "quality_diff": d,
                "quality_diff_ci": [d - 0.04, d + 0.04], "n_queries": 300, "agreement": None, "agreement_ci": None,
-               "verdict": "keep_teacher"}
+               "verdict": "keep_teacher", "against_gold": True}
               for n, d in ((250, -0.15), (500, -0.05), (1000, 0.02), (2000, 0.07))]
     fit = _fit(points, "quality_diff", bar=-0.02, per_label=0.01)
     assert fit is not None and fit["still_rising"] and fit["power"] == 0.8 and fit["test_queries"] == 300
@@ -250,7 +250,22 @@ def test_learning_curve_report_states_labels_needed_and_cost() -> None:
     text = curve_markdown(curve, "accuracy")
     assert "| 2,000 | 0.820 [0.770, 0.870] |" in text
     assert "say distil with 80% probability on 300 test queries" in text and "still rising" in text
-    assert "agreement: too few points to fit" in text
+    assert "agreement: not measured at any point" in text
+
+
+def test_a_learning_curve_without_gold_says_so_and_fits_agreement_alone() -> None:
+    """No gold: the quality line names the missing gold (not too few points), and agreement is what is counted."""
+    from distill.study.curve import _fit, curve_markdown
+
+    points = [{"labels": n, "quality": None, "quality_ci": None, "quality_diff": None, "quality_diff_ci": None,
+               "n_queries": 48, "agreement": a, "agreement_ci": [a - 0.1, min(a + 0.1, 1.0)],
+               "verdict": "keep_teacher", "against_gold": False} for n, a in ((16, 0.6), (64, 0.8))]
+    curve = {"points": points, "quality": _fit(points, "quality_diff", -0.02, None),
+             "agreement": _fit(points, "agreement", 0.95, None)}
+    text = curve_markdown(curve, "accuracy")
+    assert ("- accuracy, student - teacher: not measured: the test queries have no gold answers (data.gold_column), "
+            "so the rule decides on agreement with the teacher.") in text
+    assert "- agreement: too few points to fit (2 measured; three or more are needed)." in text
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def _point(labels: int, metrics: dict[str, Any]) -> dict[str, Any]:
     return {"labels": labels, "quality": student.get("quality"), "quality_ci": student.get("quality_ci"),
             "agreement": metrics.get("agreement"), "agreement_ci": metrics.get("agreement_ci"),
             "quality_diff": metrics.get("quality_diff"), "quality_diff_ci": metrics.get("quality_diff_ci"),
-            "n_queries": metrics.get("n_queries"), "verdict": metrics["recommendation"]["verdict"]}
+            "n_queries": metrics.get("n_queries"), "verdict": metrics["recommendation"]["verdict"],
+            "against_gold": metrics["recommendation"]["against_gold"]}
 
 
 def _standard_error(interval: list[float] | None) -> float:
@@ -84,9 +85,19 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
             "agreement": _fit(points, "agreement", config.compare.min_agreement, per_label)}
 
 
-def _needed_sentence(fit: dict[str, Any] | None, measure: str) -> str:
-    if fit is None:
-        return f"- {measure}: too few points to fit (three or more are needed).\n"
+def _unfitted(measure: str, measured: int, no_gold: bool) -> str:
+    """Why a measure has no fitted curve: too few points measured, or none (without gold, for a gold measure)."""
+    if measured:
+        why = f"too few points to fit ({measured} measured; three or more are needed)"
+    elif no_gold:
+        why = ("not measured: the test queries have no gold answers (data.gold_column), so the rule decides on "
+               "agreement with the teacher")
+    else:
+        why = "not measured at any point (see each point's compare report)"
+    return f"- {measure}: {why}.\n"
+
+
+def _needed_sentence(fit: dict[str, Any], measure: str) -> str:
     needed, cost = fit["labels_needed"], fit["labelling_cost"]
     chance = f"{fit['power']:.0%}"
     if needed["median"] is None:
@@ -107,13 +118,20 @@ def _needed_sentence(fit: dict[str, Any] | None, measure: str) -> str:
 
 
 def curve_markdown(curve: dict[str, Any], quality_name: str) -> str:
+    points = curve["points"]
+    no_gold = not any(p.get("against_gold") for p in points)
+    sentences = []
+    for key, fitted, measure, needs_gold in (("quality_diff", "quality", f"{quality_name}, student - teacher", True),
+                                             ("agreement", "agreement", "agreement", False)):
+        fit = curve[fitted]
+        sentences.append(_needed_sentence(fit, measure) if fit is not None
+                         else _unfitted(measure, sum(p[key] is not None for p in points), needs_gold and no_gold))
     lines = ["", "## Learning curve", "",
              f"| kept labels | {quality_name} [95% CI] | agreement [95% CI] | verdict |", "|---|---|---|---|",
              *[f"| {p['labels']:,} | {with_interval(p['quality'], p['quality_ci'])} | "
-               f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in curve["points"]],
+               f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in points],
              "", "Labels needed, from a power-law fit with a bootstrap over the points:", "",
-             _needed_sentence(curve["quality"], f"{quality_name}, student - teacher").rstrip(),
-             _needed_sentence(curve["agreement"], "agreement").rstrip()]
+             *[sentence.rstrip() for sentence in sentences]]
     return "\n".join(lines) + "\n"
 
 
