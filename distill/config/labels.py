@@ -1,5 +1,5 @@
-"""The labelling sections of a config: the input rows (`data`), the teacher and the server it may run on, and the
-filter that keeps the teacher's good answers."""
+"""The labelling sections of a config: the input rows (`data`), the teacher and the server it may run on (a
+student's server takes the same settings), and the filter that keeps the teacher's good answers."""
 
 from __future__ import annotations
 
