@@ -35,7 +35,7 @@ from distill.tasks import Task, make_task
 from distill.tasks.extraction import JSON_SEPARATORS, json_grammar
 from teacher.client import Answer, Endpoint, Target, map_concurrent
 from teacher.fidelity import agreement
-from teacher.generate import teacher_request
+from teacher.protocol import teacher_request
 from teacher.server import VLLMServer
 
 REPO = Path(__file__).resolve().parents[1]

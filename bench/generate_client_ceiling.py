@@ -98,7 +98,7 @@ def run_bare(url: str, inputs: Path, test: Path, rows: int, folder: Path) -> dic
     import uvloop
 
     from distill.tasks import make_task
-    from teacher.generate import teacher_request
+    from teacher.protocol import teacher_request
 
     config = make_config(url, inputs, test, rows)
     task = make_task(config.task)

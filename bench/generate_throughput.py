@@ -24,7 +24,8 @@ from distill.layout import RunLayout
 from distill.models import resolve_model
 from distill.tasks import make_task
 from teacher.client import Target
-from teacher.generate import generate, teacher_request
+from teacher.generate import generate
+from teacher.protocol import teacher_request
 from teacher.server import VLLMServer, prefix_cache_counters
 
 REPO = Path(__file__).resolve().parents[1]

@@ -268,7 +268,7 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
     from distill.layout import RunLayout
     from distill.pipeline import default_run_dir
     from distill.present import fmt, with_interval
-    from distill.study.report import run_study
+    from distill.study.run import run_study
 
     _console(quiet, verbose)
 
@@ -291,7 +291,7 @@ def study(config: ConfigOption, run_dir: RunDirOption = None, set_: SetOption = 
                           fmt(row["cost_per_1k_queries"], 5))
         Console().print(table)
         if result["learning_curve"]:
-            from distill.study.curve import curve_markdown
+            from distill.study.report import curve_markdown
 
             typer.echo(curve_markdown(result["learning_curve"], quality))
         typer.echo(f"study report: {layout.root / 'study.html'} (also study.md, study.json)")

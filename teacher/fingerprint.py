@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifacts import sha256_file, write_json
-from distill.config import TeacherConfig
+from distill.config import Config, TeacherConfig
+from teacher.client import Endpoint, Target, api_key_from_env
 from teacher.recorded import identity, key_column
+from teacher.stream import run_loop
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 INDEX_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -108,3 +110,30 @@ def stage_fingerprint(config: Any) -> dict[str, Any]:
     if teacher.urls:
         return {"served": teacher.served_model_name or teacher.model, **from_file}
     return {**local_fingerprint(teacher), **from_file}
+
+
+def teacher_fingerprint(config: Config) -> dict[str, Any]:
+    """What generate's cache keys and manifest carry, at run time: recorded answers are known by the files'
+    bytes; a live teacher beside them answers what they lack (a URL teacher is asked what it serves)."""
+    teacher = config.teacher
+    from_file = {"recorded": identity(teacher, key_column(config))} if teacher.recorded else {}
+    if not teacher.live:
+        return from_file
+    return {**_live_fingerprint(config), **from_file}
+
+
+def _live_fingerprint(config: Config) -> dict[str, Any]:
+    teacher = config.teacher
+    if not teacher.urls:
+        return local_fingerprint(teacher)
+    target = Target(tuple(teacher.urls), teacher.served_model_name or teacher.model,
+                    api_key_from_env(teacher.api_key_env))
+
+    async def ask() -> dict[str, list[dict[str, Any]]]:
+        endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
+        try:
+            return await endpoint.served_models()
+        finally:
+            await endpoint.close()
+
+    return endpoint_fingerprint(target.model, run_loop(ask()))

@@ -9,6 +9,9 @@ and the last uncommitted group; failed requests are recorded in the outputs with
 next run. A run with failed or unsent rows, or too many invalid answers, is recorded partial (`partial` in its
 manifest): `distill run` runs it again, asking only for those (teacher/rerun.py). Cache keys carry the teacher's
 fingerprint (teacher/fingerprint.py), so answers of another model, dtype or quantization are never reused.
+
+What each row sends and its cache key are teacher/protocol.py's, the row it writes teacher/rows.py's (filter and
+compare read them by the same names), and what a run will send, found before it sends, teacher/survey.py's.
 """
 
 from __future__ import annotations
@@ -16,57 +19,30 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from distill import cost as costs
 from distill.artifacts import write_rows
-from distill.config import Config, TeacherConfig
-from distill.data.inputs import Example, split_inputs
+from distill.config import Config
 from distill.layout import GenerateFiles, RunLayout
 from distill.stages import Manifest, Stage, StageRecorder
-from distill.tasks import Parsed, Task, make_task
+from distill.tasks import Task
 from teacher import fidelity, recorded
-from teacher.cache import ResponseCache, key_prefix
-from teacher.client import Answer, Endpoint, Target, api_key_from_env
-from teacher.fingerprint import endpoint_fingerprint, local_fingerprint, stage_fingerprint
+from teacher.client import Answer
+from teacher.fingerprint import stage_fingerprint
 from teacher.health import TeacherUnhealthy
 from teacher.outputs import row_group_writer
+from teacher.protocol import teacher_request
 from teacher.rerun import failed_keys, invalid_answer, mark_retry
+from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS, output_row, sample_parser, teacher_schema
 from teacher.server import open_teacher, prefix_cache_counters
-from teacher.stream import NOT_SENT, Checks, Chunk, Labeller, chunks_of, run_loop
-from teacher.tokens import (
-    estimate,
-    load_teacher_tokenizer,
-    oversize_reasons,
-    prompt_token_counts,
-    refuse_oversize,
-)
-
-__all__ = ["NOT_SENT", "TEACHER_COLUMNS", "TEST_COLUMNS", "TeacherRow", "generate", "teacher_request"]
-
-
-def teacher_request(task: Task, teacher: TeacherConfig, text: str, samples: int | None = None,
-                    constrained: bool = True) -> dict[str, Any]:
-    """The chat request for one input; `constrained=False` leaves out the output constraint (fidelity checks)."""
-    request: dict[str, Any] = {
-        "messages": task.teacher_messages(text, teacher.rationale),
-        "temperature": teacher.temperature,
-        "max_tokens": task.answer_token_budget(teacher.max_tokens, teacher.rationale),
-        "logprobs": True,
-    }
-    constraint = task.teacher_constraint(teacher.rationale) if constrained else None
-    if constraint is not None:
-        request["extra_body"] = {"structured_outputs": constraint}
-    if (samples or teacher.samples) > 1:
-        request["n"] = samples or teacher.samples
-    if teacher.top_logprobs:
-        request["top_logprobs"] = teacher.top_logprobs
-    return request
+from teacher.stream import NOT_SENT, Checks, Chunk, Labeller
+from teacher.survey import Plan, Survey, make_plan, survey
+from teacher.tokens import estimate, load_teacher_tokenizer, prompt_token_counts, refuse_oversize
 
 
 def _hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:
@@ -75,181 +51,6 @@ def _hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -
     queries = after["queries"] - before["queries"]
     hits = after["hits"] - before["hits"]
     return {"hit_tokens": hits, "query_tokens": queries, "hit_rate": hits / queries if queries else 0.0}
-
-
-def vote(parsed: list[Parsed]) -> tuple[Parsed, float | None]:
-    """The majority answer among the samples and its share of all samples (None for a single sample)."""
-    if len(parsed) == 1:
-        return parsed[0], None
-    counts = Counter(p.value for p in parsed if p.value is not None)
-    if not counts:
-        return parsed[0], 0.0
-    winner, count = counts.most_common(1)[0]
-    return next(p for p in parsed if p.value == winner), count / len(parsed)
-
-
-@dataclass(frozen=True)
-class TeacherRow:
-    """One row of `generate/outputs.parquet`: an input and the teacher's answer to it."""
-
-    id: str
-    text: str
-    gold: str | None
-    raw: str | None  # the chosen sample's text as the teacher wrote it
-    label: str | None  # its canonical answer; None when invalid (or cut off at max_tokens)
-    error: str | None
-    rationale: str | None
-    vote_share: float | None  # share of samples agreeing with the label (None for one sample)
-    samples: str  # JSON list of every sample's canonical answer
-    logprob: float | None  # summed log-probability of the chosen sample's tokens
-    top_logprobs: str  # JSON: the top alternatives at each answer token
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int  # of the prompt tokens, those served from the provider's prompt cache (billed less)
-    latency_ms: float
-    finish_reason: str | None  # the chosen sample's: "stop", or "length" where max_tokens cut it off
-    serving_s: float  # teacher serving seconds attributed to this answer when it was paid for (0: not paid)
-
-
-TEACHER_COLUMNS = tuple(f.name for f in fields(TeacherRow))
-TEST_COLUMNS = ("id", "text", "gold")  # `generate/test.parquet`: the held-out queries, split once, here
-TRUNCATED = "truncated: the answer reached teacher.max_tokens"
-
-
-def teacher_schema() -> Any:
-    """The Arrow schema of `outputs.parquet`, from `TeacherRow`'s field types."""
-    import pyarrow as pa
-
-    kinds = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
-    return pa.schema([pa.field(f.name, kinds[str(f.type).split(" ")[0]], nullable="None" in str(f.type))
-                      for f in fields(TeacherRow)])
-
-
-def output_row(example: Example, answer: Answer | None, parse: Callable[[str | None, str | None], Parsed],
-               dumps: Callable[[Any], str] = json.dumps) -> tuple[Any, ...]:
-    """One `TeacherRow`'s values, in `TEACHER_COLUMNS` order. `parse(text, finish_reason)` reads a sample."""
-    answer = answer or Answer(error=NOT_SENT)
-    if len(answer.samples) == 1:  # the usual case, without a vote
-        sample, share = answer.samples[0], None
-        chosen = parse(sample.text, sample.finish_reason)
-        parsed = [chosen]
-    else:
-        parsed = [parse(s.text, s.finish_reason) for s in answer.samples] or [parse(None, None)]
-        chosen, share = vote(parsed)
-        sample = answer.samples[parsed.index(chosen)] if answer.samples else None
-    return (example.id, example.text, example.gold, sample.text if sample else None, chosen.value,
-            answer.error or chosen.error, chosen.rationale, share, dumps([p.value for p in parsed]),
-            sample.logprob if sample else None, json.dumps(sample.top_logprobs if sample else []),
-            answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens, answer.latency_ms,
-            sample.finish_reason if sample else None, answer.serving_s)
-
-
-def sample_parser(task: Task, rationale: bool) -> Callable[[str | None, str | None], Parsed]:
-    """`task.parse` for a sample, remembered for the texts seen (labels repeat): an answer cut off at max_tokens
-    is not trusted even where it parses (a JSON object may close early)."""
-    seen: dict[tuple[str | None, bool], Parsed] = {}
-
-    def parse(text: str | None, finish_reason: str | None) -> Parsed:
-        key = (text, finish_reason == "length")
-        found = seen.get(key)
-        if found is None:
-            found = seen[key] = Parsed(None, TRUNCATED) if key[1] else task.parse(text, rationale)
-        return found
-
-    return parse
-
-
-@dataclass
-class Plan:
-    task: Task
-    examples: Sequence[Example]  # made as they are read (distill/data/inputs.py Rows)
-    test: Sequence[Example]
-    prefix: bytes  # what every cache key of this teacher and request shape shares
-    fingerprint: dict[str, Any]
-
-
-def make_plan(config: Config) -> Plan:
-    """The rows to label and the teacher's fingerprint (a URL teacher is asked what it serves)."""
-    task = make_task(config.task)
-    splits = split_inputs(config)
-    fingerprint = teacher_fingerprint(config)
-    template = teacher_request(task, config.teacher, "\0{text}\0")
-    return Plan(task, splits.to_label, splits.test, key_prefix(cache_fingerprint(config, fingerprint), template),
-                fingerprint)
-
-
-def cache_fingerprint(config: Config, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """What keys the cached answers. Beside a live teacher, the recorded file fills only what the cache lacks, so
-    it stays out of the keys: a log that grows every day (distill serve's) must not orphan the live answers paid
-    for before. Recorded answers alone are keyed by the files' bytes, so an edited file is read again."""
-    return {k: v for k, v in fingerprint.items() if k != "recorded"} if config.teacher.live else fingerprint
-
-
-def teacher_fingerprint(config: Config) -> dict[str, Any]:
-    """Recorded answers are known by the files' bytes; a live teacher beside them answers what they lack."""
-    teacher = config.teacher
-    from_file = {"recorded": recorded.identity(teacher, recorded.key_column(config))} if teacher.recorded else {}
-    if not teacher.live:
-        return from_file
-    return {**_live_fingerprint(config), **from_file}
-
-
-def _live_fingerprint(config: Config) -> dict[str, Any]:
-    teacher = config.teacher
-    if not teacher.urls:
-        return local_fingerprint(teacher)
-    target = Target(tuple(teacher.urls), teacher.served_model_name or teacher.model,
-                    api_key_from_env(teacher.api_key_env))
-
-    async def ask() -> dict[str, list[dict[str, Any]]]:
-        endpoint = Endpoint(target, teacher.request_timeout_s, teacher.max_retries)
-        try:
-            return await endpoint.served_models()
-        finally:
-            await endpoint.close()
-
-    return endpoint_fingerprint(target.model, run_loop(ask()))
-
-
-@dataclass
-class Survey:
-    """What a run will send: rows not cached, those too long for the context, and their prompt size."""
-
-    to_send: int = 0
-    oversize: dict[int, str] = field(default_factory=dict)  # row index -> why it is not sent
-    prompt_tokens: int | None = None  # of the rows to send, where the teacher's tokenizer is at hand
-    prompt_chars: int = 0
-
-
-def survey(config: Config, plan: Plan, cache_path: Path, tokenizer: Any | None, count_chars: bool = False,
-           retry: Callable[[Answer], bool] | None = None, answered: Collection[str] = ()) -> Survey:
-    """One pass over the rows, a chunk at a time: which answers the cache lacks (or holds but `retry` asks
-    again), `answered` keys aside; only those rows' prompts are built and counted (for the context check and
-    estimates), so a cached row is never tokenised again."""
-    if not cache_path.exists() and tokenizer is None and not count_chars and not answered:
-        return Survey(to_send=len(plan.examples))  # nothing cached, nothing to count: no row need be looked at
-    reader = ResponseCache(cache_path) if cache_path.exists() else None
-    result = Survey(prompt_tokens=0 if tokenizer is not None else None)
-    try:
-        for start, part, keys in chunks_of(plan.examples, plan.prefix):
-            present = (set() if reader is None else reader.present(keys) if retry is None
-                       else {k for k, a in reader.get_many(keys).items() if not retry(a)})
-            missing = [i for i, key in enumerate(keys) if key not in present and key not in answered]
-            result.to_send += len(missing)
-            if tokenizer is None and not count_chars:
-                continue
-            requests = [teacher_request(plan.task, config.teacher, part[i].text) for i in missing]
-            result.prompt_chars += sum(len(str(r["messages"])) for r in requests)
-            if tokenizer is not None:
-                counts = prompt_token_counts(tokenizer, requests)
-                over = oversize_reasons(config, counts, max((r["max_tokens"] for r in requests), default=0))
-                result.oversize.update({start + missing[j]: why for j, why in over.items()})
-                result.prompt_tokens += sum(n for j, n in enumerate(counts) if j not in over)
-                result.to_send -= len(over)
-    finally:
-        if reader is not None:
-            reader.close()
-    return result
 
 
 def _local_tokenizer(config: Config) -> Any | None:

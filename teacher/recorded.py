@@ -9,7 +9,7 @@ Three shapes are read, told apart by their first line:
 - a Batch API output file (JSONL, lines with `custom_id`), matched to its input file (`teacher.recorded_requests`).
 
 generate puts each recorded answer in its cache under the key a live answer to the same request would have
-(teacher/generate.py), so validation, the filter, cards, manifests and resume treat it as any other answer; compare
+(teacher/protocol.py), so validation, the filter, cards, manifests and resume treat it as any other answer; compare
 reads the teacher's test answers the same way. The key's teacher fingerprint holds the files' bytes
 (`identity`), so an edited file is read again.
 """

@@ -17,7 +17,9 @@ from distill.tasks.extraction import JSON_SEPARATORS, ExtractionSettings
 from fake_openai import FakeEndpoint
 from helpers import DEMO_INPUTS, study_config, write_config
 from teacher import fidelity
-from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS, generate, teacher_request
+from teacher.generate import generate
+from teacher.protocol import teacher_request
+from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
 SCHEMA = {"type": "object", "additionalProperties": False,
           "properties": {"date": {"type": ["string", "null"]}, "time": {"type": ["string", "null"]},

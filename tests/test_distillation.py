@@ -23,7 +23,7 @@ from student.distillation import (
     soft_target_loss,
 )
 from student.train import encode_example, load_student, make_collator, train
-from teacher.generate import TEACHER_COLUMNS
+from teacher.rows import TEACHER_COLUMNS
 
 LABELS = ["billing", "refund", "shipping"]
 

@@ -12,7 +12,7 @@ from distill.errors import UserError
 from distill.filter.stage import filter_stage, normalise
 from distill.layout import RunLayout
 from helpers import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
-from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
+from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
 
 def _generate_output(run_dir: Path, rows: list[dict], test_texts: tuple[str, ...] = ()) -> None:

@@ -12,7 +12,9 @@ from distill.layout import RunLayout
 from distill.tasks import Parsed
 from fake_openai import FakeEndpoint
 from helpers import DEMO_INPUTS, study_config, write_config
-from teacher.generate import NOT_SENT, dry_run, generate, vote
+from teacher.generate import dry_run, generate
+from teacher.rows import vote
+from teacher.stream import NOT_SENT
 
 
 def _config(tmp_path: Path, url: str, rows: int = 6, **teacher: object):
@@ -255,7 +257,7 @@ def test_rows_stream_through_in_chunks_written_as_row_groups(tmp_path: Path, mon
 
 
 def test_the_context_check_tokenises_only_rows_still_to_send(tmp_path: Path) -> None:
-    from teacher.generate import make_plan, survey
+    from teacher.survey import make_plan, survey
 
     class CountingTokenizer:
         prompts = 0
@@ -355,7 +357,7 @@ def test_a_full_commit_queue_whose_thread_stopped_raises_instead_of_hanging(tmp_
 def test_output_row_values_land_in_the_columns_they_name() -> None:
     from distill.data.inputs import Example
     from teacher.client import Answer, Sample
-    from teacher.generate import TEACHER_COLUMNS, output_row
+    from teacher.rows import TEACHER_COLUMNS, output_row
 
     sample = Sample('{"label": "b"}', logprob=-0.25, top_logprobs=[{"token": "b", "logprob": -0.25}],
                     finish_reason="stop")

@@ -18,7 +18,7 @@ from distill.layout import RunLayout
 from distill.tasks.extraction import json_grammar
 from distill.tasks.grounding import FieldRules, Source, unsupported_tokens
 from helpers import SHARED_DATA, study_config, write_config
-from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
+from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
 RESTAURANT8K = SHARED_DATA / "restaurant8k" / "train_0.json"
 needs_data = pytest.mark.skipif(not RESTAURANT8K.exists(), reason="../shared/data is absent")

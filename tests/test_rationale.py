@@ -24,7 +24,7 @@ from student.rationale import (
     weighted_answer_loss,
 )
 from student.train import IGNORE_INDEX, PadCollator, make_collator
-from teacher.generate import TEACHER_COLUMNS
+from teacher.rows import TEACHER_COLUMNS
 
 LABELS = ["billing", "refund", "shipping"]
 MARKER = "Explain:"

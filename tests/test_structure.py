@@ -12,6 +12,7 @@ from helpers import REPO
 PACKAGES = ("distill", "teacher", "student")
 MAX_TOP_LEVEL_MODULES = 15  # core (config, cost, stats, layout, ...) and the runners
 MAX_FUNCTION_LINES = 40
+MAX_FILE_LINES = 400  # past this a module does several jobs: split it by job rather than grow it
 
 
 def _modules() -> dict[str, Path]:
@@ -40,6 +41,12 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 def test_distill_top_level_is_small() -> None:
     top = [p for p in (REPO / "distill").glob("*.py")]
     assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(p.name for p in top)
+
+
+def test_no_source_file_is_long() -> None:
+    long = [f"{path.relative_to(REPO)} ({lines} lines)" for path in _modules().values()
+            if (lines := len(path.read_text().splitlines())) > MAX_FILE_LINES]
+    assert not long, long
 
 
 def test_no_function_is_long() -> None:

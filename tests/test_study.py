@@ -231,7 +231,8 @@ def test_study_trains_each_variant_on_the_same_labels(tmp_path: Path, tiny_model
 
 
 def test_learning_curve_report_states_labels_needed_and_cost() -> None:
-    from distill.study.curve import _fit, curve_markdown
+    from distill.study.curve import _fit
+    from distill.study.report import curve_markdown
 
     # A teacher at 0.75 on 300 test queries; the student's paired difference rises past the bar.
     points = [{"labels": n, "quality": 0.75 + d, "quality_ci": [0.7 + d, 0.8 + d], "quality_diff": d,
@@ -255,7 +256,8 @@ def test_learning_curve_report_states_labels_needed_and_cost() -> None:
 
 def test_a_learning_curve_without_gold_says_so_and_fits_agreement_alone() -> None:
     """No gold: the quality line names the missing gold (not too few points), and agreement is what is counted."""
-    from distill.study.curve import _fit, curve_markdown
+    from distill.study.curve import _fit
+    from distill.study.report import curve_markdown
 
     points = [{"labels": n, "quality": None, "quality_ci": None, "quality_diff": None, "quality_diff_ci": None,
                "n_queries": 48, "agreement": a, "agreement_ci": [a - 0.1, min(a + 0.1, 1.0)],
@@ -266,6 +268,32 @@ def test_a_learning_curve_without_gold_says_so_and_fits_agreement_alone() -> Non
     assert ("- accuracy, student - teacher: not measured: the test queries have no gold answers (data.gold_column), "
             "so the rule decides on agreement with the teacher.") in text
     assert "- agreement: too few points to fit (2 measured; three or more are needed)." in text
+
+
+def test_a_study_is_rendered_apart_from_its_run(tmp_path: Path) -> None:
+    """study.md and study.html come from the study's results alone: the table, the learning curve and one plot
+    of each, with no run of any stage."""
+    from distill.study.curve import _fit
+    from distill.study.report import write_study_report
+
+    points = [{"labels": n, "quality": 0.75 + d, "quality_ci": [0.7 + d, 0.8 + d], "quality_diff": d,
+               "quality_diff_ci": [d - 0.04, d + 0.04], "n_queries": 300, "agreement": 0.8 + d,
+               "agreement_ci": [0.75 + d, 0.85 + d], "verdict": "keep_teacher"}
+              for n, d in ((250, -0.15), (500, -0.05), (1000, 0.02))]
+    curve = {"points": points, "quality": _fit(points, "quality_diff", -0.02, 0.01),
+             "agreement": _fit(points, "agreement", 0.95, 0.01)}
+    row = {"variant": "main", "student_model": "s", "settings": "r=16", "train_rows": 1000, "served_as": "merged",
+           "verdict": "keep_teacher", "quality": 0.77, "quality_ci": [0.72, 0.82], "quality_diff_ci": [-0.02, 0.06],
+           "agreement": 0.82, "agreement_ci": [0.77, 0.87], "queries_per_s": 9.0, "cost_per_1k_queries": 0.001,
+           "break_even_queries": None}
+    study = {"quality_name": "accuracy", "variants": [row], "learning_curve": curve,
+             "teacher": {"model": "t", "quality": 0.75, "concurrency": 16, "cost_per_1k_queries": 0.02}}
+    write_study_report(study, "demo", tmp_path)
+    markdown = (tmp_path / "study.md").read_text()
+    assert markdown.startswith("# demo: student settings compared")
+    assert "| main | s | r=16 | 1,000 | merged |" in markdown
+    assert "## Learning curve" in markdown and "| 1,000 | 0.770 [0.720, 0.820] | 0.820 [0.770, 0.870] |" in markdown
+    assert (tmp_path / "study.html").read_text().count("data:image/png;base64,") == 2
 
 
 @pytest.mark.slow
@@ -290,7 +318,7 @@ def test_learning_curve_trains_nested_budgets_from_one_labelled_pool(tmp_path: P
 
 
 def test_settings_name_every_key_a_variant_overrides() -> None:
-    from distill.study.report import settings_text
+    from distill.study.run import settings_text
 
     config = Config.model_validate(study_config("m", DEMO_INPUTS, variants={"kd": {"distill_weight": 0.5}}))
     kd = config.variant("kd")

@@ -23,7 +23,7 @@ from distill.stages import StageRecorder, read_manifest
 from distill.tasks import Task
 from student.serve import BASE_NAME, serve_adapter, serve_merged, student_requests
 from teacher.client import Target
-from teacher.generate import teacher_request
+from teacher.protocol import teacher_request
 from teacher.server import VLLMServer
 
 DORA_SKIPPED = "DoRA adapter: vLLM cannot load it, so the student is measured merged only"

@@ -44,10 +44,12 @@ from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from student.card import compared_cards
-from teacher.cache import ResponseCache, key_prefix, read_answers, request_key
+from teacher.cache import ResponseCache, read_answers, request_key
 from teacher.client import Answer
-from teacher.generate import TEST_COLUMNS, cache_fingerprint, teacher_fingerprint, teacher_request
+from teacher.fingerprint import teacher_fingerprint
+from teacher.protocol import cache_prefix, teacher_request
 from teacher.recorded import fill_answers
+from teacher.rows import TEST_COLUMNS
 from teacher.server import open_teacher
 
 
@@ -72,8 +74,7 @@ class TeacherAnswers:
         self.texts = texts
         teacher = reference_teacher(config.teacher)
         self.requests = [teacher_request(task, teacher, t) for t in texts]
-        prefix = key_prefix(cache_fingerprint(config, teacher_fingerprint(config)),
-                            teacher_request(task, teacher, "\0{text}\0"))
+        prefix = cache_prefix(config, task, teacher, teacher_fingerprint(config))
         self.keys = [request_key(prefix, t) for t in texts]
         self.labels, self.path = layout.generate.cache, layout.compare.teacher_answers
 

@@ -30,7 +30,7 @@ from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
 from distill.tasks.grounding import Finding
 from teacher import fidelity
-from teacher.generate import TEACHER_COLUMNS, TEST_COLUMNS
+from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
 # What filter adds to the teacher's rows: the parts of the answer its input does not support (support.column).
 KEPT_COLUMNS = (*TEACHER_COLUMNS, "grounding")

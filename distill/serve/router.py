@@ -15,7 +15,7 @@ from distill.serve.plan import Plan
 from distill.tasks import Task
 from student.prompts import StudentPrompter
 from student.serve import student_request
-from teacher.generate import teacher_request
+from teacher.protocol import teacher_request
 
 TEACHER_DOWN = "teacher unavailable: the student's answer is served in its place"
 STUDENT_DOWN = "student unavailable: the teacher's answer is served in its place"

@@ -1,2 +1,2 @@
-"""`distill study`: student variants on the same labels (report.py) and learning curves over label budgets
-(curve.py)."""
+"""`distill study`: student variants on the same labels and learning curves over label budgets, run (run.py,
+curve.py, fit.py, folders.py) apart from their rendering (report.py)."""

@@ -1,5 +1,6 @@
 """A learning curve: the student trained on nested subsets of one labelled pool, every point measured on the same
-test set, and a fitted curve that says how many labels reach the decision rule's bar and what they cost.
+test set, and a fitted curve that says how many labels reach the decision rule's bar and what they cost (rendered
+by distill/study/report.py).
 
 The bar is the rule's own (distill/compare/decision.py): with gold, the paired difference (student - teacher)
 above -`compare.max_quality_drop`; without gold, agreement above `compare.min_agreement`. Labels needed are those
@@ -17,7 +18,6 @@ from distill.config import Config
 from distill.cost import labelling_cost_of_rows
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
-from distill.present import fmt, new_figure, to_png, with_interval
 from distill.stats import POWER, queries_to_decide
 from distill.study.fit import fit_curve, labels_for_power, still_rising
 from distill.study.folders import link_shared_stages, trained_rows
@@ -83,73 +83,3 @@ def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
     return {"points": points, "pool_labels": full, "cost_per_training_label": per_label,
             "quality": _fit(points, "quality_diff", -config.compare.max_quality_drop, per_label),
             "agreement": _fit(points, "agreement", config.compare.min_agreement, per_label)}
-
-
-def _unfitted(measure: str, measured: int, no_gold: bool) -> str:
-    """Why a measure has no fitted curve: too few points measured, or none (without gold, for a gold measure)."""
-    if measured:
-        why = f"too few points to fit ({measured} measured; three or more are needed)"
-    elif no_gold:
-        why = ("not measured: the test queries have no gold answers (data.gold_column), so the rule decides on "
-               "agreement with the teacher")
-    else:
-        why = "not measured at any point (see each point's compare report)"
-    return f"- {measure}: {why}.\n"
-
-
-def _needed_sentence(fit: dict[str, Any], measure: str) -> str:
-    needed, cost = fit["labels_needed"], fit["labelling_cost"]
-    chance = f"{fit['power']:.0%}"
-    if needed["median"] is None:
-        text = (f"- {measure}: the fitted curve does not reach {fit['target']:+.3f}, where the rule (bar "
-                f"{fit['bar']:+.3f}) would pass with {chance} probability on {fit['test_queries']:,} test queries "
-                f"(reached in {needed['reached_share']:.0%} of bootstrap refits).")
-    else:
-        span = (f"90% range {fmt(needed['low'], 0)} to {fmt(needed['high'], 0)}" if needed["high"] is not None
-                else f"at least {fmt(needed['low'], 0)}; the upper end is not reached in every refit")
-        text = (f"- {measure}: about {fmt(needed['median'], 0)} kept labels ({span}) make the rule (bar "
-                f"{fit['bar']:+.3f}) say distil with {chance} probability on {fit['test_queries']:,} test queries "
-                f"(the fitted value {fit['target']:+.3f} there)"
-                + (f", about ${cost['median']:,.2f} of teacher labelling." if cost["median"] is not None else "."))
-    if fit["min_test_queries"] is not None:
-        text += (f" However many labels, the rule needs about {fit['min_test_queries']:,} test queries at the "
-                 f"fitted ceiling ({fit['ceiling']:+.3f}).")
-    return text + (" The curve is still rising at its last point.\n" if fit["still_rising"] else "\n")
-
-
-def curve_markdown(curve: dict[str, Any], quality_name: str) -> str:
-    points = curve["points"]
-    no_gold = not any(p.get("against_gold") for p in points)
-    sentences = []
-    for key, fitted, measure, needs_gold in (("quality_diff", "quality", f"{quality_name}, student - teacher", True),
-                                             ("agreement", "agreement", "agreement", False)):
-        fit = curve[fitted]
-        sentences.append(_needed_sentence(fit, measure) if fit is not None
-                         else _unfitted(measure, sum(p[key] is not None for p in points), needs_gold and no_gold))
-    lines = ["", "## Learning curve", "",
-             f"| kept labels | {quality_name} [95% CI] | agreement [95% CI] | verdict |", "|---|---|---|---|",
-             *[f"| {p['labels']:,} | {with_interval(p['quality'], p['quality_ci'])} | "
-               f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in points],
-             "", "Labels needed, from a power-law fit with a bootstrap over the points:", "",
-             *[sentence.rstrip() for sentence in sentences]]
-    return "\n".join(lines) + "\n"
-
-
-def curve_plot(curve: dict[str, Any], quality_name: str) -> bytes:
-    fig, ax = new_figure()
-    for measure, label, color in (("quality", quality_name, "tab:blue"), ("agreement", "agreement", "tab:orange")):
-        points = [p for p in curve["points"] if p[measure] is not None]
-        if not points:
-            continue
-        low = [p[measure] - (p[f"{measure}_ci"] or [p[measure]] * 2)[0] for p in points]
-        high = [(p[f"{measure}_ci"] or [p[measure]] * 2)[1] - p[measure] for p in points]
-        ax.errorbar([p["labels"] for p in points], [p[measure] for p in points], yerr=[low, high], fmt="o-",
-                    capsize=3, color=color, label=label)
-        if measure == "agreement" and curve[measure] is not None:  # quality's bar is on the difference
-            ax.axhline(curve[measure]["bar"], color=color, linestyle=":", label=f"{label} bar")
-    ax.set(xscale="log", xlabel="kept teacher labels", ylabel="score", ylim=(-0.02, 1.02),
-           title="Student quality against labels")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return to_png(fig)
-

@@ -1,89 +1,23 @@
-"""`distill study`: several student settings of one config compared in one table and one plot, and a
-learning curve over label budgets.
-
-The main student runs in the run folder; each variant runs in `variants/<name>/`, whose generate and filter
-folders link to the main ones, so the teacher labels once and every student learns from the same rows; a variant
-that overrides `filter` links generate only and filters the same labels its own way; one that overrides
-`teacher.samples` or `temperature` labels again in a generate folder of its own, through the main run's cache. Each
-learning-curve point runs in `variants/labels-<N>/`, whose generate folder links to the main one: it filters
-the same labelled pool down to the first N kept rows (nested subsets), so labels are paid for once.
-"""
+"""A study rendered: `study.md` and `study.html` (its table of students against the teacher, the learning curve
+and the labels it says are needed, and their plots), from the results distill/study/run.py gathered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from pathlib import Path
 from typing import Any
 
-from distill.artifacts import write_json, write_text
-from distill.config import Config
-from distill.layout import RunLayout
-from distill.pipeline import RunSummary, StageOutcome, run_pipeline
+from distill.artifacts import write_text
 from distill.present import fmt, html_page, new_figure, to_png, with_interval
-from distill.study.curve import curve_markdown, curve_plot, run_learning_curve
-from distill.study.folders import link_shared_stages, shared_stages, trained_rows
 
 
-def _flat(override: dict[str, Any], prefix: str = "") -> list[str]:
-    return [item for key, value in override.items()
-            for item in (_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"])]
-
-
-def settings_text(config: Config, override: dict[str, Any]) -> str:
-    """The main settings, then every other key the variant overrides (distill_weight, prompt_format, ...)."""
-    student, lora = config.student, config.student.lora
-    shown = f"r={lora.r} alpha={lora.alpha} epochs={student.epochs:g} lr={student.learning_rate:g}"
-    covered = {"lora.r", "lora.alpha", "epochs", "learning_rate"}
-    return " ".join([shown, *(item for item in _flat(override) if item.split("=")[0] not in covered)])
-
-
-def study_row(name: str, config: Config, metrics: dict[str, Any], override: dict[str, Any] | None = None,
-              train_rows: int | None = None) -> dict[str, Any]:
-    student = config.student
-    return {
-        "variant": name,
-        "student_model": student.model,
-        "settings": settings_text(config, override or {}),
-        "train_rows": train_rows,
-        "served_as": metrics["student"]["served_as"],
-        "verdict": metrics["recommendation"]["verdict"],
-        "quality": metrics["student"].get("quality"),
-        "quality_ci": metrics["student"].get("quality_ci"),
-        "quality_diff_ci": metrics.get("quality_diff_ci"),
-        "agreement": metrics["agreement"],
-        "agreement_ci": metrics.get("agreement_ci"),
-        "concurrency": metrics["student"].get("concurrency"),
-        "queries_per_s": metrics["student"].get("queries_per_s"),
-        "cost_per_1k_queries": metrics["student"].get("cost_per_1k_queries"),
-        "break_even_queries": metrics["break_even_queries"],
-    }
-
-
-def run_study(config: Config, layout: RunLayout, on_stage: Callable[[StageOutcome], None] | None = None
-              ) -> dict[str, Any]:
-    runs: dict[str, tuple[Config, RunSummary, RunLayout]] = {
-        "main": (config, run_pipeline(config, layout, on_stage=on_stage), layout)}
-    for name in config.variants:
-        variant = config.variant(name)
-        folder, shared = layout.variant(name), shared_stages(config, variant)
-        runs[name] = (variant, run_pipeline(variant, folder, on_stage=on_stage, may_keep_student=False,
-                                            set_up=partial(link_shared_stages, folder, shared)), folder)
-    curve = run_learning_curve(config, layout, runs["main"][1], on_stage) if config.study.label_counts else None
-    main = runs["main"][1].metrics
-    teacher = main["teacher"]
-    study = {"quality_name": main["task"]["quality_name"],
-             "teacher": {k: teacher.get(k) for k in ("model", "quality", "concurrency", "queries_per_s",
-                                                     "cost_per_1k_queries")},
-             "variants": [study_row(name, cfg, summary.metrics, config.variants.get(name), trained_rows(folder))
-                          for name, (cfg, summary, folder) in runs.items()],
-             "learning_curve": curve}
-    write_json(layout.root / "study.json", study)
-    markdown_text = study_markdown(study, config.name) + (curve_markdown(curve, study["quality_name"]) if curve else "")
+def write_study_report(study: dict[str, Any], name: str, root: Path) -> None:
+    """`study.md` and `study.html` in the run folder `root`."""
+    curve, quality = study["learning_curve"], study["quality_name"]
+    markdown_text = study_markdown(study, name) + (curve_markdown(curve, quality) if curve else "")
     plots = {"Students against the teacher": study_plot(study),
-             "Learning curve": curve_plot(curve, study["quality_name"]) if curve else None}
-    write_text(layout.root / "study.md", markdown_text)
-    write_text(layout.root / "study.html", html_page(markdown_text, f"{config.name}: study", plots))
-    return study
+             "Learning curve": curve_plot(curve, quality) if curve else None}
+    write_text(root / "study.md", markdown_text)
+    write_text(root / "study.html", html_page(markdown_text, f"{name}: study", plots))
 
 
 def study_markdown(study: dict[str, Any], name: str) -> str:
@@ -123,5 +57,74 @@ def study_plot(study: dict[str, Any]) -> bytes:
            ylabel=study.get("quality_name", "quality") if use_quality else "agreement with the teacher",
            title="Students against the teacher")
     ax.grid(alpha=0.3)
+    return to_png(fig)
+
+
+def _unfitted(measure: str, measured: int, no_gold: bool) -> str:
+    """Why a measure has no fitted curve: too few points measured, or none (without gold, for a gold measure)."""
+    if measured:
+        why = f"too few points to fit ({measured} measured; three or more are needed)"
+    elif no_gold:
+        why = ("not measured: the test queries have no gold answers (data.gold_column), so the rule decides on "
+               "agreement with the teacher")
+    else:
+        why = "not measured at any point (see each point's compare report)"
+    return f"- {measure}: {why}.\n"
+
+
+def _needed_sentence(fit: dict[str, Any], measure: str) -> str:
+    needed, cost = fit["labels_needed"], fit["labelling_cost"]
+    chance = f"{fit['power']:.0%}"
+    if needed["median"] is None:
+        text = (f"- {measure}: the fitted curve does not reach {fit['target']:+.3f}, where the rule (bar "
+                f"{fit['bar']:+.3f}) would pass with {chance} probability on {fit['test_queries']:,} test queries "
+                f"(reached in {needed['reached_share']:.0%} of bootstrap refits).")
+    else:
+        span = (f"90% range {fmt(needed['low'], 0)} to {fmt(needed['high'], 0)}" if needed["high"] is not None
+                else f"at least {fmt(needed['low'], 0)}; the upper end is not reached in every refit")
+        text = (f"- {measure}: about {fmt(needed['median'], 0)} kept labels ({span}) make the rule (bar "
+                f"{fit['bar']:+.3f}) say distil with {chance} probability on {fit['test_queries']:,} test queries "
+                f"(the fitted value {fit['target']:+.3f} there)"
+                + (f", about ${cost['median']:,.2f} of teacher labelling." if cost["median"] is not None else "."))
+    if fit["min_test_queries"] is not None:
+        text += (f" However many labels, the rule needs about {fit['min_test_queries']:,} test queries at the "
+                 f"fitted ceiling ({fit['ceiling']:+.3f}).")
+    return text + (" The curve is still rising at its last point.\n" if fit["still_rising"] else "\n")
+
+
+def curve_markdown(curve: dict[str, Any], quality_name: str) -> str:
+    points = curve["points"]
+    no_gold = not any(p.get("against_gold") for p in points)
+    sentences = []
+    for key, fitted, measure, needs_gold in (("quality_diff", "quality", f"{quality_name}, student - teacher", True),
+                                             ("agreement", "agreement", "agreement", False)):
+        fit = curve[fitted]
+        sentences.append(_needed_sentence(fit, measure) if fit is not None
+                         else _unfitted(measure, sum(p[key] is not None for p in points), needs_gold and no_gold))
+    lines = ["", "## Learning curve", "",
+             f"| kept labels | {quality_name} [95% CI] | agreement [95% CI] | verdict |", "|---|---|---|---|",
+             *[f"| {p['labels']:,} | {with_interval(p['quality'], p['quality_ci'])} | "
+               f"{with_interval(p['agreement'], p['agreement_ci'])} | {p['verdict']} |" for p in points],
+             "", "Labels needed, from a power-law fit with a bootstrap over the points:", "",
+             *[sentence.rstrip() for sentence in sentences]]
+    return "\n".join(lines) + "\n"
+
+
+def curve_plot(curve: dict[str, Any], quality_name: str) -> bytes:
+    fig, ax = new_figure()
+    for measure, label, color in (("quality", quality_name, "tab:blue"), ("agreement", "agreement", "tab:orange")):
+        points = [p for p in curve["points"] if p[measure] is not None]
+        if not points:
+            continue
+        low = [p[measure] - (p[f"{measure}_ci"] or [p[measure]] * 2)[0] for p in points]
+        high = [(p[f"{measure}_ci"] or [p[measure]] * 2)[1] - p[measure] for p in points]
+        ax.errorbar([p["labels"] for p in points], [p[measure] for p in points], yerr=[low, high], fmt="o-",
+                    capsize=3, color=color, label=label)
+        if measure == "agreement" and curve[measure] is not None:  # quality's bar is on the difference
+            ax.axhline(curve[measure]["bar"], color=color, linestyle=":", label=f"{label} bar")
+    ax.set(xscale="log", xlabel="kept teacher labels", ylabel="score", ylim=(-0.02, 1.02),
+           title="Student quality against labels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return to_png(fig)
 
