@@ -46,7 +46,7 @@ class StudentConfig(Strict):
     model: str = Field(description="Base model: local HF folder, GGUF file, catalogue name or hub id.")
     lora: LoraConfig = LoraConfig()
     epochs: float = Field(3.0, gt=0, description="Passes over the training rows (early stopping may end sooner); "
-                          "on BANKING77 the task score still rose from 2 to 3 (README, Recipe measurements).")
+                          "on BANKING77 the task score still rose from 2 to 3 (docs/recipes.md).")
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
     max_seq_len: int = Field(256, gt=8)
