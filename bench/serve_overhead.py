@@ -9,7 +9,7 @@ fast GPU-served student's latency; a model's own time would only hide the router
 itself, in its own process, in cascade mode (what compare recommends; the scripted student is always above the
 threshold, so every answer is the student's): it parses the client's request, builds the student's prompt, asks
 the student, parses and validates the answer, computes the confidence, writes the traffic line (and the input
-row), then answers. The direct side sends the student exactly the request the router sends.
+row), then answers. The direct side sends the student exactly the request the router sends (built by its own code).
 
 Rounds alternate direct and router (the order swapped each round) on a shared machine; per side the latencies of
 all rounds are pooled. Added latency is router minus direct at p50 and p99; the throughput ratio is the median over
@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
@@ -52,6 +53,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+if TYPE_CHECKING:
+    from teacher.client import Target
 
 SERVICE_MS = 20.0
 IN_FLIGHT = 16
@@ -165,11 +168,19 @@ def wait_ready(url: str, process: subprocess.Popen) -> None:
     raise SystemExit(f"{url}: not ready")
 
 
-def scripted_requests(texts: list[str]) -> list[bytes]:
-    """The same inputs as the router sends them to the scripted student."""
-    return [msgspec.json.encode({"model": "student", "prompt": f"Message: {t}\nCategory:", "temperature": 0.0,
-                                 "max_tokens": 32, "logprobs": 1, "structured_outputs": {"choice": LABELS}})
-            for t in texts]
+def router_bodies(config_path: Path, target: Target, texts: list[str]) -> list[bytes]:
+    """The student requests as the router's student backend builds and sends them (prompt, budget, constraint)."""
+    from distill.config import load_config
+    from distill.serve.backends import Backend
+    from distill.tasks import make_task
+    from student.prompts import StudentPrompter
+    from student.serve import student_request
+
+    config = load_config(config_path)
+    task = make_task(config.task)
+    prompter = StudentPrompter(task, config.student)
+    backend = Backend("student", target, "/completions", 1, 1)  # only its `body`: what the router sends
+    return [msgspec.json.encode(backend.body(student_request(task, config, prompter(t)))) for t in texts]
 
 
 def chat_requests(texts: list[str]) -> list[bytes]:
@@ -200,6 +211,7 @@ class Bench:
 
 @contextmanager
 def scripted_student(scratch: Path) -> Iterator[Bench]:
+    from teacher.client import Target
     from teacher.server import free_port
 
     port = free_port()
@@ -208,8 +220,10 @@ def scripted_student(scratch: Path) -> Iterator[Bench]:
     try:
         assert student.stdout is not None and student.stdout.readline().strip() == "ready"
         url, texts = f"http://127.0.0.1:{port}/v1", inbox_texts(REQUESTS)
-        yield Bench(write_study(scratch, url), scratch / "run", "cascade", url, chat_requests(texts),
-                    scripted_requests(texts), False, {"student": "scripted", "service_ms": SERVICE_MS})
+        config = write_study(scratch, url)
+        yield Bench(config, scratch / "run", "cascade", url, chat_requests(texts),
+                    router_bodies(config, Target((url,), "student"), texts), False,
+                    {"student": "scripted", "service_ms": SERVICE_MS})
     finally:
         student.terminate()
         student.wait()
@@ -217,25 +231,19 @@ def scripted_student(scratch: Path) -> Iterator[Bench]:
 
 @contextmanager
 def demo_student(run: Path, scratch: Path) -> Iterator[Bench]:
-    """The demo run's merged student on vLLM, started as compare and serve start it; the direct requests are the
-    bodies the router's student backend builds and sends."""
+    """The demo run's merged student on vLLM, started as compare and serve start it."""
     from serve_shadow import CONFIG, linked_copy
 
     from distill.config import load_config
     from distill.layout import RunLayout
-    from distill.serve.backends import Backend
-    from distill.tasks import make_task
-    from student.prompts import StudentPrompter
-    from student.serve import serve_merged, student_request
+    from student.serve import serve_merged
 
     config = load_config(CONFIG)
     copy = linked_copy(run, scratch)
-    task, texts = make_task(config.task), inbox_texts(DEMO_REQUESTS)
-    prompter = StudentPrompter(task, config.student)
+    texts = inbox_texts(DEMO_REQUESTS)
     with serve_merged(config, RunLayout(copy), scratch / "student_server.log") as target:
-        backend = Backend("student", target, "/completions", 1, 1)  # only its `body`: what the router sends
-        direct = [msgspec.json.encode(backend.body(student_request(task, config, prompter(t)))) for t in texts]
-        yield Bench(CONFIG, copy, "student", target.base_urls[0], chat_requests(texts), direct, True,
+        yield Bench(CONFIG, copy, "student", target.base_urls[0], chat_requests(texts),
+                    router_bodies(CONFIG, target, texts), True,
                     {"student": f"demo merged {config.student.model} (vLLM)", "demo_run": str(run)})
 
 
