@@ -61,6 +61,22 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, text + "\n")
 
 
+def write_json_list(path: Path, items: Iterable[Any]) -> None:
+    """A JSON list written item by item (a list of any length in bounded memory), as `write_json` writes it."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        opening = separator = "[\n  "
+        for item in items:
+            out.write(separator + json.dumps(item, default=str, allow_nan=False))
+            separator = ",\n  "
+        out.write("[]\n" if separator == opening else "\n]\n")
+
+
+def count_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def finite(value: float | None) -> float | None:
     """The number, or None (JSON null) where it is NaN or infinite."""
     return None if value is None or not math.isfinite(value) else value

@@ -11,11 +11,12 @@ import json
 import logging
 import shutil
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from distill import cost as costs
-from distill.artifacts import finite, read_rows, write_bytes, write_json
+from distill.artifacts import count_rows, finite, read_batches, write_bytes, write_json, write_json_list
 from distill.config import Config
 from distill.layout import RunLayout, TrainFiles
 from distill.models import resolve_model
@@ -25,34 +26,34 @@ from distill.tracking import prepare_trackers
 from student import distributed
 from student.card import without_cards, write_model_cards
 from student.curves import curves, plot_curves, still_rising
-from student.data import collator, encode, encode_rationales, train_columns
+from student.data import collator, encode_file, train_columns
 from student.evaluate import SCORE_KEY
 from student.model import add_lora, check_servable, load_student, save_merged
 from student.prompts import StudentPrompter
-from student.rationale import rationale_examples
 
 log = logging.getLogger(__name__)
 
 
 def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompter: StudentPrompter,
-                  train_rows: list[dict], eval_rows: list[dict], output_dir: Path) -> Any:
+                  layout: RunLayout) -> Any:
     from distill.console.training import use_console
     from student.loss import LossMix
     from student.trainer import ScorePatience, StudentTrainer, TaskEval, training_args
 
-    student = config.student
-    train_data = encode(config, task, tokenizer, prompter, train_rows)
-    if student.rationale_weight:  # the second task trains only: evaluation asks for the label
-        train_data += encode_rationales(student, tokenizer, prompter, train_rows)
-    eval_data = encode(config, task, tokenizer, prompter, eval_rows)
+    student, splits = config.student, layout.filter
+    # The rationale task trains only: evaluation asks for the label.
+    train_data = encode_file(config, task, tokenizer, prompter, splits.train, train_columns(student),
+                             rationales=bool(student.rationale_weight))
+    eval_data = encode_file(config, task, tokenizer, prompter, splits.eval)
     task_eval = None
     if eval_data:
-        scored = eval_rows[:student.eval_max_rows]
+        scored = list(islice((row for rows in read_batches(splits.eval) for row in rows), student.eval_max_rows))
         task_eval = TaskEval(task, tokenizer, [prompter(r["text"]) for r in scored], [r["label"] for r in scored],
                              task.answer_token_budget(student.max_tokens), student.batch_size)
     patience = student.early_stopping_patience
     callbacks = [ScorePatience(patience)] if eval_data and patience else []
-    args = training_args(student, output_dir, len(train_data), bool(eval_data), list(config.tracking.report_to))
+    args = training_args(student, layout.train.checkpoints, len(train_data), bool(eval_data),
+                         list(config.tracking.report_to))
     trainer = StudentTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data or None,
                              data_collator=collator(student, tokenizer), callbacks=callbacks, task_eval=task_eval,
                              loss_mix=LossMix.of(student))
@@ -71,23 +72,22 @@ def train(config: Config, layout: RunLayout) -> Manifest:
     files, recorder = layout.train, StageRecorder(STAGE, config, layout)
     remove_outputs(files)
     task, student = make_task(config.task), config.student
-    train_rows, eval_rows = read_rows(layout.filter.train, train_columns(student)), read_rows(layout.filter.eval)
     tokenizer, model = load_student(student)
     model = add_lora(model, student)
     check_servable(model)
     prepare_trackers(config, layout)
-    trainer = _make_trainer(config, task, tokenizer, model, StudentPrompter(task, student, tokenizer), train_rows,
-                            eval_rows, files.checkpoints)
+    trainer = _make_trainer(config, task, tokenizer, model, StudentPrompter(task, student, tokenizer), layout)
     resume, earlier_seconds = resume_point(files.checkpoints, {"key": recorder.key}, trainer)
     with recorder.timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     if not trainer.is_world_process_zero():
         return distributed.from_rank_zero(None)  # rank 0 writes the outputs; every rank returns its manifest
     best_step = _save_outputs(config, task, trainer, model, tokenizer, files, recorder)
-    write_json(files.trained_ids, [r["id"] for r in train_rows])
+    write_json_list(files.trained_ids, (row["id"] for rows in read_batches(layout.filter.train, columns=["id"])
+                                        for row in rows))
     shutil.rmtree(files.checkpoints)  # the adapter is the kept checkpoint
-    counts = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "steps": result.global_step,
-              "rationale_examples": rationale_examples(trainer.train_dataset)}
+    counts = {"train_rows": count_rows(layout.filter.train), "eval_rows": count_rows(layout.filter.eval),
+              "steps": result.global_step, "rationale_examples": trainer.train_dataset.rationales}
     summary = _training_summary(config, trainer, result, files, best_step, recorder.timings["train"])
     write_model_cards(config, layout, counts | summary)  # before the manifest, though not hashed (compare rewrites)
     return distributed.from_rank_zero(recorder.finish(
@@ -116,7 +116,7 @@ def _training_summary(config: Config, trainer: Any, result: Any, files: TrainFil
     history = json.loads(files.curves_json.read_text())
     # Epochs as trained, not as asked: early stopping ends a run before student.epochs.
     epochs = trainer.state.epoch or config.student.epochs
-    tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset) * epochs
+    tokens = trainer.train_dataset.tokens * epochs
     rising = still_rising(history)
     if rising:
         log.warning("the task score on the eval split was still rising at the last evaluation (the kept "
