@@ -3,13 +3,14 @@ train/eval split) at 1 million and at 10 million rows, each in a child process o
 
     .venv/bin/python bench/scale_rows.py                 # 1M then 10M rows; about 10 minutes on 2 cores
     .venv/bin/python bench/scale_rows.py --rows 200000 1000000
+    .venv/bin/python bench/scale_rows.py --rows 100000 1000000 --near-dup 0.8   # what near-dedup's index costs
 
 The rows are what generate writes for a classification task with 77 labels: a finished `generate/` folder
 (outputs.parquet in its own schema, test.parquet, a manifest) and a config. 5% of texts repeat an earlier one
 (case and spaces changed), 5% are near copies (a word added), 3% of answers are invalid, 1% of rows carry gold
 (the filter's audit keeps those).
-Near-dedup is off (`filter.near_dup_threshold: null`): its index grows with the kept rows (a few hundred bytes
-each, bench/filter_throughput.py measures it); exact dedup is on. Train's tokenisation is not run here.
+Near-dedup is off (`filter.near_dup_threshold: null`) unless `--near-dup` sets it: its index grows with the kept
+rows; exact dedup is on. Train's tokenisation is not run here.
 
 The smallest size is the in-run baseline: `ratio` is the time per million rows at the largest size over that at
 the smallest (goal <= 2), and `peak_rss_mb` the largest size's peak resident memory (goal <= 1,536 MB), read by
@@ -71,12 +72,13 @@ def write_generate_folder(folder: Path, rows: int) -> None:
     schema = teacher_schema()
     with pq.ParquetWriter(layout.generate.outputs, schema) as writer:
         for start in range(0, rows, CHUNK):
-            writer.write_table(pa.table(synthetic_chunk(start, min(CHUNK, rows - start)), schema=schema))
+            table = pa.table(synthetic_chunk(start, min(CHUNK, rows - start)), schema=schema)
+            writer.write_table(table, row_group_size=4_096)  # as generate writes it: a row group per chunk
     write_rows(layout.generate.test, [{"id": "test:0", "text": "an unrelated held out question", "gold": None}])
     write_json(layout.manifest("generate"), {"stage": "generate"})
 
 
-def make_config(folder: Path):
+def make_config(folder: Path, near_dup: float | None = None):
     from distill.config import Config
 
     test = folder / "test.csv"
@@ -84,17 +86,17 @@ def make_config(folder: Path):
     return Config.model_validate({
         "name": "scale", "task": {"instruction": "Classify.", "labels": LABELS},
         "data": {"inputs": str(test), "test": str(test)}, "teacher": {"model": "bench"},
-        "filter": {"near_dup_threshold": None}, "student": {"model": "bench"},
+        "filter": {"near_dup_threshold": near_dup}, "student": {"model": "bench"},
         "cost": {"teacher_price_per_hour": 1, "student_price_per_hour": 1, "train_price_per_hour": 1},
     })
 
 
-def run_filter(folder: str, queue: multiprocessing.Queue) -> None:
+def run_filter(folder: str, near_dup: float | None, queue: multiprocessing.Queue) -> None:
     """In a child: the filter stage alone, timed, with this process's peak memory."""
     from distill.filter.stage import filter_stage
     from distill.layout import RunLayout
 
-    config = make_config(Path(folder))
+    config = make_config(Path(folder), near_dup)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     manifest = filter_stage(config, RunLayout(Path(folder)))
@@ -103,14 +105,14 @@ def run_filter(folder: str, queue: multiprocessing.Queue) -> None:
                "rss_before_mb": before / 1024, "counts": manifest["counts"], "drops": manifest["drops"]})
 
 
-def measure(rows: int) -> dict:
+def measure(rows: int, near_dup: float | None) -> dict:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the parent's memory
     with tempfile.TemporaryDirectory() as name:
         writer = context.Process(target=write_generate_folder, args=(Path(name), rows))
         writer.start()
         writer.join()
         queue = context.Queue()
-        child = context.Process(target=run_filter, args=(name, queue))
+        child = context.Process(target=run_filter, args=(name, near_dup, queue))
         child.start()
         result = queue.get()
         child.join()
@@ -121,10 +123,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000],
                         help="sizes in rising order; the first is the baseline")
+    parser.add_argument("--near-dup", type=float, help="filter.near_dup_threshold (default: off)")
     args = parser.parse_args()
     runs = []
     for rows in args.rows:
-        runs.append(measure(rows))
+        runs.append(measure(rows, args.near_dup))
         print(json.dumps(runs[-1]), flush=True)
     small, large = runs[0], runs[-1]
     per_million = [run["seconds"] / run["rows"] * 1e6 for run in runs]
@@ -139,6 +142,7 @@ def main() -> None:
         "ratio": round(per_million[-1] / per_million[0], 3),
         "seconds": [round(run["seconds"], 1) for run in runs],
         "counts": large["counts"],
+        "near_dup_threshold": args.near_dup,
         "goal": {"peak_rss_mb": 1536, "ratio": 2.0},
     }))
 

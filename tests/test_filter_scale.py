@@ -61,3 +61,22 @@ def test_batches_and_buckets_change_no_output(tmp_path: Path, monkeypatch) -> No
     expected_drops += [(r["id"], "over_label_budget") for r in train[1_500:]]
     assert [(r["id"], r["drop_reason"]) for r in whole["dropped"]] == expected_drops
     assert {"over_label_cap", "near_duplicate", "duplicate", "invalid"} <= set(Counter(reasons))
+
+
+def test_hashed_keys_batch_after_batch_are_a_set_row_after_row() -> None:
+    import numpy as np
+
+    from distill.filter.dedup import HashSet, first_seen
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 5_000, 40_000).astype(np.uint64)  # many repeats, within and across batches
+    seen, found = HashSet(), []
+    for start in range(0, len(keys), 1_000):
+        found += first_seen(keys[start:start + 1_000], seen).tolist()
+    earlier: set[int] = set()
+    expected = [not (k in earlier or earlier.add(k)) for k in keys.tolist()]
+    assert found == expected
+    assert sum(len(run) for run in seen.runs) == len(earlier) and len(seen.runs) > 1
+    merged = np.concatenate(seen.runs)
+    assert len(np.unique(merged)) == len(merged)  # runs are disjoint: 8 bytes a distinct key
+    assert all((np.diff(run.astype(np.int64)) > 0).all() for run in seen.runs)

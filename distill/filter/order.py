@@ -36,23 +36,29 @@ class SeededOrder:
     def __init__(self, folder: Path, schema: Any, seed: int, expected_rows: int) -> None:
         import pyarrow as pa
 
-        self.folder, self.seed = folder, seed
+        self.folder, self.seed, self.row_schema = folder, seed, schema
         self.schema = schema.append(pa.field("_key", pa.binary())).append(pa.field("_index", pa.int64()))
         self.buckets = max(1, min(MAX_BUCKETS, math.ceil(expected_rows / BUCKET_ROWS)))
         self.writers: dict[int, Any] = {}
         self.rows = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:
+        import numpy as np
         import pyarrow as pa
 
-        grouped: dict[int, list[dict[str, Any]]] = {}
-        for row in rows:
-            key = order_key(self.seed, row["id"])
-            bucket = int.from_bytes(key[:8], "big") * self.buckets >> 64  # monotonic in the key
-            grouped.setdefault(bucket, []).append({**row, "_key": key, "_index": self.rows})
-            self.rows += 1
-        for bucket, members in grouped.items():
-            self._writer(bucket).write_table(pa.Table.from_pylist(members, schema=self.schema))
+        if not rows:
+            return
+        keys = [order_key(self.seed, row["id"]) for row in rows]
+        buckets = np.array([int.from_bytes(key[:8], "big") * self.buckets >> 64 for key in keys])  # by key order
+        table = pa.Table.from_pylist(rows, schema=self.row_schema)
+        table = table.append_column("_key", pa.array(keys, pa.binary()))
+        table = table.append_column("_index", pa.array(np.arange(self.rows, self.rows + len(rows))))
+        self.rows += len(rows)
+        grouped = np.argsort(buckets, kind="stable")
+        table, buckets = table.take(grouped), buckets[grouped]
+        starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+        for start, end in zip(starts, [*starts[1:], len(buckets)], strict=True):
+            self._writer(int(buckets[start])).write_table(table.slice(start, end - start))
 
     def _writer(self, bucket: int) -> Any:
         import pyarrow as pa
