@@ -53,7 +53,8 @@ def run_baseline(model: str, rows: list[dict], queue: multiprocessing.Queue) -> 
 
     from distill.config import StudentConfig
     from distill.models import resolve_model
-    from student.train import add_lora, encode_example
+    from student.data import encode_example
+    from student.model import add_lora
 
     path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)

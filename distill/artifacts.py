@@ -7,7 +7,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,22 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, text + "\n")
 
 
+def write_json_list(path: Path, items: Iterable[Any]) -> None:
+    """A JSON list written item by item (a list of any length in bounded memory), as `write_json` writes it."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        opening = separator = "[\n  "
+        for item in items:
+            out.write(separator + json.dumps(item, default=str, allow_nan=False))
+            separator = ",\n  "
+        out.write("[]\n" if separator == opening else "\n]\n")
+
+
+def count_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def finite(value: float | None) -> float | None:
     """The number, or None (JSON null) where it is NaN or infinite."""
     return None if value is None or not math.isfinite(value) else value
@@ -95,11 +111,67 @@ def read_rows(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {missing} (has {table.column_names}); the stage that "
-                        "writes it is from another version of distill: rerun it with --force")
+    require_columns(path, table.column_names, required)
     return table.to_pylist()
+
+
+def require_columns(path: Path, names: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing} (has {names}); the stage that "
+                        "writes it is from another version of distill: rerun it with --force")
+
+
+BATCH_ROWS = 20_000  # rows held at once by a streaming stage: about 40 MB of Python rows
+
+
+def read_batches(path: Path, required: tuple[str, ...] = (), batch_rows: int | None = None,
+                 columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a Parquet file, `batch_rows` at a time, so a file of any size reads in bounded memory."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    require_columns(path, source.schema_arrow.names, required)
+    # A row group at a time: ParquetFile.iter_batches (pyarrow 26) holds on to about 80 bytes of every row it
+    # decoded until the file is closed, so memory grew with the file.
+    for group in range(source.num_row_groups):
+        for batch in source.read_row_group(group, columns=columns).to_batches(max_chunksize=batch_rows or BATCH_ROWS):
+            yield batch.to_pylist()
+
+
+class RowWriter:
+    """Appends rows to a Parquet file of a fixed schema, a row group per `batch_rows`; see `row_writer`."""
+
+    def __init__(self, writer: Any, schema: Any, batch_rows: int) -> None:
+        self.writer, self.schema, self.batch_rows = writer, schema, batch_rows
+        self.buffer: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.buffer.extend(rows)
+        if len(self.buffer) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.rows += len(self.buffer)
+            self.buffer = []
+
+
+@contextmanager
+def row_writer(path: Path, schema: Any, batch_rows: int | None = None) -> Iterator[RowWriter]:
+    """Write a Parquet file batch by batch, atomically: it replaces `path` whole when the block ends, and a
+    failure leaves `path` as it was."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            rows = RowWriter(writer, schema, batch_rows or BATCH_ROWS)
+            yield rows
+            rows.flush()
 
 
 def sha256_file(path: Path) -> str:

@@ -22,18 +22,19 @@ WEIGHT_KEY = "loss_weights"  # what the collator adds to a batch: each label pos
 
 
 def rationale_pairs(rows: list[dict[str, Any]], prompter: Any, template: str) -> list[tuple[str, str]]:
-    """(prompt, target) of the rationale task for each row that has a rationale; the target starts with a space,
-    as a label does after its prompt."""
-    pairs = [(prompter.wrap(template.format(text=row["text"])), " " + row["rationale"].strip())
-             for row in rows if (row.get("rationale") or "").strip()]
+    """(prompt, target) of the rationale task for each row that has a rationale; refused where rows have none."""
+    pairs = some_rationale_pairs(rows, prompter, template)
     if rows and not pairs:
         raise UserError("student.rationale_weight > 0, but no training row has a rationale: generate the labels with "
                         "teacher.rationale: true (then rerun filter and train), or set student.rationale_weight: 0")
     return pairs
 
 
-def rationale_examples(examples: list[dict[str, Any]]) -> int:
-    return sum(example.get(TASK_KEY) == RATIONALE_TASK for example in examples)
+def some_rationale_pairs(rows: list[dict[str, Any]], prompter: Any, template: str) -> list[tuple[str, str]]:
+    """The pairs of the rows that have a rationale, however few (one batch of many); the target starts with a
+    space, as a label does after its prompt."""
+    return [(prompter.wrap(template.format(text=row["text"])), " " + row["rationale"].strip())
+            for row in rows if (row.get("rationale") or "").strip()]
 
 
 class TaskWeightCollator:

@@ -14,6 +14,7 @@ from distill.layout import RunLayout
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 from helpers import DEMO_INPUTS, DEMO_LABELS, SHARED_DATA, study_config, write_config
+from student.data import encode_example, make_collator
 from student.distillation import (
     SoftTargetCollator,
     first_target_ids,
@@ -22,7 +23,8 @@ from student.distillation import (
     soft_target,
     soft_target_loss,
 )
-from student.train import encode_example, load_student, make_collator, train
+from student.model import load_student
+from student.train import train
 from teacher.rows import TEACHER_COLUMNS
 
 LABELS = ["billing", "refund", "shipping"]

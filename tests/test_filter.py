@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from distill.artifacts import read_rows, write_json, write_rows
 from distill.config import load_config
+from distill.data.inputs import normalise
 from distill.errors import UserError
-from distill.filter.stage import filter_stage, normalise
+from distill.filter.stage import filter_stage
 from distill.layout import RunLayout
 from helpers import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
 from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
@@ -145,7 +146,7 @@ def test_output_from_another_label_set_is_refused(tmp_path: Path) -> None:
                           st.sampled_from(["billing", "refund", None]), st.floats(-5, 0)), max_size=30),
        st.sampled_from([None, 0.5, 0.9]), st.sampled_from([None, 1, 3]))
 def test_every_row_is_kept_or_dropped_exactly_once(rows, threshold, cap) -> None:
-    from distill.filter.stage import drop_reasons
+    from distill.filter.screen import drop_reasons
 
     data = [{**_row(i, text, label), "logprob": logprob} for i, (text, label, logprob) in enumerate(rows)]
     config = load_config_inline(near_dup_threshold=threshold, max_per_label=cap)
@@ -207,7 +208,7 @@ def test_min_logprob_reads_a_label_whole_and_other_answers_per_token() -> None:
     """A 40-token JSON answer at -0.05 a token is sure of every token; its sum, -2.0, would drop it. A label is
     read whole: its log-probability is the label's probability, however many tokens it takes."""
     from distill.config import FilterConfig
-    from distill.filter.stage import row_reason
+    from distill.filter.screen import row_reason
 
     rules = FilterConfig(min_logprob=-1.0)
     long_json = _row(0, "book a table for two", "{}") | {"logprob": -2.0, "completion_tokens": 40}

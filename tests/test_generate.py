@@ -181,7 +181,7 @@ def test_rows_appended_to_the_input_are_labelled_without_relabelling_old_ones(tm
 
 def test_an_answer_cut_off_at_max_tokens_is_invalid_and_filtered_as_truncated(tmp_path: Path) -> None:
     from distill.config import FilterConfig
-    from distill.filter.stage import row_reason
+    from distill.filter.screen import row_reason
 
     with FakeEndpoint(finish_reason="length") as fake:
         manifest = generate(_config(tmp_path, fake.url, rows=3), RunLayout(tmp_path))

@@ -40,7 +40,7 @@ def test_a_pattern_that_reaches_the_embeddings_is_refused_before_training() -> N
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from student.train import check_servable
+    from student.model import check_servable
 
     torch.manual_seed(0)
     base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -13,9 +13,11 @@ from distill.layout import RunLayout
 from distill.tasks import make_task
 from distill.tasks.classification import ClassificationSettings
 from helpers import DEMO_INPUTS, study_config, write_config
-from student.distillation import SOFT_KEYS, SoftTargetCollator, soft_target_loss
+from student.data import PadCollator, make_collator
+from student.distillation import SOFT_KEYS, soft_target_loss
 from student.prompts import StudentPrompter
 from student.rationale import (
+    IGNORE_INDEX,
     RATIONALE_TASK,
     TASK_KEY,
     WEIGHT_KEY,
@@ -23,7 +25,6 @@ from student.rationale import (
     rationale_pairs,
     weighted_answer_loss,
 )
-from student.train import IGNORE_INDEX, PadCollator, make_collator
 from teacher.rows import TEACHER_COLUMNS
 
 LABELS = ["billing", "refund", "shipping"]
@@ -119,13 +120,15 @@ def test_the_trainer_adds_knowledge_distillation_to_the_weighted_tasks(model, tm
     import torch
     from transformers import TrainingArguments
 
+    from student.loss import LossMix
     from student.trainer import StudentTrainer
 
     label = LABEL | {"kd_ids": [20, 21], "kd_probs": [0.75, 0.25]}
     rationale = RATIONALE | {"kd_ids": [], "kd_probs": []}  # the rationale has no soft target
-    collator = TaskWeightCollator(SoftTargetCollator(PadCollator(0), packed=False), False, 1 - 0.4, 0.3)
+    mix = LossMix(distill_weight=0.4, rationale_weight=0.3)
+    collator = mix.collator(PadCollator(0), packed=False)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
-    trainer = StudentTrainer(model=model, args=args, data_collator=collator, distill_weight=0.4)
+    trainer = StudentTrainer(model=model, args=args, data_collator=collator, loss_mix=mix)
     batch = collator([label, rationale])
     with torch.no_grad():
         loss = float(trainer.compute_loss(model, dict(batch)))

@@ -9,7 +9,7 @@ from distill.artifacts import write_json, write_rows
 from distill.config import load_config
 from distill.data.inputs import load_examples, split_inputs
 from distill.data.readers import DataError
-from distill.filter.stage import split_train_eval
+from distill.filter.order import split_train_eval
 from distill.layout import RunLayout
 from distill.pipeline import _new_training_rows
 from helpers import study_config, write_config, write_csv

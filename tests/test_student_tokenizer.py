@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from distill.config import StudentConfig
+from student.data import PadCollator, encode_example
 from student.evaluate import generate_answers
-from student.train import PadCollator, encode_example, load_student
+from student.model import load_student
 
 
 @pytest.fixture(scope="module")

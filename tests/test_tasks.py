@@ -139,7 +139,7 @@ def test_restaurant8k_gold_from_spans(tmp_path: Path) -> None:
 
 def test_a_jsonl_file_with_object_gold_runs_through_split_and_the_filter_audit(tmp_path: Path) -> None:
     """US-address parsing as a new user writes it: gold is a nested JSON object in each JSONL line."""
-    from distill.filter.stage import audit
+    from distill.filter.report import audit
 
     schema = {"type": "object", "properties": {
         "street": {"type": "string"}, "city": {"type": "string"},

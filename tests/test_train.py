@@ -8,7 +8,9 @@ from distill.config import load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from helpers import DEMO_INPUTS, study_config, write_config
-from student.train import IGNORE_INDEX, encode_example, train
+from student.data import encode_example
+from student.rationale import IGNORE_INDEX
+from student.train import train
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,8 @@ def test_packed_and_padded_batches_give_the_same_loss(tokenizer, tiny_model: Pat
     import torch
 
     from distill.config import StudentConfig
-    from student.train import load_student, make_collator
+    from student.data import make_collator
+    from student.model import load_student
 
     _, model = load_student(StudentConfig(model=str(tiny_model)))
     model.eval()

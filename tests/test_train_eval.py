@@ -17,8 +17,9 @@ from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.tasks import make_task
 from helpers import DEMO_INPUTS, study_config, write_config
+from student.model import load_student
 from student.prompts import StudentPrompter
-from student.train import load_student, train
+from student.train import train
 
 pytestmark = pytest.mark.slow
 

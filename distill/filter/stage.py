@@ -8,173 +8,59 @@ too_long, output_too_long, low_confidence, low_vote_share, ungrounded / unsuppor
 support: support.py), leaks_test (exact or near copy of a held-out test
 query), duplicate, near_duplicate, over_label_cap; training rows beyond `filter.max_train_rows` are
 over_label_budget. It reads files only: a new threshold never calls the teacher.
+
+Rows stream through it in batches (`distill.artifacts.BATCH_ROWS`), in two passes at most: screen every row and
+write the drops in input order (with a label cap, screened rows are spilled first, as the cap is known only at
+the end), then read the kept rows back in the split's seeded order (order.py). Scratch files live in
+`filter/.scratch-*` and are removed when the stage ends, or at the next run after a kill.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-from collections import Counter, defaultdict
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import read_rows, write_json, write_rows, write_text
-from distill.config import Config, FilterConfig
-from distill.data.inputs import normalise  # one notion of "the same text" for the filter and `validate`
+from distill.artifacts import read_batches, read_rows, row_writer, write_json, write_text
+from distill.config import Config
 from distill.errors import UserError
 from distill.filter import support
 from distill.filter.card import card_path, dataset_card
+from distill.filter.order import SeededOrder
+from distill.filter.report import ReportTally
+from distill.filter.screen import LabelCaps, Screen
 from distill.layout import RunLayout
 from distill.stages import Manifest, Stage, StageRecorder, read_manifest
 from distill.tasks import Task, make_task
-from distill.tasks.grounding import Finding
 from teacher import fidelity
 from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
-# What filter adds to the teacher's rows: the parts of the answer its input does not support (support.column).
-KEPT_COLUMNS = (*TEACHER_COLUMNS, "grounding")
+Batch = tuple[list[dict[str, Any]], list[str | None]]  # rows and their drop reasons (None: kept)
 
 
-def confidence(row: dict[str, Any], per_label: bool) -> float | None:
-    """The teacher's confidence as `filter.min_logprob` reads it: a single label's log-probability (that label's
-    probability, however many tokens it takes), else the mean log-probability per answer token, so a long JSON
-    object or summary is not dropped for its length."""
-    if row["logprob"] is None or per_label:
-        return row["logprob"]
-    samples = max(len(json.loads(row.get("samples") or "[]")), 1)  # completion tokens count every sample's
-    return row["logprob"] / max((row.get("completion_tokens") or 0) / samples, 1.0)
+def check_contract(path: Path, task: Task) -> None:
+    """Refuse, before any work, outputs without the teacher's columns or made under another label set or schema."""
+    for rows in read_batches(path, TEACHER_COLUMNS, columns=["label"]):
+        for value in sorted({r["label"] for r in rows if r["label"] is not None}):
+            parsed = task.parse(value)
+            if parsed.value != value:
+                raise UserError(f"{path}: answer {value[:80]!r} is not valid under the config's task "
+                                f"({parsed.error}); the outputs were made with another label set or schema: "
+                                "rerun `distill generate`")
 
 
-def row_reason(row: dict[str, Any], rules: FilterConfig, per_label: bool = True) -> str | None:
-    """The first per-row check a row fails, or None."""
-    if row.get("finish_reason") == "length":
-        return "truncated"  # cut off at teacher.max_tokens: even an answer that parses may be incomplete
-    if row["label"] is None:
-        return "invalid"  # the teacher's output failed, or is not a valid label: nothing to learn from
-    length = len(row["text"])
-    if rules.min_text_chars is not None and length < rules.min_text_chars:
-        return "too_short"
-    if rules.max_text_chars is not None and length > rules.max_text_chars:
-        return "too_long"
-    if rules.max_output_chars is not None and len(row["raw"] or "") > rules.max_output_chars:
-        return "output_too_long"
-    sure = confidence(row, per_label) if rules.min_logprob is not None else None
-    if rules.min_logprob is not None and (sure is None or sure < rules.min_logprob):
-        return "low_confidence"
-    share = row.get("vote_share")
-    if rules.min_vote_share is not None and share is not None and share < rules.min_vote_share:
-        return "low_vote_share"
-    return None
+def row_schemas(path: Path) -> tuple[Any, Any]:
+    """The Arrow schemas of kept and dropped rows: the teacher's columns as generate typed them, and ours."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-
-def exact_reasons(rows: list[dict[str, Any]], reasons: list[str | None], test_keys: set[str], dedup: bool) -> None:
-    seen: set[str] = set()
-    for i, row in enumerate(rows):
-        if reasons[i] is not None:
-            continue
-        key = normalise(row["text"])
-        if key in test_keys:
-            reasons[i] = "leaks_test"
-        elif dedup and key in seen:
-            reasons[i] = "duplicate"
-        seen.add(key)
-
-
-def near_reasons(rows: list[dict[str, Any]], reasons: list[str | None], test_texts: list[str],
-                 threshold: float) -> None:
-    """Near copies of a test query leak it; near copies of an earlier kept row add nothing.
-
-    Test queries and kept rows share one index, so each row costs a single LSH query.
-    """
-    from distill.filter.neardup import NearIndex, signatures
-
-    index = NearIndex(threshold)
-    for j, signature in enumerate(signatures(test_texts)):
-        index.add(f"test:{j}", signature)
-    candidates = [i for i, reason in enumerate(reasons) if reason is None]
-    for i, signature in zip(candidates, signatures(rows[i]["text"] for i in candidates), strict=True):
-        matches = index.matches(signature)
-        if any(key.startswith("test:") for key in matches):
-            reasons[i] = "leaks_test"
-        elif matches:
-            reasons[i] = "near_duplicate"
-        else:
-            index.add(str(i), signature)
-
-
-def cap_reasons(rows: list[dict[str, Any]], reasons: list[str | None], cap: int) -> None:
-    """Keep the `cap` most confident rows of each label (ties: earlier rows first)."""
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, reason in enumerate(reasons):
-        if reason is None:
-            by_label[rows[i]["label"]].append(i)
-    for indices in by_label.values():
-        ranked = sorted(indices, key=lambda i: (-(rows[i]["logprob"] if rows[i]["logprob"] is not None
-                                                   else float("-inf")), i))
-        for i in ranked[cap:]:
-            reasons[i] = "over_label_cap"
-
-
-def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str],
-                 found: list[list[Finding]] | None = None) -> list[str | None]:
-    rules = config.filter
-    task = make_task(config.task)
-    reasons = [row_reason(row, rules, task.single_label) for row in rows]
-    support.support_reasons(reasons, support.findings(rows, task, rules) if found is None else found, task, rules)
-    exact_reasons(rows, reasons, {normalise(t) for t in test_texts}, rules.dedup_exact)
-    if rules.near_dup_threshold is not None:
-        near_reasons(rows, reasons, test_texts, rules.near_dup_threshold)
-    if rules.max_per_label is not None:
-        cap_reasons(rows, reasons, rules.max_per_label)
-    return reasons
-
-
-def check_contract(rows: list[dict[str, Any]], path: Path, task: Task) -> None:
-    """Refuse, before any work, outputs made under another label set or schema."""
-    for value in sorted({r["label"] for r in rows if r["label"] is not None}):
-        parsed = task.parse(value)
-        if parsed.value != value:
-            raise UserError(f"{path}: answer {value[:80]!r} is not valid under the config's task ({parsed.error}); "
-                            "the outputs were made with another label set or schema: rerun `distill generate`")
-
-
-def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded order from each row's own id (a hash of its content), not its position: a row inserted at the
-    top of the inputs leaves every other row on its side of the split."""
-    order = sorted(kept, key=lambda row: hashlib.sha256(f"{seed}:{row['id']}".encode()).digest())
-    n_eval = round(len(order) * fraction)
-    return order[n_eval:], order[:n_eval]
-
-
-def audit(rows: list[dict[str, Any]], task: Task, samples: int, seed: int) -> dict[str, Any] | None:
-    """The teacher's quality against gold (per class for labels, per field for JSON), and a seeded sample of
-    disagreements to read."""
-    graded = [r for r in rows if r.get("gold") is not None and r["label"] is not None]
-    if not graded:
-        return None
-    scores = [task.score(r["label"], r["gold"]) for r in graded]
-    per_class: dict[str, list[float]] = defaultdict(list)
-    if task.single_label:
-        for row, score in zip(graded, scores, strict=True):
-            per_class[row["gold"]].append(score)
-    wrong = [r for r, score in zip(graded, scores, strict=True) if score < 1]
-    sample = random.Random(seed).sample(wrong, min(samples, len(wrong)))
-    details = task.details([r["label"] for r in graded], [r["gold"] for r in graded])
-    return {
-        "rows_with_gold": len(graded),
-        "quality_name": task.quality_name,
-        "teacher_accuracy": sum(scores) / len(scores),
-        "per_class": {label: {"accuracy": sum(s) / len(s), "rows": len(s)} for label, s in sorted(per_class.items())},
-        "per_field": details.get("per_field", {}),
-        "disagreements": [{"id": r["id"], "text": r["text"], "gold": r["gold"], "teacher": r["label"]}
-                          for r in sample],
-    }
-
-
-def _counts(task: Task, values: list[str]) -> dict[str, int]:
-    """Answers per label (or per filled field); empty for free text."""
-    return dict(Counter(c for value in values for c in task.categories(value)).most_common())
+    source = pq.read_schema(path)
+    # What filter adds to the teacher's rows: the parts of the answer its input does not support (support.column).
+    kept = pa.schema([*(source.field(name) for name in TEACHER_COLUMNS), pa.field("grounding", pa.string())])
+    return kept, kept.append(pa.field("drop_reason", pa.string()))
 
 
 # What fixes the most common drop when nothing is kept: loosening the filter cannot help where the answers are bad.
@@ -200,33 +86,18 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     """Read `generate/outputs.parquet` and the test split; write `filter/train.parquet`, `eval.parquet`,
     `dropped.parquet` and a report."""
     read_manifest(layout, "generate")
-    source = layout.generate.outputs
-    rows = read_rows(source, TEACHER_COLUMNS)
-    test_texts = [row["text"] for row in read_rows(layout.generate.test, TEST_COLUMNS)]
+    source, files = layout.generate.outputs, layout.filter
     task = make_task(config.task)
-    check_contract(rows, source, task)
-    files = layout.filter
+    check_contract(source, task)
+    test_texts = [row["text"] for row in read_rows(layout.generate.test, TEST_COLUMNS)]
     recorder = StageRecorder(STAGE, config, layout)
-    with recorder.timed("filters"):
-        found = support.findings(rows, task, config.filter)
-        reasons = drop_reasons(rows, config, test_texts, found)
-    for row, parts in zip(rows, found, strict=True):
-        row["grounding"] = support.column(parts)
-    kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
-    dropped = [{**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason]
-    if not kept:
-        raise _nothing_kept(source, Counter(reasons))
-    train, evaluation = split_train_eval(kept, config.filter.eval_fraction, config.filter.seed)
-    budget = config.filter.max_train_rows or len(train)
-    train, over_budget = train[:budget], train[budget:]
-    kept = train + evaluation
-    dropped += [{**row, "drop_reason": "over_label_budget"} for row in over_budget]
-    write_rows(files.train, train, KEPT_COLUMNS)
-    write_rows(files.eval, evaluation, KEPT_COLUMNS)
-    write_rows(files.dropped, dropped, (*KEPT_COLUMNS, "drop_reason"))
-    report = build_report(rows, kept, train, evaluation, dropped, task, config)
-    report["grounding"] = support.report(rows, found, task, config.filter)
-    report["constraint_fidelity"] = fidelity.load(layout.generate.fidelity)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    for stale in files.folder.glob(".scratch-*"):  # left by a killed run
+        shutil.rmtree(stale)
+    tally = ReportTally(task, config)
+    with recorder.timed("filters"), tempfile.TemporaryDirectory(prefix=".scratch-", dir=files.folder) as scratch:
+        counts = write_splits(config, layout, Path(scratch), tally, test_texts)
+    report = tally.report(counts["train"], counts["eval"], fidelity.load(layout.generate.fidelity))
     write_json(files.report_json, report)
     write_text(files.report_md, report_markdown(report))
     write_text(card_path(layout), dataset_card(config, report))  # deterministic, so hashed with the data
@@ -235,17 +106,64 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
                            drops=report["drops"])
 
 
-def build_report(rows: list[dict], kept: list[dict], train: list[dict], evaluation: list[dict],
-                 dropped: list[dict], task: Task, config: Config) -> dict[str, Any]:
-    return {
-        "rows_in": len(rows), "rows_kept": len(kept), "train": len(train), "eval": len(evaluation),
-        "drops": dict(Counter(r["drop_reason"] for r in dropped).most_common()),
-        "labels_before": _counts(task, [r["label"] for r in rows if r["label"] is not None]),
-        "labels_after": _counts(task, [r["label"] for r in kept]),
-        "audit": audit(rows, task, config.filter.audit_samples, config.filter.seed),
-        # Placeholder strings ("null", "N/A") the teacher wrote where a value belongs; never kept as values.
-        "placeholders": dict(Counter(f for r in rows for f in task.placeholder_fields(r["raw"])).most_common()),
-    }
+def screened(config: Config, source: Path, scratch: Path, tally: ReportTally, test_texts: list[str],
+             dropped_schema: Any) -> Iterator[Batch]:
+    """Every row with its drop reason, in input order; with a label cap, through a spill file (see the module)."""
+    screen = Screen(config, test_texts)
+
+    def first_pass() -> Iterator[Batch]:
+        for rows in read_batches(source, TEACHER_COLUMNS):
+            reasons, found = screen(rows)
+            for row, parts in zip(rows, found, strict=True):
+                row["grounding"] = support.column(parts)
+            tally.see(rows, found)
+            yield rows, reasons
+
+    if screen.caps is None:
+        yield from first_pass()
+        return
+    spill = scratch / "screened.parquet"
+    with row_writer(spill, dropped_schema) as writer:
+        for rows, reasons in first_pass():
+            writer.write({**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True))
+    kept, offset = screen.caps.kept(), 0
+    for rows in read_batches(spill):
+        reasons = [row.pop("drop_reason") for row in rows]
+        LabelCaps.apply(reasons, offset, kept)
+        offset += len(rows)
+        yield rows, reasons
+
+
+def write_splits(config: Config, layout: RunLayout, scratch: Path, tally: ReportTally,
+                 test_texts: list[str]) -> dict[str, int]:
+    """Write the drops in input order, then the kept rows in the seeded order: eval first, then train up to its
+    budget, the rest dropped as over_label_budget. Returns the rows written to train and eval."""
+    import pyarrow.parquet as pq
+
+    source, files, rules = layout.generate.outputs, layout.filter, config.filter
+    kept_schema, dropped_schema = row_schemas(source)
+    order = SeededOrder(scratch, kept_schema, rules.seed, pq.ParquetFile(source).metadata.num_rows)
+    with row_writer(files.dropped, dropped_schema) as dropped:
+        for rows, reasons in screened(config, source, scratch, tally, test_texts, dropped_schema):
+            tally.drops.update(reason for reason in reasons if reason)
+            dropped.write({**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason)
+            order.add([row for row, reason in zip(rows, reasons, strict=True) if reason is None])
+        if not order.rows:
+            raise _nothing_kept(source, tally.drops)
+        n_eval = round(order.rows * rules.eval_fraction)
+        budget = rules.max_train_rows or order.rows
+        with row_writer(files.eval, kept_schema) as evaluation, row_writer(files.train, kept_schema) as train:
+            for position, row in enumerate(order):
+                if position < n_eval:
+                    evaluation.write([row])
+                    tally.keep("eval", row)
+                elif position - n_eval < budget:
+                    train.write([row])
+                    tally.keep("train", row)
+                else:
+                    dropped.write([{**row, "drop_reason": "over_label_budget"}])
+                    tally.drops["over_label_budget"] += 1
+    return {"train": train.rows, "eval": evaluation.rows}
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -67,36 +67,44 @@ def rule_text(task: Task, rules: FilterConfig) -> str | None:
     return None
 
 
-def report(rows: list[dict[str, Any]], found: list[list[Finding]], task: Task, rules: FilterConfig) -> dict | None:
-    """Per field, the values not found in their input with the first examples; per-row counts; and with gold,
-    the teacher's quality on supported vs unsupported answers."""
-    if task.support_check is None:
-        return None
-    per_field: dict[str, dict[str, Any]] = defaultdict(lambda: {"values": 0, "examples": []})
-    for row, parts in zip(rows, found, strict=True):
-        for part in parts:
-            entry = per_field[part.field]
-            entry["values"] += 1
-            if len(entry["examples"]) < EXAMPLES:
-                entry["examples"].append({"id": row["id"], "text": row["text"], "value": part.value})
-    checked = [parts for row, parts in zip(rows, found, strict=True) if row["label"] is not None]
-    return {"check": task.support_check, "rule": rule_text(task, rules), "limit": allowed(task, rules),
-            "rows_checked": len(checked), "rows_unsupported": sum(bool(p) for p in checked),
-            "per_row": {str(k): v for k, v in sorted(Counter(len(p) for p in checked).items())},
-            "per_field": dict(sorted(per_field.items(), key=lambda kv: -kv[1]["values"])),
-            "gold": _gold_split(rows, found, task)}
+class Tally:
+    """The grounding part of the report, counted batch by batch over every row: per field, the values not found in
+    their input with the first examples; per-row counts; and with gold, the teacher's quality on supported vs
+    unsupported answers (the scores of rows with gold are kept: one float each)."""
 
+    def __init__(self, task: Task, rules: FilterConfig) -> None:
+        self.task, self.rules = task, rules
+        self.per_field: dict[str, dict[str, Any]] = defaultdict(lambda: {"values": 0, "examples": []})
+        self.per_row: Counter[int] = Counter()
+        self.gold: dict[str, list[float]] = {"supported": [], "unsupported": []}
 
-def _gold_split(rows: list[dict[str, Any]], found: list[list[Finding]], task: Task) -> dict[str, Any] | None:
-    """The teacher's quality against gold on answers with and without unsupported parts, with exact 95%
-    intervals where scores are 0 or 1."""
-    groups: dict[str, list[float]] = {"supported": [], "unsupported": []}
-    for row, parts in zip(rows, found, strict=True):
-        if row["label"] is not None and row.get("gold") is not None:
-            groups["unsupported" if parts else "supported"].append(task.score(row["label"], row["gold"]))
-    if not any(groups.values()):
-        return None
-    return {name: _rate(scores, task.binary_score) for name, scores in groups.items()}
+    def see(self, rows: list[dict[str, Any]], found: list[list[Finding]]) -> None:
+        if self.task.support_check is None:
+            return
+        for row, parts in zip(rows, found, strict=True):
+            for part in parts:
+                entry = self.per_field[part.field]
+                entry["values"] += 1
+                if len(entry["examples"]) < EXAMPLES:
+                    entry["examples"].append({"id": row["id"], "text": row["text"], "value": part.value})
+            if row["label"] is not None:
+                self.per_row[len(parts)] += 1
+                if row.get("gold") is not None:
+                    score = self.task.score(row["label"], row["gold"])
+                    self.gold["unsupported" if parts else "supported"].append(score)
+
+    def result(self) -> dict | None:
+        task = self.task
+        if task.support_check is None:
+            return None
+        checked = sum(self.per_row.values())
+        gold = ({name: _rate(scores, task.binary_score) for name, scores in self.gold.items()}
+                if any(self.gold.values()) else None)
+        return {"check": task.support_check, "rule": rule_text(task, self.rules), "limit": allowed(task, self.rules),
+                "rows_checked": checked, "rows_unsupported": checked - self.per_row[0],
+                "per_row": {str(k): v for k, v in sorted(self.per_row.items())},
+                "per_field": dict(sorted(self.per_field.items(), key=lambda kv: -kv[1]["values"])),
+                "gold": gold}
 
 
 def _rate(scores: list[float], binary: bool) -> dict[str, Any]:
