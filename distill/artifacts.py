@@ -125,6 +125,21 @@ def require_columns(path: Path, names: list[str], required: tuple[str, ...]) -> 
 BATCH_ROWS = 20_000  # rows held at once by a streaming stage: about 40 MB of Python rows
 
 
+def column_sums(path: Path, columns: tuple[str, ...]) -> dict[str, float]:
+    """Sums of those of `columns` the file has (nulls as 0), a row group at a time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    present = [c for c in columns if c in source.schema_arrow.names]
+    sums = dict.fromkeys(present, 0.0)
+    for group in range(source.num_row_groups):
+        table = source.read_row_group(group, columns=present)
+        for column in present:
+            sums[column] += pc.sum(table[column]).as_py() or 0
+    return sums
+
+
 def read_batches(path: Path, required: tuple[str, ...] = (), batch_rows: int | None = None,
                  columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
     """The rows of a Parquet file, `batch_rows` at a time, so a file of any size reads in bounded memory."""

@@ -85,6 +85,9 @@ def labelling_cost(cost: CostConfig, teacher_seconds: float, prompt_tokens: int,
     return teacher_hourly(cost, teacher) * teacher_seconds / SECONDS_PER_HOUR
 
 
+LABELLING_COLUMNS = ("serving_s", "prompt_tokens", "completion_tokens", "cached_tokens")  # what an answer cost
+
+
 def labelling_cost_of_rows(cost: CostConfig, rows: list[dict], teacher: TeacherConfig | None = None) -> float:
     """What the labelled rows cost when each answer was paid for, whichever run paid: tokens at per-token prices,
     else the seconds of teacher serving each answer recorded (`serving_s`, 0 where absent). Both modes count the

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import damaged_outputs, read_rows, write_json
+from distill.artifacts import damaged_outputs, read_batches, write_json
 from distill.config import Config
 from distill.errors import UserError
 from distill.layout import RunLayout
@@ -166,7 +166,8 @@ def stage_state(stage: Stage, config: Config | None, layout: RunLayout) -> Stage
 
 def _new_training_rows(layout: RunLayout) -> int:
     trained = set(json.loads(layout.train.trained_ids.read_text()))
-    return sum(row["id"] not in trained for row in read_rows(layout.filter.train))
+    return sum(row["id"] not in trained for batch in read_batches(layout.filter.train, columns=["id"])
+               for row in batch)
 
 
 def decide(stage: Stage, config: Config, layout: RunLayout, forced: bool, may_keep: bool = True) -> tuple[str, str]:

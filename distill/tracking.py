@@ -75,6 +75,9 @@ def log_run(config: Config, layout: RunLayout, metrics: dict[str, Any]) -> str:
         for path in (layout.compare.metrics, layout.compare.report_html, layout.compare.report_md):
             mlflow.log_artifact(str(path), artifact_path="compare")
         mlflow.log_artifacts(str(layout.train.adapter), artifact_path="adapter")
+        for student in ("adapter", "merged"):  # the cards with compare's results (train's cards have none)
+            if layout.compare.model_card(student).exists():
+                mlflow.log_artifact(str(layout.compare.model_card(student)), artifact_path="compare")
         return run.info.run_id
 
 

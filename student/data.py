@@ -67,15 +67,33 @@ def encode_rationales(student: StudentConfig, tokenizer: Any, prompter: StudentP
             for prompt, target in some_rationale_pairs(rows, prompter, student.rationale_prompt)]
 
 
-class EncodedExamples:
-    """Encoded examples written batch by batch to an Arrow file, then memory-mapped: a dataset the Trainer indexes
-    (`len`, `[i]`) without holding it. The file goes with this object. Tokens and rationale examples are counted
-    while writing, for the training summary."""
+SCRATCH_PREFIX = ".examples-"
 
-    def __init__(self, student: StudentConfig, batches: Iterable[list[dict[str, Any]]]) -> None:
+
+def remove_stale_scratch(folder: Path) -> None:
+    """Example files left by a killed training (their process is gone); a live process's stay."""
+    import shutil
+
+    import psutil
+
+    for path in folder.glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).split("-")[0]
+        if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class EncodedExamples:
+    """Encoded examples written batch by batch to an Arrow file in `scratch` (train's own folder: on disk, where
+    /tmp may be memory), then memory-mapped: a dataset the Trainer indexes (`len`, `[i]`) without holding it. The
+    file goes with this object. Tokens and rationale examples are counted while writing, for the summary."""
+
+    def __init__(self, student: StudentConfig, batches: Iterable[list[dict[str, Any]]], scratch: Path) -> None:
+        import os
+
         import pyarrow as pa
 
-        self._folder = tempfile.TemporaryDirectory(prefix="distill-examples-")
+        scratch.mkdir(parents=True, exist_ok=True)
+        self._folder = tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch)
         path = str(Path(self._folder.name) / "examples.arrow")
         schema = example_schema(student)
         self.tokens = self.rationales = 0
@@ -99,13 +117,13 @@ class EncodedExamples:
 def example_schema(student: StudentConfig) -> Any:
     import pyarrow as pa
 
-    ids = pa.list_(pa.int64())
+    ids = pa.list_(pa.int32())  # token ids fit: half the file of int64
     return pa.schema([("input_ids", ids), ("labels", ids)]
                      + ([("kd_ids", ids), ("kd_probs", pa.list_(pa.float64()))] if student.distill_weight else [])
                      + ([(TASK_KEY, pa.int64())] if student.rationale_weight else []))
 
 
-def encode_file(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompter, path: Path,
+def encode_file(config: Config, task: Task, tokenizer: Any, prompter: StudentPrompter, path: Path, scratch: Path,
                 required: tuple[str, ...] = (), rationales: bool = False) -> EncodedExamples:
     """A split's examples, the label task's for every row, then (`rationales`) the rationale task's."""
     student = config.student
@@ -117,7 +135,7 @@ def encode_file(config: Config, task: Task, tokenizer: Any, prompter: StudentPro
         for rows in read_batches(path, required) if rationales else ():
             yield encode_rationales(student, tokenizer, prompter, rows)
 
-    return EncodedExamples(student, batches())
+    return EncodedExamples(student, batches(), scratch)
 
 
 def _refuse_as_whole(path: Path, student: StudentConfig, prompter: StudentPrompter, rationales: bool) -> None:

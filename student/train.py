@@ -26,7 +26,7 @@ from distill.tracking import prepare_trackers
 from student import distributed
 from student.card import write_model_cards
 from student.curves import curves, plot_curves, still_rising
-from student.data import collator, encode_file, train_columns
+from student.data import collator, encode_file, remove_stale_scratch, train_columns
 from student.evaluate import SCORE_KEY
 from student.model import add_lora, check_servable, load_student, save_merged
 from student.prompts import StudentPrompter
@@ -42,9 +42,11 @@ def _make_trainer(config: Config, task: Task, tokenizer: Any, model: Any, prompt
 
     student, splits = config.student, layout.filter
     # The rationale task trains only: evaluation asks for the label.
-    train_data = encode_file(config, task, tokenizer, prompter, splits.train, train_columns(student),
+    scratch = layout.train.folder
+    remove_stale_scratch(scratch)
+    train_data = encode_file(config, task, tokenizer, prompter, splits.train, scratch, train_columns(student),
                              rationales=bool(student.rationale_weight))
-    eval_data = encode_file(config, task, tokenizer, prompter, splits.eval)
+    eval_data = encode_file(config, task, tokenizer, prompter, splits.eval, scratch)
     task_eval = None
     if eval_data:
         scored = list(islice((row for rows in read_batches(splits.eval) for row in rows), student.eval_max_rows))

@@ -150,11 +150,13 @@ def test_a_run_logged_to_a_file_has_no_bars_and_the_students_card(tmp_path: Path
     assert manifest["config"]["student"]["epochs"] == 1.0
     card = (run_dir / "train" / "adapter" / "README.md").read_text()
     assert yaml.safe_load(card.split("---\n")[1])["base_model"] == str(tiny_model)
-    assert "agreement with the teacher" in card and "Not compared yet" not in card
-    assert not [name for name in manifest["outputs"] if name.endswith("README.md")]
+    assert "compare/adapter_card.md" in card, "train's card says where its results are written"
+    assert "adapter/README.md" in manifest["outputs"], "train writes and hashes its own card"
+    compared = (run_dir / "compare" / "adapter_card.md").read_text()
+    assert "agreement with the teacher" in compared and yaml.safe_load(compared.split("---\n")[1])
     status = subprocess.run([sys.executable, "-m", "distill.cli", "status", str(run_dir), "--json"],
                             capture_output=True, text=True, check=True)
-    assert set(json.loads(status.stdout)["stages"].values()) == {"complete"}, "the rewritten card damages nothing"
+    assert set(json.loads(status.stdout)["stages"].values()) == {"complete"}, "compare's cards damage nothing"
     assert (run_dir / "filter" / "README.md").is_file() and (run_dir / "train" / "stage.log").is_file()
     assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     metrics = json.loads((run_dir / "compare" / "metrics.json").read_text())

@@ -219,3 +219,13 @@ def test_min_logprob_reads_a_label_whole_and_other_answers_per_token() -> None:
     assert row_reason(voted, rules, per_label=False) is None
     label = _row(1, "topping up failed", "topping_up_by_card") | {"logprob": -2.0, "completion_tokens": 6}
     assert row_reason(label, rules, per_label=True) == "low_confidence"
+
+
+def test_a_killed_filters_scratch_and_half_written_outputs_are_removed_by_the_next(tmp_path: Path) -> None:
+    folder = tmp_path / "filter"
+    (folder / ".scratch-killed").mkdir(parents=True)
+    (folder / ".scratch-killed" / "bucket-0.parquet").write_bytes(b"x" * 1000)
+    (folder / ".train.parquet.a1b2.tmp").write_bytes(b"half a file")
+    dropped, kept = _stage(tmp_path, [_row(0, "my card payment was declined", "billing")])
+    assert kept == ["inputs:0"] and not dropped
+    assert not list(folder.glob(".*")), "nothing hidden is left in filter/"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distill.artifacts import write_json, write_rows
+from distill.artifacts import sha256_file, write_json, write_rows
 from helpers import DEMO_INPUTS, REPO, study_config, write_config
 
 
@@ -20,7 +20,8 @@ def _prepare(run_dir: Path) -> None:
     write_rows(run_dir / "filter" / "train.parquet", rows[:16])
     write_rows(run_dir / "filter" / "eval.parquet", rows[16:])
     write_json(run_dir / "generate" / "manifest.json", {"stage": "generate", "outputs": {}, "counts": {}})
-    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "outputs": {}, "counts": {}})
+    outputs = {name: sha256_file(run_dir / "filter" / name) for name in ("train.parquet", "eval.parquet")}
+    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "outputs": outputs, "counts": {}})
 
 
 def _train(config: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:

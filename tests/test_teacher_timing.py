@@ -1,5 +1,6 @@
 """The teacher's timing is measured once per teacher, test queries and sweep settings: a study's variants and a
-rerun reuse it from the labelling cache instead of serving the teacher again, and say so (fast, offline)."""
+rerun reuse it from compare's store (in run folders made before that store, the labelling cache) instead of
+serving the teacher again, and say so (fast, offline)."""
 
 import sqlite3
 from pathlib import Path

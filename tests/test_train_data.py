@@ -2,6 +2,7 @@
 holds the same examples, in the same order, as encoding the rows held whole; the whole-file refusals stay whole."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def test_examples_from_batches_are_the_examples_of_the_rows_held_whole(tmp_path:
     path = tmp_path / "train.parquet"
     write_rows(path, rows, TEACHER_COLUMNS)
     monkeypatch.setattr(distill.artifacts, "BATCH_ROWS", 7)
-    streamed = encode_file(config, task, tokenizer, prompter, path, rationales=not distil)
+    streamed = encode_file(config, task, tokenizer, prompter, path, tmp_path, rationales=not distil)
     whole = encode(config, task, tokenizer, prompter, rows)
     if not distil:
         whole += encode_rationales(config.student, tokenizer, prompter, rows)
@@ -72,11 +73,12 @@ def test_a_file_without_rationales_or_soft_targets_is_refused_whole(tmp_path: Pa
     write_rows(tmp_path / "none.parquet", _rows(10, rationale_from=10, soft_from=0), TEACHER_COLUMNS)
     with pytest.raises(UserError, match="no training row has a rationale"):
         encode_file(config, task, tokenizer, StudentPrompter(task, config.student), tmp_path / "none.parquet",
-                    rationales=True)
+                    tmp_path, rationales=True)
     config = _config(distil=True)
     write_rows(tmp_path / "soft.parquet", _rows(10, rationale_from=0, soft_from=10), TEACHER_COLUMNS)
     with pytest.raises(UserError, match="none of the teacher's answers carries log-probabilities"):
-        encode_file(config, task, tokenizer, StudentPrompter(task, config.student), tmp_path / "soft.parquet")
+        encode_file(config, task, tokenizer, StudentPrompter(task, config.student), tmp_path / "soft.parquet",
+                    tmp_path)
 
 
 @pytest.mark.parametrize("items", [[], ["inputs:0"], ["inputs:0", "inputs:1", "caf\u00e9 \"q\""]])
@@ -84,3 +86,19 @@ def test_a_json_list_written_item_by_item_is_the_json_written_whole(tmp_path: Pa
     write_json(tmp_path / "whole.json", items)
     write_json_list(tmp_path / "items.json", iter(items))
     assert (tmp_path / "items.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+
+def test_a_killed_trainings_example_files_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from student.data import SCRATCH_PREFIX, remove_stale_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{SCRATCH_PREFIX}{dead.stdout.strip()}-abc"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "examples.arrow").write_bytes(b"x")
+    remove_stale_scratch(tmp_path)
+    assert not stale.exists() and live.exists()

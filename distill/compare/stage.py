@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from distill import cost as costs
-from distill.artifacts import read_rows, write_json, write_rows, write_text
+from distill.artifacts import column_sums, count_rows, read_batches, read_rows, write_json, write_rows, write_text
 from distill.compare.build import build_metrics
 from distill.compare.contestants import (
     ADAPTER,
@@ -55,20 +55,21 @@ from teacher.server import open_teacher
 
 def sweep_pool(config: Config, layout: RunLayout, texts: list[str]) -> list[str]:
     """Label-pool texts that keep the sweep's requests distinct beyond the test queries (answered, not scored)."""
-    import pyarrow.parquet as pq
-
     wanted = sweep_requests(config.compare.max_concurrency) - len(texts)
     if wanted <= 0:
         return []
-    test = set(texts)
-    pool = pq.read_table(layout.generate.outputs, columns=["text"]).column("text").to_pylist()
-    return list(dict.fromkeys(t for t in pool if t not in test))[:wanted]
+    test, pool = set(texts), {}
+    for batch in read_batches(layout.generate.outputs, columns=["text"]):  # only as far as the sweep needs
+        pool.update(dict.fromkeys(row["text"] for row in batch if row["text"] not in test))
+        if len(pool) >= wanted:
+            break
+    return list(pool)[:wanted]
 
 
 class TeacherAnswers:
     """The teacher's answers to the test queries (keys as generate makes them): read from generate's cache where
-    it labelled the same request, never written there; all of them are kept in compare's own store, so that store
-    alone answers the test set for the next run or a study's variant."""
+    it labelled the same request, never written there; those the teacher or a recorded file answered here are kept
+    in compare's own store (with the teacher's timing), so they are never paid for twice."""
 
     def __init__(self, config: Config, task: Task, layout: RunLayout, texts: list[str]) -> None:
         self.texts = texts
@@ -76,16 +77,16 @@ class TeacherAnswers:
         self.requests = [teacher_request(task, teacher, t) for t in texts]
         prefix = cache_prefix(config, task, teacher, teacher_fingerprint(config))
         self.keys = [request_key(prefix, t) for t in texts]
-        self.labels, self.path = layout.generate.cache, layout.compare.teacher_answers
+        self.generate_cache, self.store_path = layout.generate.cache, layout.compare.teacher_answers
 
     def cached(self) -> list[Answer | None]:
-        found = read_answers(self.labels, self.keys)
+        found = read_answers(self.generate_cache, self.keys)
         if len(found) < len(self.keys):
-            found |= read_answers(self.path, [k for k in self.keys if k not in found])
+            found |= read_answers(self.store_path, [k for k in self.keys if k not in found])
         return [found.get(k) for k in self.keys]
 
     def store(self, answers: list[Answer]) -> None:
-        cache = ResponseCache(self.path)
+        cache = ResponseCache(self.store_path)
         try:
             cache.put_many(zip(self.keys, answers, strict=True))
         finally:
@@ -93,7 +94,7 @@ class TeacherAnswers:
 
     def timing(self, key: str) -> tuple[list[SweepPoint], str] | None:
         """The stored sweep; in a run folder compared before compare kept its own store, generate's cache."""
-        return load_timing(self.path, key) or load_timing(self.labels, key)
+        return load_timing(self.store_path, key) or load_timing(self.generate_cache, key)
 
 
 def _with_recorded(config: Config, source: TeacherAnswers, answers: list[Answer | None], ids: list[str] | None
@@ -152,24 +153,25 @@ def measure_teacher(config: Config, layout: RunLayout, recorder: StageRecorder, 
                         timed_at=stored[1] if stored else None, sent=sent).check_failures(
                             config.compare.max_failed_share)
     if points and stored is None and measured.status == "measured":
-        store_timing(source.path, key, points)
+        store_timing(source.store_path, key, points)
     return measured
 
 
 def one_off_cost(config: Config, layout: RunLayout) -> dict[str, Any]:
     """Labelling: what every labelled answer cost when it was paid for, whichever run paid. Training: every
     attempt, resumes included."""
-    rows = read_rows(layout.generate.outputs)
-    labelling = costs.labelling_cost_of_rows(config.cost, rows, config.teacher)
+    totals = column_sums(layout.generate.outputs, costs.LABELLING_COLUMNS)  # summed a row group at a time
+    labelled = count_rows(layout.generate.outputs)
+    labelling = costs.labelling_cost_of_rows(config.cost, [totals], config.teacher)
     basis = "each labelled answer, when it was paid for"
-    if rows and "serving_s" not in rows[0] and not costs.priced_per_token(config.cost):
+    if labelled and "serving_s" not in totals and not costs.priced_per_token(config.cost):
         # Outputs written before answers recorded their serving time: this run's labelling time is all we have.
         labelling = costs.labelling_cost_from_manifest(config.cost, read_manifest(layout, "generate"),
                                                        config.teacher)
         basis = "the last generate run only (its outputs predate per-answer serving times)"
     training = costs.training_cost(config.cost, costs.training_seconds(read_manifest(layout, "train")))
     return {"labelling": labelling, "training": training, "total": labelling + training,
-            "labelled_rows": len(rows), "labelling_basis": basis}
+            "labelled_rows": labelled, "labelling_basis": basis}
 
 
 def compare(config: Config, layout: RunLayout) -> Manifest:

@@ -12,7 +12,7 @@ from distill.config.labels import FilterConfig, TeacherConfig
 from distill.config.student import StudentConfig
 
 if TYPE_CHECKING:
-    from distill.config.study import Config
+    from distill.config.schema import Config
 
 # A run folder's name (runs/<name>, variants/<name>): no path separators, and not `.`, `..` or a hidden folder.
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -1,4 +1,5 @@
-"""The filter report (`filter/report.json` and `report.md`), counted while the rows stream through the stage.
+"""The filter report (`filter/report.json`; stage.py writes it as `report.md` too), counted while the rows
+stream through the stage.
 
 What it holds per row is bounded by the label set, except the rows with gold (a held-out sample, usually): their
 answer, gold and score are kept for the audit, as `task.details` reads them all at once.

@@ -5,7 +5,7 @@ grounding (support.py), then the checks that look back at earlier rows: test lea
 (dedup.py), near duplicates (neardup.py). The label cap looks at all rows at once: `LabelCaps` keeps each label's
 most confident rows while the rows stream by and names the others afterwards.
 
-State kept across batches: 8 bytes per distinct text for exact dedup, a few hundred bytes per kept row for the
+State kept across batches: 8 bytes per distinct text for exact dedup, about 1.4 KB per kept row for the
 near-dup index (MinHash signatures and LSH bands: not bounded, see bench/scale_rows.py), and `max_per_label`
 entries per label for the cap.
 """

@@ -92,8 +92,10 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
     test_texts = [row["text"] for row in read_rows(layout.generate.test, TEST_COLUMNS)]
     recorder = StageRecorder(STAGE, config, layout)
     files.folder.mkdir(parents=True, exist_ok=True)
-    for stale in files.folder.glob(".scratch-*"):  # left by a killed run
+    for stale in files.folder.glob(".scratch-*"):  # left by a killed run (the run lock keeps out a live one)
         shutil.rmtree(stale)
+    for stale in files.folder.glob(".*.tmp"):  # its half-written outputs (artifacts.atomic_path)
+        stale.unlink()
     tally = ReportTally(task, config)
     with recorder.timed("filters"), tempfile.TemporaryDirectory(prefix=".scratch-", dir=files.folder) as scratch:
         counts = write_splits(config, layout, Path(scratch), tally, test_texts)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from distill.artifacts import read_rows
+from distill.artifacts import column_sums, count_rows
 from distill.config import Config
-from distill.cost import labelling_cost_of_rows
+from distill.cost import LABELLING_COLUMNS, labelling_cost_of_rows
 from distill.layout import RunLayout
 from distill.pipeline import RunSummary, StageOutcome, run_pipeline
 from distill.stats import POWER, queries_to_decide
@@ -40,9 +40,9 @@ def _standard_error(interval: list[float] | None) -> float:
 
 def _cost_per_training_label(config: Config, main: RunLayout) -> float | None:
     """Teacher spend per kept training row in the main run: the price of an answer times answers per kept row."""
-    rows = read_rows(main.generate.outputs)
-    trained = len(read_rows(main.filter.train))
-    return labelling_cost_of_rows(config.cost, rows, config.teacher) / trained if trained else None
+    totals = column_sums(main.generate.outputs, LABELLING_COLUMNS)
+    trained = count_rows(main.filter.train)
+    return labelling_cost_of_rows(config.cost, [totals], config.teacher) / trained if trained else None
 
 
 def _fit(points: list[dict[str, Any]], measure: str, bar: float, per_label: float | None) -> dict[str, Any] | None:
@@ -69,7 +69,7 @@ def _fit(points: list[dict[str, Any]], measure: str, bar: float, per_label: floa
 def run_learning_curve(config: Config, layout: RunLayout, main: RunSummary,
                        on_stage: Callable[[StageOutcome], None] | None = None) -> dict[str, Any]:
     """Every `study.label_counts` point, plus the main run at its full training set, fitted."""
-    full = len(read_rows(layout.filter.train))
+    full = count_rows(layout.filter.train)
     points = [_point(trained_rows(layout), main.metrics)]  # the main student may predate the filter's rows
     for labels in config.study.label_counts:
         if labels >= full:
