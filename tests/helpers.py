@@ -48,3 +48,14 @@ def study_config(model: str | Path, inputs: Path, **overrides: dict) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def finished_filter(run_dir: Path, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    """A finished filter stage, as train's chain check reads it: its splits, and a manifest naming them."""
+    from distill.artifacts import sha256_file, write_json, write_rows
+
+    folder = run_dir / "filter"
+    write_rows(folder / "train.parquet", train_rows)
+    write_rows(folder / "eval.parquet", eval_rows)
+    outputs = {name: sha256_file(folder / name) for name in ("train.parquet", "eval.parquet")}
+    write_json(folder / "manifest.json", {"stage": "filter", "outputs": outputs, "counts": {}})

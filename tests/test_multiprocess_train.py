@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distill.artifacts import sha256_file, write_json, write_rows
-from helpers import DEMO_INPUTS, REPO, study_config, write_config
+from distill.artifacts import write_json
+from helpers import DEMO_INPUTS, REPO, finished_filter, study_config, write_config
 
 
 def _prepare(run_dir: Path) -> None:
@@ -17,11 +17,8 @@ def _prepare(run_dir: Path) -> None:
                      "label": label, "error": None, "rationale": None, "vote_share": None, "samples": "[]",
                      "logprob": -0.1, "top_logprobs": "[]", "prompt_tokens": 10, "completion_tokens": 2,
                      "latency_ms": 5.0, "finish_reason": "stop", "serving_s": 0.01})
-    write_rows(run_dir / "filter" / "train.parquet", rows[:16])
-    write_rows(run_dir / "filter" / "eval.parquet", rows[16:])
+    finished_filter(run_dir, rows[:16], rows[16:])
     write_json(run_dir / "generate" / "manifest.json", {"stage": "generate", "outputs": {}, "counts": {}})
-    outputs = {name: sha256_file(run_dir / "filter" / name) for name in ("train.parquet", "eval.parquet")}
-    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter", "outputs": outputs, "counts": {}})
 
 
 def _train(config: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:

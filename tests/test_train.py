@@ -3,11 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.artifacts import write_json, write_rows
 from distill.config import load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
-from helpers import DEMO_INPUTS, study_config, write_config
+from helpers import DEMO_INPUTS, finished_filter, study_config, write_config
 from student.data import encode_example
 from student.rationale import IGNORE_INDEX
 from student.train import train
@@ -45,9 +44,7 @@ def _filtered(run_dir: Path, train: int, held_out: int) -> None:
     """A finished filter stage: `train` training rows and `held_out` eval rows of two labels."""
     rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": ["billing", "refund"][i % 2]}
             for i in range(train + held_out)]
-    write_rows(run_dir / "filter" / "train.parquet", rows[:train])
-    write_rows(run_dir / "filter" / "eval.parquet", rows[train:])
-    write_json(run_dir / "filter" / "manifest.json", {"stage": "filter"})
+    finished_filter(run_dir, rows[:train], rows[train:])
 
 
 def test_training_changes_every_lora_weight_and_no_base_weight(tmp_path: Path, tiny_model: Path) -> None:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.artifacts import write_json, write_rows
 from distill.config import StudentConfig, load_config
 from distill.errors import UserError
 from distill.layout import RunLayout
 from distill.tasks import make_task
-from helpers import DEMO_INPUTS, study_config, write_config
+from helpers import DEMO_INPUTS, finished_filter, study_config, write_config
 from student.model import load_student
 from student.prompts import StudentPrompter
 from student.train import train
@@ -27,9 +26,7 @@ pytestmark = pytest.mark.slow
 def _study(tmp_path: Path, tiny_model: Path, train_labels: list[str], eval_labels: list[str], **student):
     rows = [{"id": f"inputs:{i}", "text": f"message number {i}", "label": label}
             for i, label in enumerate(train_labels + eval_labels)]
-    write_rows(tmp_path / "filter" / "train.parquet", rows[:len(train_labels)])
-    write_rows(tmp_path / "filter" / "eval.parquet", rows[len(train_labels):])
-    write_json(tmp_path / "filter" / "manifest.json", {"stage": "filter"})
+    finished_filter(tmp_path, rows[:len(train_labels)], rows[len(train_labels):])
     config = study_config(tiny_model, DEMO_INPUTS)
     config["student"].update({"batch_size": 4, "learning_rate": 0.01, "export_merged": False, **student})
     return write_config(tmp_path / "c.yaml", config)
