@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 BUCKET_ROWS = 25_000  # kept rows per bucket on average: what is sorted in memory at once
-MAX_BUCKETS = 512  # files open at once
+MAX_BUCKETS = 200  # files open at once: under the 256 a process may open by default on macOS
 
 
 def order_key(seed: int, row_id: str) -> bytes:
