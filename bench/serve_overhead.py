@@ -153,21 +153,6 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
 
 
-def wait_ready(url: str, process: subprocess.Popen) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url}: not ready")
-
-
 def router_bodies(config_path: Path, target: Target, texts: list[str]) -> list[bytes]:
     """The student requests as the router's student backend builds and sends them (prompt, budget, constraint)."""
     from distill.config import load_config
@@ -285,6 +270,8 @@ def measure(bench: Bench, router_url: str, router_pid: int) -> dict:
 
 
 def main() -> None:
+    from serve_shadow import wait_ready
+
     from teacher.server import free_port
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -297,7 +284,7 @@ def main() -> None:
                                        "--run-dir", str(bench.run), "--mode", bench.mode, "--port", str(port),
                                        "--set", f"serve.student_url={bench.student_url}"], env=env, cwd=REPO)
             try:
-                wait_ready(f"http://127.0.0.1:{port}/health", router)
+                wait_ready(f"http://127.0.0.1:{port}/health", router, timeout_s=120)
                 result = measure(bench, f"http://127.0.0.1:{port}/v1", router.pid)
             finally:
                 router.terminate()

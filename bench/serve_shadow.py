@@ -51,20 +51,21 @@ def linked_copy(run: Path, scratch: Path) -> Path:
     return copy
 
 
-def wait_ready(url: str, process: subprocess.Popen) -> None:
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 900) -> None:
+    """Until `url` answers 200 (the default leaves time for two vLLM servers to start first)."""
     import httpx
 
-    deadline = time.monotonic() + 900  # two vLLM servers start first
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"distill serve exited with {process.returncode}")
+            raise SystemExit(f"{url}: its process exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise SystemExit(f"{url}: not ready in 15 minutes")
+    raise SystemExit(f"{url}: not ready in {timeout_s:.0f} s")
 
 
 def ask_all(base_url: str, texts: list[str]) -> None:

@@ -120,13 +120,9 @@ def running_stage(layout: RunLayout) -> str | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+    import psutil
+
+    return pid > 0 and psutil.pid_exists(pid)  # pid 0 (no holder recorded) is the kernel's, never a run's
 
 
 @dataclass
