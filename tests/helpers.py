@@ -59,3 +59,13 @@ def finished_filter(run_dir: Path, train_rows: list[dict], eval_rows: list[dict]
     write_rows(folder / "eval.parquet", eval_rows)
     outputs = {name: sha256_file(folder / name) for name in ("train.parquet", "eval.parquet")}
     write_json(folder / "manifest.json", {"stage": "filter", "outputs": outputs, "counts": {}})
+
+
+def split_train_eval(kept: list[dict], fraction: float, seed: int) -> tuple[list, list]:
+    """The filter's split for rows held in memory (the reference its external sort must match): (train, eval),
+    eval the first `fraction` of the seeded order."""
+    from distill.filter.order import order_key
+
+    order = sorted(kept, key=lambda row: order_key(seed, row["id"]))
+    n_eval = round(len(order) * fraction)
+    return order[n_eval:], order[:n_eval]

@@ -9,10 +9,9 @@ from distill.artifacts import write_json, write_rows
 from distill.config import load_config
 from distill.data.inputs import load_examples, split_inputs
 from distill.data.readers import DataError
-from distill.filter.order import split_train_eval
 from distill.layout import RunLayout
 from distill.pipeline import _new_training_rows
-from helpers import study_config, write_config, write_csv
+from helpers import split_train_eval, study_config, write_config, write_csv
 
 ROWS = [{"text": f"message {i} about my order", "category": "billing"} for i in range(60)]
 

@@ -139,7 +139,7 @@ def test_restaurant8k_gold_from_spans(tmp_path: Path) -> None:
 
 def test_a_jsonl_file_with_object_gold_runs_through_split_and_the_filter_audit(tmp_path: Path) -> None:
     """US-address parsing as a new user writes it: gold is a nested JSON object in each JSONL line."""
-    from distill.filter.report import audit
+    from distill.filter.report import Audit
 
     schema = {"type": "object", "properties": {
         "street": {"type": "string"}, "city": {"type": "string"},
@@ -164,7 +164,9 @@ def test_a_jsonl_file_with_object_gold_runs_through_split_and_the_filter_audit(t
         if answer["city"] == "Austin":
             answer["region"]["zip"] = "00000"
         labelled.append({"id": e.id, "text": e.text, "gold": e.gold, "label": task.parse(json.dumps(answer)).value})
-    report = audit(labelled, task, samples=3, seed=0)
+    tally = Audit(task)
+    tally.see(labelled)
+    report = tally.result(3, 0)
     austin = sum(json.loads(e.gold)["city"] == "Austin" for e in splits.to_label)
     assert report["rows_with_gold"] == 20
     assert report["teacher_accuracy"] == pytest.approx(1 - austin / 20)

@@ -65,7 +65,8 @@ def load_timing(cache: Path, key: str) -> tuple[list[SweepPoint], str] | None:
     """The stored sweep and when it was measured, or None (also for one this version cannot read)."""
     if not cache.is_file():
         return None
-    db = sqlite3.connect(cache, isolation_level=None)  # read only: an older run's store may be generate's cache
+    # Read only: an older run's store may be generate's cache, which compare must not change.
+    db = sqlite3.connect(f"{cache.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
         found = db.execute("SELECT timing FROM teacher_timings WHERE key = ?", (key,)).fetchone()
     except sqlite3.OperationalError:  # no timings table: none stored there

@@ -1,4 +1,4 @@
-"""The train/eval split's seeded order, for rows held in memory and for rows that are not.
+"""The train/eval split's seeded order, for any number of rows.
 
 A row's place comes from its own id (a hash of its content), not its position: a row inserted at the top of the
 inputs leaves every other row on its side of the split. Out of memory the order is an external sort: rows go to
@@ -20,13 +20,6 @@ MAX_BUCKETS = 200  # files open at once: under the 256 a process may open by def
 
 def order_key(seed: int, row_id: str) -> bytes:
     return hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
-
-
-def split_train_eval(kept: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
-    """Rows held in memory in the seeded order, split: (train, eval), eval the first `fraction` of it."""
-    order = sorted(kept, key=lambda row: order_key(seed, row["id"]))
-    n_eval = round(len(order) * fraction)
-    return order[n_eval:], order[:n_eval]
 
 
 class SeededOrder:

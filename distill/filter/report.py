@@ -59,13 +59,6 @@ class Audit:
         }
 
 
-def audit(rows: list[dict[str, Any]], task: Task, samples: int, seed: int) -> dict[str, Any] | None:
-    """The audit of rows held in memory."""
-    tally = Audit(task)
-    tally.see(rows)
-    return tally.result(samples, seed)
-
-
 class ReportTally:
     """Counts for the report: every row as it is screened (`see`), each drop and each kept row as it is written."""
 
