@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,16 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
 def screened(config: Config, source: Path, scratch: Path, tally: ReportTally, test_texts: list[str],
              dropped_schema: Any) -> Iterator[Batch]:
     """Every row with its drop reason, in input order; with a label cap, through a spill file (see the module)."""
-    screen = Screen(config, test_texts)
+    screen = Screen(config, test_texts, scratch)
 
     def first_pass() -> Iterator[Batch]:
-        for rows in read_batches(source, TEACHER_COLUMNS):
-            reasons, found = screen(rows)
-            for row, parts in zip(rows, found, strict=True):
-                row["grounding"] = support.column(parts)
-            tally.see(rows, found)
-            yield rows, reasons
+        with closing(screen):  # the near-dup index's file goes with the scratch folder
+            for rows in read_batches(source, TEACHER_COLUMNS):
+                reasons, found = screen(rows)
+                for row, parts in zip(rows, found, strict=True):
+                    row["grounding"] = support.column(parts)
+                tally.see(rows, found)
+                yield rows, reasons
 
     if screen.caps is None:
         yield from first_pass()
