@@ -28,6 +28,8 @@ from distill.filter.neardup import NearIndex, signature_matrix
 from distill.tasks import make_task
 from distill.tasks.grounding import Finding
 
+NEAR_DUP_FILE = "near-dup.sqlite"
+
 
 def confidence(row: dict[str, Any], per_label: bool) -> float | None:
     """The teacher's confidence as `filter.min_logprob` reads it: a single label's log-probability (that label's
@@ -99,7 +101,7 @@ class Screen:
         self.seen = HashSet()
         self.near = None
         if self.rules.near_dup_threshold is not None:
-            path = scratch / "near-dup.sqlite" if scratch is not None else ":memory:"
+            path = scratch / NEAR_DUP_FILE if scratch is not None else ":memory:"
             self.near = NearIndex(self.rules.near_dup_threshold, path, signature_matrix(test_texts))
         self.caps = LabelCaps(self.rules.max_per_label) if self.rules.max_per_label is not None else None
         self.offset = 0  # rows screened before this batch: a row's key in the near-dup index and the cap

@@ -109,19 +109,16 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
                            drops=report["drops"])
 
 
-def screened(config: Config, source: Path, scratch: Path, tally: ReportTally, test_texts: list[str],
-             dropped_schema: Any) -> Iterator[Batch]:
+def screened(screen: Screen, source: Path, scratch: Path, tally: ReportTally, dropped_schema: Any) -> Iterator[Batch]:
     """Every row with its drop reason, in input order; with a label cap, through a spill file (see the module)."""
-    screen = Screen(config, test_texts, scratch)
 
     def first_pass() -> Iterator[Batch]:
-        with closing(screen):  # the near-dup index's file goes with the scratch folder
-            for rows in read_batches(source, TEACHER_COLUMNS):
-                reasons, found = screen(rows)
-                for row, parts in zip(rows, found, strict=True):
-                    row["grounding"] = support.column(parts)
-                tally.see(rows, found)
-                yield rows, reasons
+        for rows in read_batches(source, TEACHER_COLUMNS):
+            reasons, found = screen(rows)
+            for row, parts in zip(rows, found, strict=True):
+                row["grounding"] = support.column(parts)
+            tally.see(rows, found)
+            yield rows, reasons
 
     if screen.caps is None:
         yield from first_pass()
@@ -148,10 +145,13 @@ def write_splits(config: Config, layout: RunLayout, scratch: Path, tally: Report
     kept_schema, dropped_schema = row_schemas(source)
     order = SeededOrder(scratch, kept_schema, rules.seed, pq.ParquetFile(source).metadata.num_rows)
     with row_writer(files.dropped, dropped_schema) as dropped:
-        for rows, reasons in screened(config, source, scratch, tally, test_texts, dropped_schema):
-            tally.drops.update(reason for reason in reasons if reason)
-            dropped.write({**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason)
-            order.add([row for row, reason in zip(rows, reasons, strict=True) if reason is None])
+        # The near-dup index (a file in `scratch`, and its page cache) is closed once every row is screened.
+        with closing(Screen(config, test_texts, scratch)) as screen:
+            for rows, reasons in screened(screen, source, scratch, tally, dropped_schema):
+                tally.drops.update(reason for reason in reasons if reason)
+                dropped.write({**row, "drop_reason": reason}
+                              for row, reason in zip(rows, reasons, strict=True) if reason)
+                order.add([row for row, reason in zip(rows, reasons, strict=True) if reason is None])
         if not order.rows:
             raise _nothing_kept(source, tally.drops)
         n_eval = round(order.rows * rules.eval_fraction)
