@@ -14,8 +14,7 @@ import pytest
 
 from distill.artifacts import read_rows
 from distill.filter import neardup, stage
-from distill.filter.neardup import NUM_PERM, NearIndex, signature_matrix
-from distill.filter.screen import NEAR_DUP_FILE
+from distill.filter.neardup import FILES, NUM_PERM, NearIndex, signature_matrix
 from distill.filter.stage import filter_stage
 from distill.layout import RunLayout
 
@@ -87,7 +86,7 @@ def test_batches_on_disk_decide_as_the_in_memory_index_row_after_row(tmp_path: P
             expected.append(None)
             reference.add(str(i), signature)
 
-    index, found = NearIndex(threshold, tmp_path / "near.sqlite", test_matrix), []
+    index, found = NearIndex(threshold, tmp_path, test_matrix), []
     for start in range(0, len(texts), 250):
         found += index.screen(matrix[start:start + 250], np.arange(start, min(start + 250, len(texts))))
     index.close()
@@ -99,7 +98,7 @@ def test_the_index_keeps_its_state_on_disk_not_in_python(tmp_path: Path) -> None
     """200,000 rows leave no more Python-side state than 20,000 (the in-memory index grew by ~1.4 KB a row: about
     250 MB more here); the rows are in the file."""
     rng = np.random.default_rng(0)
-    index = NearIndex(0.8, tmp_path / "near.sqlite", np.empty((0, NUM_PERM), dtype=np.uint32))
+    index = NearIndex(0.8, tmp_path, np.empty((0, NUM_PERM), dtype=np.uint32))
     tracemalloc.start()
     held, number = {}, 0
     for total in (20_000, 200_000):
@@ -107,7 +106,8 @@ def test_the_index_keeps_its_state_on_disk_not_in_python(tmp_path: Path) -> None
             matrix = rng.integers(0, 2**32, (4_096, NUM_PERM), dtype=np.uint32)
             assert index.screen(matrix, np.arange(number, number + 4_096)) == [None] * 4_096
             number += 4_096
-        held[total] = (tracemalloc.get_traced_memory()[0], (tmp_path / "near.sqlite").stat().st_size)
+        on_disk = sum((tmp_path / name).stat().st_size for name in FILES.values())
+        held[total] = (tracemalloc.get_traced_memory()[0], on_disk)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     index.close()
@@ -121,34 +121,34 @@ def _stage_with_near_dup(folder: Path, rows: int = 3_000):
     return make_config(folder, near_dup=0.8)
 
 
-def test_the_index_file_is_gone_after_the_stage_and_after_a_failure(tmp_path: Path, monkeypatch) -> None:
-    files: list[Path] = []
+def test_the_index_files_are_gone_after_the_stage_and_after_a_failure(tmp_path: Path, monkeypatch) -> None:
+    folders: list[Path] = []
     opened = NearIndex.__init__
 
-    def spy(self, threshold, path, test_signatures):
-        opened(self, threshold, path, test_signatures)
-        files.append(Path(path))
+    def spy(self, threshold, folder, test_signatures):
+        opened(self, threshold, folder, test_signatures)
+        folders.append(folder)
 
     monkeypatch.setattr(NearIndex, "__init__", spy)
     config = _stage_with_near_dup(tmp_path / "ok")
     manifest = filter_stage(config, RunLayout(tmp_path / "ok"))
     assert manifest["drops"]["near_duplicate"] > 0
-    assert files and files[0].parent.parent == tmp_path / "ok" / "filter" and not files[0].exists()
+    assert folders and folders[0].parent == tmp_path / "ok" / "filter" and not folders[0].exists()
     assert not list((tmp_path / "ok" / "filter").glob(".*"))
 
     def fail(*args, **kwargs):
-        assert files[-1].exists()  # the index is on disk while rows are screened
+        assert all((folders[-1] / name).exists() for name in FILES.values())  # on disk while rows are screened
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(stage.SeededOrder, "add", fail)
     config = _stage_with_near_dup(tmp_path / "failed")
     with pytest.raises(RuntimeError, match="disk full"):
         filter_stage(config, RunLayout(tmp_path / "failed"))
-    assert len(files) == 2 and not files[1].exists()
+    assert len(folders) == 2 and not folders[1].exists()
     assert not list((tmp_path / "failed" / "filter").glob(".*"))
 
 
-def test_a_killed_runs_index_file_is_removed_by_the_next_run(tmp_path: Path) -> None:
+def test_a_killed_runs_index_files_are_removed_by_the_next_run(tmp_path: Path) -> None:
     """A filter killed (-9) while its index is on disk leaves the file; the next run removes it and finishes."""
     config = _stage_with_near_dup(tmp_path, rows=60_000)
     script = ("import sys; sys.path.insert(0, 'bench'); from pathlib import Path; "
@@ -156,7 +156,7 @@ def test_a_killed_runs_index_file_is_removed_by_the_next_run(tmp_path: Path) -> 
               "from distill.layout import RunLayout; "
               f"filter_stage(make_config(Path({str(tmp_path)!r}), 0.8), RunLayout(Path({str(tmp_path)!r})))")
     child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    pattern, deadline = f"filter/.scratch-*/{NEAR_DUP_FILE}", time.monotonic() + 120
+    pattern, deadline = f"filter/.scratch-*/{FILES['main']}", time.monotonic() + 120
 
     def started() -> bool:  # some batches screened: the file holds rows
         return any(path.stat().st_size > 500_000 for path in tmp_path.glob(pattern))
@@ -177,6 +177,6 @@ def test_band_keys_are_signed_64_bit_integers_that_survive_sqlite(tmp_path: Path
     matrix = np.random.default_rng(1).integers(0, 2**32, (1_000, NUM_PERM), dtype=np.uint32)
     keys = neardup.band_keys(matrix, 5, 11)
     assert keys.dtype == np.int64 and (keys < 0).any() and len(np.unique(keys)) == keys.size
-    index = NearIndex(0.8, tmp_path / "near.sqlite", matrix)  # stored as test queries: each finds itself again
+    index = NearIndex(0.8, tmp_path, matrix)  # stored as test queries: each finds itself again
     assert index.screen(matrix, np.arange(1_000)) == ["leaks_test"] * 1_000
     index.close()

@@ -28,8 +28,6 @@ from distill.filter.neardup import NearIndex, signature_matrix
 from distill.tasks import make_task
 from distill.tasks.grounding import Finding
 
-NEAR_DUP_FILE = "near-dup.sqlite"
-
 
 def confidence(row: dict[str, Any], per_label: bool) -> float | None:
     """The teacher's confidence as `filter.min_logprob` reads it: a single label's log-probability (that label's
@@ -95,14 +93,13 @@ class Screen:
     """Every check but the label cap, one batch at a time, remembering what later batches are checked against."""
 
     def __init__(self, config: Config, test_texts: list[str], scratch: Path | None = None) -> None:
-        """`scratch`: the folder of the near-dup index's file (None: in memory, for rows held in memory)."""
+        """`scratch`: the folder of the near-dup index's files (None: in memory, for rows held in memory)."""
         self.rules, self.task = config.filter, make_task(config.task)
         self.test_keys = {normalise(text) for text in test_texts}
         self.seen = HashSet()
         self.near = None
         if self.rules.near_dup_threshold is not None:
-            path = scratch / NEAR_DUP_FILE if scratch is not None else ":memory:"
-            self.near = NearIndex(self.rules.near_dup_threshold, path, signature_matrix(test_texts))
+            self.near = NearIndex(self.rules.near_dup_threshold, scratch, signature_matrix(test_texts))
         self.caps = LabelCaps(self.rules.max_per_label) if self.rules.max_per_label is not None else None
         self.offset = 0  # rows screened before this batch: a row's key in the near-dup index and the cap
 
