@@ -11,8 +11,8 @@ over_label_budget. It reads files only: a new threshold never calls the teacher.
 
 Rows stream through it in batches (`distill.artifacts.BATCH_ROWS`), in two passes at most: screen every row and
 write the drops in input order (with a label cap, screened rows are spilled first, as the cap is known only at
-the end), then read the kept rows back in the split's seeded order (order.py). Scratch files live in
-`filter/.scratch-*` and are removed when the stage ends, or at the next run after a kill.
+the end), then read the kept rows back in the split's seeded order (order.py). Scratch files (those buckets, the
+near-dup index) live in `filter/.scratch-*` and are removed when the stage ends, or at the next run after a kill.
 """
 
 from __future__ import annotations
