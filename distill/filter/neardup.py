@@ -75,7 +75,7 @@ def _mix(h: np.ndarray) -> np.ndarray:
 def band_keys(matrix: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) int64 keys: each band's `rows` values hashed together with the band's number, so one table
     holds every band. Two different bands share a key with probability 2^-64; such a pair only adds a candidate,
-    which its signature then rejects."""
+    which the signatures then judge like any other."""
     values = matrix[:, :bands * rows].reshape(len(matrix), bands, rows).astype(np.uint64)
     h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64), values.shape[:2]).copy()
     for j in range(rows):
