@@ -5,8 +5,8 @@ grounding (support.py), then the checks that look back at earlier rows: test lea
 (dedup.py), near duplicates (neardup.py). The label cap looks at all rows at once: `LabelCaps` keeps each label's
 most confident rows while the rows stream by and names the others afterwards.
 
-State kept across batches: 8 bytes per distinct text for exact dedup, about 1.4 KB per kept row for the
-near-dup index (MinHash signatures and LSH bands: not bounded, see bench/scale_rows.py), and `max_per_label`
+State kept across batches: 8 bytes per distinct text for exact dedup, the near-dup index in a SQLite file in the
+stage's scratch folder (its page cache capped, so bounded at any row count: see neardup.py), and `max_per_label`
 entries per label for the cap.
 """
 
@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import heapq
 import json
+from contextlib import closing
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distill.config import Config, FilterConfig
 from distill.data.inputs import normalise
 from distill.filter import support
 from distill.filter.dedup import HashSet, first_seen, text_keys
-from distill.filter.neardup import NearIndex, signatures
+from distill.filter.neardup import NearIndex, signature_matrix
 from distill.tasks import make_task
 from distill.tasks.grounding import Finding
 
@@ -88,15 +92,14 @@ class LabelCaps:
 class Screen:
     """Every check but the label cap, one batch at a time, remembering what later batches are checked against."""
 
-    def __init__(self, config: Config, test_texts: list[str]) -> None:
+    def __init__(self, config: Config, test_texts: list[str], scratch: Path | None = None) -> None:
+        """`scratch`: the folder of the near-dup index's files (None: in memory, for rows held in memory)."""
         self.rules, self.task = config.filter, make_task(config.task)
         self.test_keys = {normalise(text) for text in test_texts}
         self.seen = HashSet()
         self.near = None
         if self.rules.near_dup_threshold is not None:
-            self.near = NearIndex(self.rules.near_dup_threshold)
-            for j, signature in enumerate(signatures(test_texts)):
-                self.near.add(f"test:{j}", signature)
+            self.near = NearIndex(self.rules.near_dup_threshold, scratch, signature_matrix(test_texts))
         self.caps = LabelCaps(self.rules.max_per_label) if self.rules.max_per_label is not None else None
         self.offset = 0  # rows screened before this batch: a row's key in the near-dup index and the cap
 
@@ -127,24 +130,24 @@ class Screen:
     def _near(self, rows: list[dict[str, Any]], reasons: list[str | None]) -> None:
         """Near copies of a test query leak it; near copies of an earlier kept row add nothing.
 
-        Test queries and kept rows share one index, so each row costs a single LSH query.
+        Test queries and kept rows share one index, so a batch costs a single LSH query.
         """
         candidates = [i for i, reason in enumerate(reasons) if reason is None]
-        for i, signature in zip(candidates, signatures(rows[i]["text"] for i in candidates), strict=True):
-            matches = self.near.matches(signature)
-            if any(key.startswith("test:") for key in matches):
-                reasons[i] = "leaks_test"
-            elif matches:
-                reasons[i] = "near_duplicate"
-            else:
-                self.near.add(str(self.offset + i), signature)
+        matrix = signature_matrix([rows[i]["text"] for i in candidates])
+        numbers = self.offset + np.array(candidates, dtype=np.int64)  # a row's number: its place in the input
+        for i, verdict in zip(candidates, self.near.screen(matrix, numbers), strict=True):
+            reasons[i] = verdict
+
+    def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
 
 
 def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str],
                  found: list[list[Finding]] | None = None) -> list[str | None]:
     """Every row's drop reason (None: kept), for rows held in memory: one batch, then the cap."""
-    screen = Screen(config, test_texts)
-    reasons, _ = screen(rows, found)
+    with closing(Screen(config, test_texts)) as screen:
+        reasons, _ = screen(rows, found)
     if screen.caps is not None:
         LabelCaps.apply(reasons, 0, screen.caps.kept())
     return reasons

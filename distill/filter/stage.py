@@ -11,8 +11,8 @@ over_label_budget. It reads files only: a new threshold never calls the teacher.
 
 Rows stream through it in batches (`distill.artifacts.BATCH_ROWS`), in two passes at most: screen every row and
 write the drops in input order (with a label cap, screened rows are spilled first, as the cap is known only at
-the end), then read the kept rows back in the split's seeded order (order.py). Scratch files live in
-`filter/.scratch-*` and are removed when the stage ends, or at the next run after a kill.
+the end), then read the kept rows back in the split's seeded order (order.py). Scratch files (those buckets, the
+near-dup index) live in `filter/.scratch-*` and are removed when the stage ends, or at the next run after a kill.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,8 @@ def filter_stage(config: Config, layout: RunLayout) -> Manifest:
                            drops=report["drops"])
 
 
-def screened(config: Config, source: Path, scratch: Path, tally: ReportTally, test_texts: list[str],
-             dropped_schema: Any) -> Iterator[Batch]:
+def screened(screen: Screen, source: Path, scratch: Path, tally: ReportTally, dropped_schema: Any) -> Iterator[Batch]:
     """Every row with its drop reason, in input order; with a label cap, through a spill file (see the module)."""
-    screen = Screen(config, test_texts)
 
     def first_pass() -> Iterator[Batch]:
         for rows in read_batches(source, TEACHER_COLUMNS):
@@ -146,10 +145,13 @@ def write_splits(config: Config, layout: RunLayout, scratch: Path, tally: Report
     kept_schema, dropped_schema = row_schemas(source)
     order = SeededOrder(scratch, kept_schema, rules.seed, pq.ParquetFile(source).metadata.num_rows)
     with row_writer(files.dropped, dropped_schema) as dropped:
-        for rows, reasons in screened(config, source, scratch, tally, test_texts, dropped_schema):
-            tally.drops.update(reason for reason in reasons if reason)
-            dropped.write({**row, "drop_reason": reason} for row, reason in zip(rows, reasons, strict=True) if reason)
-            order.add([row for row, reason in zip(rows, reasons, strict=True) if reason is None])
+        # The near-dup index (a file in `scratch`, and its page cache) is closed once every row is screened.
+        with closing(Screen(config, test_texts, scratch)) as screen:
+            for rows, reasons in screened(screen, source, scratch, tally, dropped_schema):
+                tally.drops.update(reason for reason in reasons if reason)
+                dropped.write({**row, "drop_reason": reason}
+                              for row, reason in zip(rows, reasons, strict=True) if reason)
+                order.add([row for row, reason in zip(rows, reasons, strict=True) if reason is None])
         if not order.rows:
             raise _nothing_kept(source, tally.drops)
         n_eval = round(order.rows * rules.eval_fraction)
