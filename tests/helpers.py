@@ -69,3 +69,18 @@ def split_train_eval(kept: list[dict], fraction: float, seed: int) -> tuple[list
     order = sorted(kept, key=lambda row: order_key(seed, row["id"]))
     n_eval = round(len(order) * fraction)
     return order[n_eval:], order[:n_eval]
+
+
+def drop_reasons(rows: list[dict], config, test_texts: list[str]) -> list[str | None]:
+    """Every row's drop reason (None: kept) for rows held in memory: the filter's screen on one batch, then the
+    label cap (the reference the streamed stage must match)."""
+    import tempfile
+    from contextlib import closing
+
+    from distill.filter.screen import LabelCaps, Screen
+
+    with tempfile.TemporaryDirectory() as scratch, closing(Screen(config, test_texts, Path(scratch))) as screen:
+        reasons, _ = screen(rows)
+        if screen.caps is not None:
+            LabelCaps.apply(reasons, 0, screen.caps.kept())
+    return reasons

@@ -12,7 +12,7 @@ from distill.data.inputs import normalise
 from distill.errors import UserError
 from distill.filter.stage import filter_stage
 from distill.layout import RunLayout
-from helpers import DEMO_INPUTS, SHARED_DATA, study_config, write_config, write_csv
+from helpers import DEMO_INPUTS, SHARED_DATA, drop_reasons, study_config, write_config, write_csv
 from teacher.rows import TEACHER_COLUMNS, TEST_COLUMNS
 
 
@@ -146,8 +146,6 @@ def test_output_from_another_label_set_is_refused(tmp_path: Path) -> None:
                           st.sampled_from(["billing", "refund", None]), st.floats(-5, 0)), max_size=30),
        st.sampled_from([None, 0.5, 0.9]), st.sampled_from([None, 1, 3]))
 def test_every_row_is_kept_or_dropped_exactly_once(rows, threshold, cap) -> None:
-    from distill.filter.screen import drop_reasons
-
     data = [{**_row(i, text, label), "logprob": logprob} for i, (text, label, logprob) in enumerate(rows)]
     config = load_config_inline(near_dup_threshold=threshold, max_per_label=cap)
     reasons = drop_reasons(data, config, ["held out"])

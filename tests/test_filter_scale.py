@@ -9,10 +9,9 @@ from pathlib import Path
 import distill.artifacts
 import distill.filter.order
 from distill.artifacts import read_rows
-from distill.filter.screen import drop_reasons
 from distill.filter.stage import filter_stage
 from distill.layout import RunLayout
-from helpers import split_train_eval
+from helpers import drop_reasons, split_train_eval
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))

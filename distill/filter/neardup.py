@@ -85,15 +85,15 @@ def band_keys(matrix: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 class NearIndex:
     """Rows kept so far and the held-out test queries, found again by estimated Jaccard similarity at or above
-    a threshold, in two SQLite files in `folder` (None: in memory, for rows already held in memory). Test
+    a threshold, in two SQLite files in `folder`. Test
     queries are stored under negative numbers, kept rows under their row number."""
 
-    def __init__(self, threshold: float, folder: Path | None, test_signatures: np.ndarray) -> None:
+    def __init__(self, threshold: float, folder: Path, test_signatures: np.ndarray) -> None:
         from datasketch import MinHashLSH
 
         layout = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         self.bands, self.rows, self.threshold = layout.b, layout.r, threshold
-        where = {schema: ":memory:" if folder is None else str(folder / name) for schema, name in FILES.items()}
+        where = {schema: str(folder / name) for schema, name in FILES.items()}
         self.db = sqlite3.connect(where["main"], isolation_level=None)
         self.db.execute("ATTACH DATABASE ? AS signatures", (where["signatures"],))
         # One writer of scratch files removed when the stage ends: no journal, no fsync, no locking round trips.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 import json
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +91,8 @@ class LabelCaps:
 class Screen:
     """Every check but the label cap, one batch at a time, remembering what later batches are checked against."""
 
-    def __init__(self, config: Config, test_texts: list[str], scratch: Path | None = None) -> None:
-        """`scratch`: the folder of the near-dup index's files (None: in memory, for rows held in memory)."""
+    def __init__(self, config: Config, test_texts: list[str], scratch: Path) -> None:
+        """`scratch`: the folder of the near-dup index's files."""
         self.rules, self.task = config.filter, make_task(config.task)
         self.test_keys = {normalise(text) for text in test_texts}
         self.seen = HashSet()
@@ -141,14 +140,4 @@ class Screen:
     def close(self) -> None:
         if self.near is not None:
             self.near.close()
-
-
-def drop_reasons(rows: list[dict[str, Any]], config: Config, test_texts: list[str],
-                 found: list[list[Finding]] | None = None) -> list[str | None]:
-    """Every row's drop reason (None: kept), for rows held in memory: one batch, then the cap."""
-    with closing(Screen(config, test_texts)) as screen:
-        reasons, _ = screen(rows, found)
-    if screen.caps is not None:
-        LabelCaps.apply(reasons, 0, screen.caps.kept())
-    return reasons
 
