@@ -9,8 +9,8 @@ server, SmolLM2-135M student) through `distill run`, with `data.max_inputs` from
 overrides, in `runs/bench_strong_teacher_<inputs>` (content-keyed, so a rerun reuses what is done). The base
 model prompted like the teacher is not measured (`compare.prompt_baseline=false`): no goal reads it, and on all
 3,080 test queries it takes about 4 minutes of the CPU.
-The baseline is in the same run: the teacher's answers to the same test queries (all 3,080), so every goal is a ratio or
-a paired difference, not an absolute time. Goals, from the recipe:
+The baseline is in the same run: the teacher's answers to the same test queries (all 3,080), so every goal is a
+ratio or a paired difference, not an absolute time. Goals, from the recipe:
 - every training row: agreement with the teacher >= 0.90, student accuracy >= 0.98 of the teacher's, verdict
   `distil` (only where the intervals allow it), student cost per query <= 1/20 of the teacher's as billed;
 - 1,500 inputs: agreement >= 0.80, student accuracy >= 0.95 of the teacher's.
