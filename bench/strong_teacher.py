@@ -49,11 +49,15 @@ def goals_for(metrics: dict, every_row: bool) -> dict[str, dict]:
     return table
 
 
-def summarise(run_dir: Path, every_row: bool, seconds: float | None) -> dict:
-    metrics = json.loads((run_dir / "compare" / "metrics.json").read_text())
-    train = json.loads((run_dir / "train" / "manifest.json").read_text())
+def summarise(run_dir: Path, seconds: float | None) -> dict:
+    """The finished run's figures and goals; which goals apply follows from the inputs it was trained on."""
+    from distill.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    metrics = json.loads(layout.compare.metrics.read_text())
+    train = json.loads(layout.manifest("train").read_text())
     student, teacher = metrics["student"], metrics["teacher"]
-    goals = goals_for(metrics, every_row)
+    goals = goals_for(metrics, every_row=train["config"]["data"]["max_inputs"] is None)
     return {
         "run_dir": str(run_dir),
         "train_rows": train["counts"]["train_rows"],
@@ -90,16 +94,12 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, help="check this finished run instead of running one")
     args = parser.parse_args()
     if args.run_dir is not None:
-        config = json.loads((args.run_dir / "train" / "manifest.json").read_text())["config"]
-        every_row = config["data"]["max_inputs"] is None
-        print(json.dumps(summarise(args.run_dir, every_row, None)))
+        print(json.dumps(summarise(args.run_dir, None)))
         return
     if not RECORDED.exists():
         sys.exit(f"{RECORDED} is missing: this benchmark needs ../shared/data beside the repository")
-    inputs = None if args.inputs == "all" else int(args.inputs)
-    run_dir, seconds = run(inputs, args.overrides)
-    print(json.dumps(summarise(run_dir, inputs is None, seconds)))
-
+    run_dir, seconds = run(None if args.inputs == "all" else int(args.inputs), args.overrides)
+    print(json.dumps(summarise(run_dir, seconds)))
 
 if __name__ == "__main__":
     main()

@@ -85,8 +85,8 @@ def band_keys(matrix: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 class NearIndex:
     """Rows kept so far and the held-out test queries, found again by estimated Jaccard similarity at or above
-    a threshold, in two SQLite files in `folder`. Test
-    queries are stored under negative numbers, kept rows under their row number."""
+    a threshold, in two SQLite files in `folder`. Test queries are stored under negative numbers, kept rows under
+    their row number."""
 
     def __init__(self, threshold: float, folder: Path, test_signatures: np.ndarray) -> None:
         from datasketch import MinHashLSH

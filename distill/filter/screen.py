@@ -140,4 +140,3 @@ class Screen:
     def close(self) -> None:
         if self.near is not None:
             self.near.close()
-
